@@ -1,0 +1,72 @@
+"""The `landscape` command: a thin layer that parses options, calls one library function and says
+where the results went. Errors are one line on stderr: exit code 2 for bad input, 1 for failed work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from ..errors import LandscapeError
+
+CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
+
+
+class Group(click.Group):
+    """Turns every failure into one line on stderr and the contract's exit code."""
+
+    def main(self, args=None, prog_name=None, **kwargs):  # noqa: D401 - click's signature
+        try:
+            super().main(args=args, prog_name=prog_name or "landscape", standalone_mode=False,
+                         **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("landscape: aborted", err=True)
+            sys.exit(130)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+            click.echo(f"landscape: error: {e.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except LandscapeError as e:
+            click.echo(f"landscape: error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("landscape: interrupted; a run can be continued with --resume", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug: say so in one line, the traceback on request
+            if os.environ.get("LANDSCAPE_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"landscape: internal error: {type(e).__name__}: {e} (set LANDSCAPE_DEBUG=1 "
+                       "for the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="flooding-landscape", prog_name="landscape")
+def cli() -> None:
+    """Flooding (Ishida et al., ICML 2020) and the loss landscape: train runs into HDF5 files,
+    then analyse them.
+
+    \b
+    Quick start:
+      landscape demo
+      landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --epochs 500
+      landscape info checkpoints/
+    """
+
+
+# Each command lives in its own module of this package and registers itself on `cli`.
+COMMANDS = ("train", "info", "demo")
+
+
+def main() -> None:
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}")
+    cli.main()

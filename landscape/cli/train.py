@@ -1,0 +1,185 @@
+"""`landscape train`: runs and sweeps into HDF5 run files."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import (DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, Execution, ModelConfig,
+                      ObjectiveConfig, OptimConfig, RunConfig, family, parse_flood_levels)
+from ..errors import BadInput
+from . import CONTEXT, cli
+
+_FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
+
+
+class TrainCommand(click.Command):
+    """Lets `--flood 0 0.1 0.2` take several space-separated levels, as well as repeated
+    `--flood`, comma lists and ranges start:stop:step."""
+
+    def parse_args(self, ctx, args):
+        rewritten, i = [], 0
+        while i < len(args):
+            rewritten.append(args[i])
+            if args[i] == "--flood" and i + 1 < len(args):
+                rewritten.append(args[i + 1])
+                i += 2
+                while i < len(args) and _FLOOD_TOKEN.match(args[i]):
+                    rewritten += ["--flood", args[i]]
+                    i += 1
+                continue
+            i += 1
+        return super().parse_args(ctx, rewritten)
+
+
+def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise BadInput(f"{what} must be comma-separated integers, got {value!r}") from None
+
+
+@cli.command(cls=TrainCommand, context_settings=CONTEXT)
+@click.option("--data", "data_name", required=True, metavar="NAME",
+              help=f"Data set: {', '.join(DATASETS)}.")
+@click.option("--noise", type=float, default=0.0, show_default=True,
+              help="Fraction of labels flipped in train, validation and test (exactly floor(n*F)).")
+@click.option("--model", "model_name", metavar="NAME",
+              help=f"Model: {', '.join(MODELS)}. Default: the paper's for the data set.")
+@click.option("--depth", type=int, help="MLP hidden layers (default 5 synthetic, 2 MNIST; mlp_bn 4).")
+@click.option("--width", type=int, help="MLP hidden units (default 500 synthetic, 1000 MNIST).")
+@click.option("--flood", "floods", multiple=True, metavar="B",
+              help="Flood level(s): numbers, comma lists or ranges start:stop:step (inclusive); "
+                   "several make a sweep. Default 0 (no flooding).")
+@click.option("--objective", type=click.Choice(["flood", "iflood"]), default="flood",
+              show_default=True, help="flood: |J-b|+b on the batch mean; iflood: per sample.")
+@click.option("--loss", type=click.Choice(["logistic", "ce"]),
+              help="Surrogate loss (default: logistic for binary data, softmax CE otherwise).")
+@click.option("--seeds", type=int, help="Train seeds 0..N-1 (a sweep over trials).")
+@click.option("--seed", type=int, help="The one seed to train (default 0).")
+@click.option("--data-seed", type=int,
+              help="Fix the data draw across seeds (default: each seed draws its own data).")
+@click.option("--epochs", type=int, help="Epochs (default 500, as the paper).")
+@click.option("--batch-size", type=int, help="Mini-batch size (default 100 synthetic, 128 images).")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]),
+              help="Default: adam for synthetic data, sgd for images.")
+@click.option("--lr", type=float, help="Learning rate (default 1e-3 adam, 0.1 sgd).")
+@click.option("--momentum", type=float, help="SGD momentum (default 0.9 for images).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr-milestones", metavar="E,E", help="Multiply the learning rate by 0.1 after "
+                                                     "these epochs, e.g. 250,400.")
+@click.option("--augment", is_flag=True, help="Random crop (padding 4) and horizontal flip.")
+@click.option("--save-every", type=int, metavar="N", help="Keep parameters every N epochs.")
+@click.option("--save-epochs", metavar="E,E", help="Keep parameters at these epochs.")
+@click.option("--save", "save_kind", type=click.Choice(["all", "last", "none", "log"]),
+              help="Keep parameters at every epoch, the last, none, or ~30 log-spaced epochs. "
+                   "Default: every 10 for one run, last for a sweep. Epoch 0 is always kept.")
+@click.option("--eval-test", type=click.Choice(["every", "best"]),
+              help="Test set every epoch, or only where validation accuracy reaches a new best, "
+                   "at saved epochs and at the end. Default: every for one run, best for sweeps.")
+@click.option("--sizes", type=click.Choice(["paper", "demo"]), default="paper", show_default=True,
+              help="Synthetic sample sizes: as the paper's text, or per class as the demo code.")
+@click.option("--n-train", type=int, help="Training points in total (overrides --sizes).")
+@click.option("--n-val", type=int, help="Validation points in total.")
+@click.option("--n-test", type=int, help="Test points in total.")
+@click.option("--sinusoid-input", type=click.Choice(["gaussian", "disk"]),
+              help="Sinusoid inputs: N(0, I2) as the paper, or the demo's disk of radius 2.")
+@click.option("--spiral-tau", type=float, help="Spiral input noise tau (default 0).")
+@click.option("--val-fraction", type=float, help="Image sets: held-out share of the training set "
+                                                 "(default 0.2, 0.15 with --augment).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the image data sets.")
+@click.option("--ensemble", default="auto", show_default=True,
+              help="Sweeps: models stacked per vectorized chunk (auto, off or a number).")
+@click.option("--out", type=click.Path(file_okay=False), default="checkpoints", show_default=True,
+              help="Folder for run files.")
+@click.option("--name", help="File (one run) or folder (sweep) name instead of the derived one.")
+@click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
+@click.option("--overwrite", is_flag=True, help="Replace existing run files.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(data_name, noise, model_name, depth, width, floods, objective, loss, seeds, seed,
+          data_seed, epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_milestones,
+          augment, save_every, save_epochs, save_kind, eval_test, sizes, n_train, n_val, n_test,
+          sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, ensemble, out, name,
+          resume, overwrite, quiet):
+    """Train with and without flooding; several flood levels or seeds make a sweep.
+
+    \b
+    Examples:
+      landscape train --data two_gaussians --noise 0.1 --flood 0.3
+      landscape train --data spiral --noise 0.05 --flood 0:0.5:0.01 --seeds 10
+      landscape train --data mnist --data-dir ../shared/data --flood 0 0.02 --epochs 100
+    """
+    from ..sweep import expand, train as train_runs
+
+    if data_name not in DATASETS:
+        raise BadInput(f"unknown data set {data_name!r}; choose from {', '.join(DATASETS)}")
+    if seeds is not None and seed is not None:
+        raise BadInput("--seeds and --seed exclude each other")
+    if seeds is not None and seeds < 1:
+        raise BadInput(f"--seeds must be >= 1, got {seeds}")
+    if sum(x is not None for x in (save_every, save_epochs, save_kind)) > 1:
+        raise BadInput("give at most one of --save-every, --save-epochs and --save")
+    defaults = PAPER_DEFAULTS[family(data_name)]
+    optimizer = optimizer or defaults["optimizer"]
+    if lr is None:
+        lr = defaults["lr"] if optimizer == defaults["optimizer"] else {"adam": 1e-3, "sgd": 0.1}[
+            optimizer]
+    if momentum is None:
+        momentum = defaults["momentum"] if optimizer == "sgd" else 0.0
+    levels = parse_flood_levels(floods) if floods else (0.0,)
+    seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
+    sweep = len(levels) * len(seed_list) > 1
+    if save_every is not None:
+        save = f"every:{save_every}"
+    elif save_epochs is not None:
+        save = f"epochs:{save_epochs}"
+    else:
+        save = save_kind or ("last" if sweep else "every:10")
+    base = RunConfig(
+        data=DataConfig(name=data_name, noise=noise, sizes=sizes, n_train=n_train, n_val=n_val,
+                        n_test=n_test, sinusoid_input=sinusoid_input, spiral_tau=spiral_tau,
+                        val_fraction=val_fraction),
+        model=ModelConfig(name=model_name or defaults["model"], depth=depth, width=width),
+        objective=ObjectiveConfig(kind=objective, loss=loss),
+        optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                          milestones=_csv_ints(lr_milestones, "--lr-milestones"),
+                          batch_size=batch_size or defaults["batch_size"],
+                          epochs=epochs if epochs is not None else defaults["epochs"]),
+        augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
+        dtype=dtype)
+    configs = expand(base, levels, seed_list, data_seed=data_seed)
+    execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet)
+    result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
+                        overwrite=overwrite, name=name)
+    report_training(result)
+    if result.diverged:
+        click.echo(f"landscape: {len(result.diverged)} run(s) diverged (NaN/inf loss): "
+                   f"{', '.join(map(str, result.diverged[:3]))}", err=True)
+        sys.exit(1)
+
+
+def report_training(result) -> None:
+    from ..store import Run
+
+    if result.folder is not None:
+        counts = {s: result.statuses.count(s) for s in dict.fromkeys(result.statuses)}
+        click.echo(f"sweep of {len(result.paths)} runs in {result.folder}/ ("
+                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+        if len(result.paths) > 12:
+            return
+    for path, status in zip(result.paths, result.statuses):
+        run = Run(path)
+        last = {k: v[-1] for k, v in run.metrics().items()}
+        click.echo(f"{path}: {status}, epoch {run.epochs_done}/{run.epochs}, "
+                   f"train loss {last['train_loss']:.4f}, train acc {last['train_acc']:.4f}, "
+                   f"test acc {last['test_acc']:.4f}")
+
+

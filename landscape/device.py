@@ -1,0 +1,34 @@
+"""Choosing the device (`--device auto|cpu|cuda[:N]`) and applying speed settings once."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import BadInput
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """auto: the GPU when there is one, else the CPU. Asking for CUDA without one is bad input."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise BadInput(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInput("--device cuda was asked for but no CUDA GPU is available; use "
+                           "--device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInput(f"no GPU {device.index}: {torch.cuda.device_count()} visible")
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on GPUs
+        torch.backends.cudnn.allow_tf32 = True
+    elif device.type != "cpu":
+        raise BadInput(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return "cpu"

@@ -1,0 +1,209 @@
+"""Training runs and sweeps: from configs to run files (the public `train` API behind the CLI).
+
+A sweep is several runs differing in flood level and/or seed. Its run files live in one folder
+with an index (sweep.json); a single run is one file. Runs that share data and architecture train
+together as a stacked ensemble in chunks whose size the execution chooses (ensemble.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import data as data_module
+from .config import Execution, RunConfig
+from .device import describe, resolve_device
+from .ensemble import auto_chunk_size, optimizer_layout
+from .errors import BadInput
+from .models import build_model, output_units
+from .store import Run, RunWriter, create_run, layout_of, write_sweep_index
+from .training import METRIC_NAMES, Member, train_group
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    paths: tuple[Path, ...]
+    statuses: tuple[str, ...]     # complete | diverged | skipped (already complete)
+    folder: Path | None           # the sweep folder, None for a single run
+
+    @property
+    def diverged(self) -> tuple[Path, ...]:
+        return tuple(p for p, s in zip(self.paths, self.statuses) if s == "diverged")
+
+
+def expand(base: RunConfig, floods: Sequence[float], seeds: Sequence[int], *,
+           data_seed: int | None = None) -> list[RunConfig]:
+    """The grid flood levels x seeds. Each seed also draws its own data unless data_seed fixes it."""
+    return [dataclasses.replace(
+        base, seed=s,
+        data=dataclasses.replace(base.data, seed=s if data_seed is None else data_seed),
+        objective=dataclasses.replace(base.objective, flood=b))
+        for s in seeds for b in floods]
+
+
+def sweep_name(config: RunConfig) -> str:
+    parts = [config.data.name] + ([f"noise{config.data.noise:g}"] if config.data.noise else [])
+    return "-".join(parts + [config.model.name, config.objective.kind])
+
+
+def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
+               ) -> tuple[Path | None, list[Path]]:
+    """(sweep folder or None, run file paths): out/NAME.h5 for one run, out/NAME/<run>.h5 for many."""
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise BadInput("the sweep repeats a run (same flood level and seed twice)")
+    if len(configs) == 1:
+        return None, [out / f"{name or names[0]}.h5"]
+    folder = out / (name or sweep_name(configs[0]))
+    return folder, [folder / f"{n}.h5" for n in names]
+
+
+def _config_diff(a: RunConfig, b: RunConfig) -> str:
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+    fa, fb = flat(json.loads(a.to_json())), flat(json.loads(b.to_json()))
+    return ", ".join(f"{k}: {fa.get(k)} in the file vs {fb.get(k)} asked"
+                     for k in sorted(fa) if fa.get(k) != fb.get(k))
+
+
+def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> str:
+    """What to do with a run path: "fresh", "resume" or "skip"; bad input if it can't be decided."""
+    if not path.exists() or overwrite:
+        return "fresh"
+    run = Run(path)
+    if run.config != config:
+        raise BadInput(f"{path} holds a different run ({_config_diff(run.config, config)}); "
+                       "use another --out or pass --overwrite to replace it")
+    if run.status == "complete":
+        if resume:
+            return "skip"
+        raise BadInput(f"{path} is a finished run; pass --overwrite to retrain it")
+    if run.status == "diverged":
+        raise BadInput(f"{path} diverged at epoch {run.epochs_done + 1}; pass --overwrite to "
+                       "retrain it")
+    if not resume:
+        raise BadInput(f"{path} is an unfinished run (epoch {max(run.epochs_done, 0)} of "
+                       f"{run.epochs}); pass --resume to continue it or --overwrite to start over")
+    return "resume"
+
+
+def _member(path: Path, config: RunConfig, action: str) -> Member:
+    writer = RunWriter(path)
+    if action == "fresh":
+        return Member(config, writer)
+    run = Run(path)
+    if run.epochs_done < 0:  # made, but killed before epoch 0 was committed
+        return Member(config, writer)
+    model_state, optim_state = run.resume_state()
+    val_acc = run.metric("val_acc")
+    return Member(config, writer, start_epoch=run.epochs_done, fresh=False,
+                  model_state=model_state, optim_state=optim_state if run.epochs_done > 0 else None,
+                  best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
+                  snapshot_taken=run.snapshot() is not None)
+
+
+def _chunk_size(execution: Execution, config: RunConfig, device: torch.device) -> int:
+    if execution.ensemble == "auto":
+        return auto_chunk_size(config.model, device)
+    if execution.ensemble == "off":
+        return 1
+    try:
+        size = int(execution.ensemble)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise BadInput(f"--ensemble must be auto, off or a positive number, got "
+                       f"{execution.ensemble!r}")
+    return size
+
+
+def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
+          execution: Execution = Execution(), resume: bool = False, overwrite: bool = False,
+          name: str | None = None) -> TrainResult:
+    """Train every config into its run file under `out` (see plan_paths) and return where they went.
+
+    Existing files: a finished run is kept unless `overwrite`; an unfinished one is continued with
+    `resume` (its config must match); with `resume`, finished runs are skipped, missing ones made.
+    """
+    if not configs:
+        raise BadInput("nothing to train")
+    if resume and overwrite:
+        raise BadInput("--resume and --overwrite exclude each other")
+    device = resolve_device(execution.device)
+    configs = [c.resolved() for c in configs]
+    folder, paths = plan_paths(configs, Path(out), name)
+    actions = [_existing(p, c, resume=resume, overwrite=overwrite) for p, c in zip(paths, configs)]
+
+    # Load every data set first: a missing or malformed file stops us before anything is written.
+    dtype_of = {c: getattr(torch, c.dtype) for c in configs}
+    datasets: dict[tuple, data_module.Dataset] = {}
+    for c in configs:
+        key = (c.data, c.dtype)
+        if key not in datasets:
+            datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of[c],
+                                             data_dir=execution.data_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_sweep_index(folder, paths, grid={
+            "flood": sorted({c.objective.flood for c in configs}),
+            "seed": sorted({c.seed for c in configs})})
+
+    statuses = {p: "skipped" for p, a in zip(paths, actions) if a == "skip"}
+    groups: dict[tuple, list[tuple[Path, RunConfig, str]]] = {}
+    for p, c, a in zip(paths, configs, actions):
+        if a == "skip":
+            continue
+        if a == "fresh":
+            _create(p, c, execution, datasets[(c.data, c.dtype)], device)
+        shared = dataclasses.replace(c, seed=0, objective=dataclasses.replace(c.objective, flood=0))
+        groups.setdefault((shared.to_json(),), []).append((p, c, a))
+
+    total = sum(len(g) for g in groups.values())
+    done = 0
+    for items in groups.values():
+        members = [_member(p, c, a) for p, c, a in items]
+        try:
+            by_start: dict[tuple[int, bool], list[Member]] = {}
+            for m in members:
+                by_start.setdefault((m.start_epoch, m.fresh), []).append(m)
+            size = _chunk_size(execution, members[0].config, device)
+            dataset = datasets[(members[0].config.data, members[0].config.dtype)]
+            for same_start in by_start.values():
+                for i in range(0, len(same_start), size):
+                    chunk = same_start[i:i + size]
+                    label = (chunk[0].config.name if total == 1 else
+                             f"runs {done + 1}-{done + len(chunk)} of {total}")
+                    for m, status in zip(chunk, train_group(chunk, dataset, device=device,
+                                                            progress=execution.progress,
+                                                            label=label)):
+                        statuses[m.path] = status
+                    done += len(chunk)
+        finally:
+            for m in members:
+                m.writer.close()
+    return TrainResult(tuple(paths), tuple(statuses[p] for p in paths), folder)
+
+
+def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_module.Dataset,
+            device: torch.device) -> None:
+    model = build_model(config.model, dataset.input_shape,
+                        output_units(dataset.num_classes, config.objective.loss))
+    model = model.to(getattr(torch, config.dtype))
+    state = model.state_dict()
+    params = {n: p.detach()[None] for n, p in model.named_parameters()}
+    flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
+               for s in ("train", "val", "test")}
+    create_run(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
+               model_layout=layout_of(state),
+               optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
+                   config.optim.name, config.optim.momentum, params).items()},
+               flipped=flipped)

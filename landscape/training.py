@@ -1,0 +1,244 @@
+"""The training loop: one flat function over a group of runs that share data and architecture.
+
+A group is one model (a single run) or several sweep members stacked as an `Ensemble`, each with its
+own flood level, initialization seed and batch order. Per epoch, from epoch 0 (the untrained model),
+every member's metrics are measured and committed to its run file (store.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .data import Dataset, Split
+from .data.augment import random_crop_flip
+from .ensemble import (Ensemble, eval_chunk, load_optimizer_states, optimizer_state_of)
+from .flooding import flooded_objective, per_sample_loss, predictions
+from .models import build_model, output_units
+from .progress import progress_bar
+from .store import RunWriter
+
+# Per split: loss and accuracy on the labels used (noisy where noise was added), on the clean
+# labels, and accuracy on the flipped points against their noisy labels (memorization).
+SPLIT_METRICS = ("loss", "acc", "loss_clean", "acc_clean", "acc_flipped")
+STEP_METRICS = ("batch_loss", "batch_objective", "ascent_fraction", "lr", "seconds")
+METRIC_NAMES = tuple(f"{s}_{m}" for s in ("train", "val", "test") for m in SPLIT_METRICS) + STEP_METRICS
+
+
+@dataclass
+class Member:
+    """One run of a group: its config, its open run file and where training starts."""
+
+    config: RunConfig
+    writer: RunWriter
+    start_epoch: int = 0                 # last committed epoch (0 also when starting fresh)
+    fresh: bool = True                   # epoch 0 still to be measured
+    model_state: dict | None = None      # resume state; None: initialize from config.seed
+    optim_state: dict | None = None
+    best_val: float = -math.inf          # best validation accuracy so far (test policy "best")
+    snapshot_taken: bool = False
+    status: str = "running"
+    pending_snapshot: tuple | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+
+def epoch_generator(seed: int, epoch: int, stream: int, device: torch.device | str = "cpu"
+                    ) -> torch.Generator:
+    """A generator determined by (seed, epoch, stream): batch order and augmentation need no saved
+    RNG state to resume exactly."""
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator(device=device)
+    g.manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+    return g
+
+
+def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    o = config.optim
+    kwargs = dict(lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "sgd":
+        kwargs["momentum"] = o.momentum
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.SGD
+    try:  # fused kernels are faster where the build has them (DESIGN.md section 4)
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kwargs)
+
+
+@torch.inference_mode()
+def evaluate(ensemble: Ensemble, split: Split, loss: str, chunk: int) -> dict[str, torch.Tensor]:
+    """Every member's loss and accuracy on a whole split, in chunks of rows: name -> [K]."""
+    ensemble.train(False)
+    n = len(split)
+    totals = {m: 0.0 for m in ("loss", "acc", "loss_clean", "acc_clean", "hits_flipped")}
+    for start in range(0, n, chunk):
+        sl = slice(start, start + chunk)
+        logits = ensemble.forward(split.x[sl], shared=True)       # [K, c, C]
+        pred = predictions(logits, loss)                           # [K, c]
+        y, y_clean = split.y[sl], split.y_clean[sl]
+        totals["loss"] = totals["loss"] + per_sample_loss(logits, y, loss).sum(-1)
+        totals["loss_clean"] = totals["loss_clean"] + per_sample_loss(logits, y_clean, loss).sum(-1)
+        totals["acc"] = totals["acc"] + (pred == y).sum(-1)
+        totals["acc_clean"] = totals["acc_clean"] + (pred == y_clean).sum(-1)
+        totals["hits_flipped"] = totals["hits_flipped"] + ((pred == y) & (y != y_clean)).sum(-1)
+    n_flipped = int(split.flipped.sum())
+    out = {k: v / n for k, v in totals.items() if k != "hits_flipped"}
+    out["acc_flipped"] = (totals["hits_flipped"] / n_flipped if n_flipped
+                          else torch.full_like(out["acc"], math.nan))
+    return {k: v.to(torch.float64) for k, v in out.items()}
+
+
+def measure(ensemble: Ensemble, data: Dataset, config: RunConfig, chunk: int,
+            want_test: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Metrics of every split: name -> [K] (CPU, float64). The test split is measured only for the
+    members `want_test(val_acc)` [K] selects; NaN for the others."""
+    out: dict[str, torch.Tensor] = {}
+    for split in ("train", "val"):
+        for m, v in evaluate(ensemble, data.split(split), config.objective.loss, chunk).items():
+            out[f"{split}_{m}"] = v.cpu()
+    need = want_test(out["val_acc"])
+    test = (evaluate(ensemble, data.test, config.objective.loss, chunk) if bool(need.any())
+            else None)
+    for m in SPLIT_METRICS:
+        out[f"test_{m}"] = (torch.where(need, test[m].cpu(), math.nan) if test is not None
+                            else torch.full(need.shape, math.nan, dtype=torch.float64))
+    return out
+
+
+def train_group(members: list[Member], data: Dataset, *, device: torch.device,
+                progress: bool = True, label: str = "") -> list[str]:
+    """Train the members (same data, architecture, optimizer and schedule) to their last epoch.
+
+    Returns each member's final status: "complete" or "diverged".
+    """
+    # -- setup ----------------------------------------------------------------------------------
+    config = members[0].config
+    epochs, batch_size = config.optim.epochs, config.optim.batch_size
+    dtype = getattr(torch, config.dtype)
+    out_units = output_units(data.num_classes, config.objective.loss)
+    template = build_model(config.model, data.input_shape, out_units)
+    states = [m.model_state or build_model(config.model, data.input_shape, out_units,
+                                           seed=m.config.seed).state_dict() for m in members]
+    ensemble = Ensemble(template, states, device=device, dtype=dtype)
+    optimizer = make_optimizer(config, list(ensemble.params.values()))
+    if members[0].optim_state:
+        load_optimizer_states(optimizer, ensemble, [m.optim_state for m in members])
+    K = len(members)
+    b = torch.tensor([m.config.objective.flood for m in members], device=device, dtype=dtype)
+    chunk = eval_chunk(config.model, data.input_shape, K)
+    n_train = len(data.train)
+    steps = math.ceil(n_train / batch_size)
+    save_epochs = set(config.save_epochs)
+    start = members[0].start_epoch
+
+    def commit(epoch: int, metrics: dict[str, torch.Tensor]) -> None:
+        for k, m in enumerate(members):
+            if m.status != "running":
+                continue
+            row = {name: float(v[k]) for name, v in metrics.items()}
+            m.writer.write_epoch(epoch, row, model_state=ensemble.member_state(k),
+                                 optim_state=optimizer_state_of(optimizer, ensemble, k),
+                                 snapshot=m.pending_snapshot)
+            if m.pending_snapshot is not None:
+                m.snapshot_taken, m.pending_snapshot = True, None
+
+    def test_wanted(epoch: int, val_acc: torch.Tensor) -> torch.Tensor:
+        best = torch.tensor([m.best_val for m in members], dtype=torch.float64)
+        improved = val_acc > best
+        for k, m in enumerate(members):
+            m.best_val = max(m.best_val, float(val_acc[k]))
+        if config.eval_test == "every" or epoch in save_epochs or epoch == epochs:
+            return torch.ones(K, dtype=torch.bool)
+        return improved
+
+    # -- epoch 0: the untrained model -----------------------------------------------------------
+    if members[0].fresh:
+        nan = torch.full((K,), math.nan, dtype=torch.float64)
+        metrics = measure(ensemble, data, config, chunk, lambda val: test_wanted(0, val))
+        metrics.update(batch_loss=nan, batch_objective=nan, ascent_fraction=nan, seconds=nan,
+                       lr=torch.full((K,), config.optim.lr_at(1), dtype=torch.float64))
+        commit(0, metrics)
+
+    # -- epochs ---------------------------------------------------------------------------------
+    bar = progress_bar(range(start + 1, epochs + 1), enabled=progress, label=label)
+    with bar as epoch_iter:
+        for epoch in epoch_iter:
+            tic = time.perf_counter()
+            lr = config.optim.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ensemble.train(True)
+            orders = batch_orders(members, epoch, n_train, device)     # [K, n]
+            aug_gens = ([epoch_generator(m.config.seed, epoch, 2, device) for m in members]
+                        if config.augment else None)
+            loss_sum = torch.zeros(K, device=device, dtype=dtype)
+            objective_sum = torch.zeros_like(loss_sum)
+            ascent_sum = torch.zeros_like(loss_sum)
+            pending = torch.tensor([m.config.objective.flood > 0 and not m.snapshot_taken
+                                    and m.pending_snapshot is None for m in members])
+            for step in range(steps):
+                idx = orders[:, step * batch_size:(step + 1) * batch_size]  # [K, B]
+                xb, yb = data.train.x[idx], data.train.y[idx]
+                if aug_gens is not None:
+                    xb = torch.stack([random_crop_flip(xb[k], g) for k, g in enumerate(aug_gens)])
+                logits = ensemble.forward(xb, shared=False)            # [K, B, C]
+                losses = per_sample_loss(logits, yb, config.objective.loss)  # [K, B]
+                batch_loss = losses.mean(-1).detach()
+                objective = flooded_objective(losses, b, config.objective.kind)
+                if pending.any():
+                    below = (batch_loss < b).cpu() & pending
+                    for k in below.nonzero().flatten().tolist():
+                        global_step = (epoch - 1) * steps + step + 1
+                        members[k].pending_snapshot = (global_step, epoch, float(batch_loss[k]),
+                                                       ensemble.member_state(k, clone=True))
+                        pending[k] = False
+                optimizer.zero_grad(set_to_none=True)
+                objective.sum().backward()
+                optimizer.step()
+                loss_sum += batch_loss
+                objective_sum += objective.detach()
+                if config.objective.kind == "iflood":  # share of samples on the ascent side
+                    ascent_sum += (losses.detach() < b[:, None]).to(dtype).mean(-1)
+                else:
+                    ascent_sum += (batch_loss < b).to(dtype)
+            metrics = {"batch_loss": loss_sum / steps, "batch_objective": objective_sum / steps,
+                       "ascent_fraction": ascent_sum / steps}
+            metrics = {k: v.double().cpu() for k, v in metrics.items()}
+            metrics.update(measure(ensemble, data, config, chunk,
+                                   lambda val: test_wanted(epoch, val)))
+            metrics["lr"] = torch.full((K,), lr, dtype=torch.float64)
+            metrics["seconds"] = torch.full((K,), time.perf_counter() - tic, dtype=torch.float64)
+            diverged = ~torch.isfinite(metrics["batch_loss"]) | ~torch.isfinite(metrics["train_loss"])
+            for k in diverged.nonzero().flatten().tolist():
+                m = members[k]
+                if m.status == "running":
+                    m.writer.write_metrics(epoch, {n: float(v[k]) for n, v in metrics.items()})
+                    m.writer.set_status("diverged")
+                    m.status = "diverged"
+            commit(epoch, metrics)
+            if all(m.status != "running" for m in members):
+                break
+    for m in members:
+        if m.status == "running":
+            m.writer.set_status("complete")
+            m.status = "complete"
+    return [m.status for m in members]
+
+
+def batch_orders(members: list[Member], epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """Each member's permutation of the training set for `epoch`: [K, n], from its own seed."""
+    by_seed: dict[int, torch.Tensor] = {}
+    for m in members:
+        if m.config.seed not in by_seed:
+            by_seed[m.config.seed] = torch.randperm(n, generator=epoch_generator(m.config.seed,
+                                                                                 epoch, 1))
+    return torch.stack([by_seed[m.config.seed] for m in members]).to(device)
