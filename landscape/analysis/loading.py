@@ -1,0 +1,122 @@
+"""What every analysis needs from a run: its data, its model and the weights at a chosen point.
+
+Models are rebuilt from the run's config and evaluated functionally on state dicts (no module is
+mutated); the data set is regenerated from the config (synthetic) or re-read (image sets).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from .. import data as data_module
+from ..errors import BadInput
+from ..models import build_model, output_units
+from ..store import Run
+
+_DATA_CACHE: dict[tuple, data_module.Dataset] = {}
+
+
+def dataset_for(run: Run, *, device: torch.device, data_dir: str | None = None
+                ) -> data_module.Dataset:
+    """The run's data set (noisy labels as trained on), cached per (data config, dtype, device)."""
+    key = (run.config.data, run.config.dtype, str(device), data_dir)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= 4:  # bound memory: analyses rarely mix more than a few data sets
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = data_module.load(run.config.data, device=device,
+                                            dtype=getattr(torch, run.config.dtype),
+                                            data_dir=data_dir or run.execution.get("data_dir"))
+    return _DATA_CACHE[key]
+
+
+def model_for(run: Run, dataset: data_module.Dataset, *, device: torch.device) -> nn.Module:
+    """A module of the run's architecture (eval mode), to be called with torch.func.functional_call."""
+    c = run.config
+    model = build_model(c.model, dataset.input_shape, output_units(dataset.num_classes,
+                                                                   c.objective.loss))
+    return model.to(device=device, dtype=getattr(torch, c.dtype)).eval()
+
+
+def state_at(run: Run, which: int | str, *, device: torch.device) -> dict[str, torch.Tensor]:
+    """The run's state dict at an epoch, "last" (the last epoch, which must be saved) or
+    "snapshot" (when the mini-batch loss first fell below b)."""
+    if which == "snapshot":
+        snap = run.snapshot(device)
+        if snap is None:
+            reason = ("it trained with b = 0" if run.config.objective.flood == 0 else
+                      "its mini-batch loss never fell below b")
+            raise BadInput(f"{run.path} has no first-below-flood snapshot: {reason}")
+        return snap.state
+    if which == "last":
+        if run.status != "complete":
+            raise BadInput(f"{run.path} is not finished ({run.status}, epoch {run.epochs_done} of "
+                           f"{run.epochs}); its last epoch is not there yet")
+        which = run.epochs_done
+    return run.state_dict(int(which), device)
+
+
+def check_same_architecture(runs: Iterable[Run]) -> None:
+    """Runs compared in one analysis must share model and input; one clear line when they don't."""
+    runs = list(runs)
+    first = runs[0].config
+    for run in runs[1:]:
+        c = run.config
+        if (c.model, c.data.name, c.objective.loss) != (first.model, first.data.name,
+                                                         first.objective.loss):
+            raise BadInput(f"runs of different architectures compared: {runs[0].path.name} is "
+                           f"{_arch(first)} but {run.path.name} is {_arch(c)}")
+
+
+def _arch(c) -> str:
+    shape = f" {c.model.depth}x{c.model.width}" if c.model.depth is not None else ""
+    return f"{c.model.name}{shape} on {c.data.name} ({c.objective.loss} loss)"
+
+
+def write_result(path: str | Path, *, kind: str, attrs: Mapping[str, Any],
+                 arrays: Mapping[str, np.ndarray]) -> Path:
+    """An analysis result file, written atomically: arrays as datasets, parameters as attributes
+    (dicts and lists as JSON) so that a result can be traced and a stale one detected."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with h5py.File(partial, "w") as f:
+        f.attrs["format"] = f"landscape-{kind}"
+        f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds")
+        for key, value in attrs.items():
+            f.attrs[key] = (json.dumps(value) if isinstance(value, (dict, list, tuple))
+                            else ("" if value is None else value))
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if value.dtype.kind == "U":
+                value = value.astype(h5py.string_dtype())
+            f.create_dataset(key, data=value)
+    os.replace(partial, path)
+    return path
+
+
+def read_result(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(attrs, arrays) of a result file written by write_result; bad input if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such result file")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != f"landscape-{kind}":
+                raise BadInput(f"{path} is not a landscape {kind} result file")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            arrays: dict[str, np.ndarray] = {}
+            f.visititems(lambda k, v: arrays.__setitem__(k, v[()])
+                         if isinstance(v, h5py.Dataset) else None)
+    except OSError as err:
+        raise BadInput(f"{path} is not a readable HDF5 file: {str(err).splitlines()[0]}") from None
+    return attrs, arrays
