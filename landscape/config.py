@@ -299,6 +299,15 @@ class RunConfig:
             **{k: v for k, v in raw.items() if k not in ("data", "model", "objective", "optim")},
         )
 
+    def fields(self) -> dict[str, Any]:
+        """Flat field names to values, e.g. "data.noise" -> 0.1 (for diffs and labels)."""
+        def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+            return out
+        return flat(json.loads(self.to_json()))
+
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
@@ -330,7 +339,8 @@ def parse_flood_levels(tokens: list[str] | tuple[str, ...]) -> tuple[float, ...]
                 levels.append(_parse_number(part, token))
     _check(bool(levels), "no flood level given: --flood needs a number, a list or start:stop:step")
     bad = [b for b in levels if not (math.isfinite(b) and b >= 0)]
-    _check(not bad, f"flood levels must be finite and >= 0, got {bad[0]:g}")
+    if bad:  # not _check: the message indexes bad[0]
+        raise BadInput(f"flood levels must be finite and >= 0, got {bad[0]:g}")
     return tuple(dict.fromkeys(levels))  # ordered, without repeats
 
 

@@ -65,12 +65,7 @@ def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
 
 
 def _config_diff(a: RunConfig, b: RunConfig) -> str:
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-        return out
-    fa, fb = flat(json.loads(a.to_json())), flat(json.loads(b.to_json()))
+    fa, fb = a.fields(), b.fields()
     return ", ".join(f"{k}: {fa.get(k)} in the file vs {fb.get(k)} asked"
                      for k in sorted(fa) if fa.get(k) != fb.get(k))
 
