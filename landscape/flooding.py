@@ -16,7 +16,8 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.T
         margin = (2 * y - 1).to(logits.dtype) * logits[..., 0]
         return F.softplus(-margin)
     log_p = torch.log_softmax(logits, dim=-1)
-    return -log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    # y may be shared by K members ([n] against logits [K, n, C]): gather needs it broadcast.
+    return -log_p.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
 def predictions(logits: torch.Tensor, loss: str) -> torch.Tensor:
