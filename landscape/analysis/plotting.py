@@ -56,11 +56,18 @@ def save_figure(fig: Figure, stem: str | Path, data: Mapping[str, Sequence] | No
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
-        fig.savefig(stem.with_suffix(f".{fmt}"))
-        written.append(stem.with_suffix(f".{fmt}"))
+        fig.savefig(with_extension(stem, fmt))
+        written.append(with_extension(stem, fmt))
     if data is not None:
-        written.append(write_csv(stem.with_suffix(".csv"), data))
+        written.append(write_csv(with_extension(stem, "csv"), data))
     return written
+
+
+def with_extension(stem: str | Path, extension: str) -> Path:
+    """STEM.extension; unlike Path.with_suffix it keeps dots in the stem (run names hold
+    "noise0.1")."""
+    stem = Path(stem)
+    return stem.with_name(f"{stem.name}.{extension}")
 
 
 def write_csv(path: Path, columns: Mapping[str, Sequence]) -> Path:
