@@ -27,7 +27,7 @@ def describe_run(run: Run) -> str:
     size = run.path.stat().st_size / 2**20
     lines = [
         f"{run.path}  ({size:.1f} MiB on disk)",
-        f"  status        {run.status}, epoch {run.epochs_done} of {run.epochs}",
+        f"  status        {status_text(run)}",
         f"  data          {c.data.name}, noise {c.data.noise:g}, seed {c.data.seed}, "
         f"n = {c.data.n_train}/{c.data.n_val}/{c.data.n_test}" if c.data.n_train else
         f"  data          {c.data.name}, noise {c.data.noise:g}, seed {c.data.seed}",
@@ -53,6 +53,13 @@ def describe_run(run: Run) -> str:
         lines.append(f"  best val acc  {_fmt(m['val_acc'][best])} at epoch {best}, test acc there "
                      f"{_fmt(m['test_acc'][best])}")
     return "\n".join(lines)
+
+
+def status_text(run: Run) -> str:
+    if run.status == "diverged":
+        return (f"diverged in epoch {run.epochs_done + 1} (NaN/inf loss); epochs 0-"
+                f"{run.epochs_done} of {run.epochs} are valid")
+    return f"{run.status}, epoch {run.epochs_done} of {run.epochs}"
 
 
 def _epochs_text(epochs: tuple[int, ...]) -> str:

@@ -125,6 +125,10 @@ class RunWriter:
         self.path = Path(path)
         self.file = h5py.File(self.path, "r+")
         self.saved_epochs = [int(e) for e in self.file["weights/epochs"][()]]
+        # Dataset handles looked up once: h5py's path lookups cost more than a small model's epoch.
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self.file.visititems(lambda name, obj: self._datasets.__setitem__(name, obj)
+                             if isinstance(obj, h5py.Dataset) else None)
 
     def write_epoch(self, epoch: int, metrics: Mapping[str, float], *,
                     model_state: Mapping[str, torch.Tensor],
@@ -132,36 +136,36 @@ class RunWriter:
                     snapshot: tuple[int, int, float, Mapping[str, torch.Tensor]] | None = None
                     ) -> None:
         """Write epoch `epoch`'s row, state and (if taken this epoch) snapshot; then commit it."""
-        f = self.file
+        d = self._datasets
         for name, value in metrics.items():
-            f["metrics"][name][epoch] = value
+            d[f"metrics/{name}"][epoch] = value
         if epoch in self.saved_epochs:
             slot = self.saved_epochs.index(epoch)
             for key, tensor in model_state.items():
-                f["weights"][key][slot] = _to_numpy(tensor)
+                d[f"weights/{key}"][slot] = _to_numpy(tensor)
         if snapshot is not None:
             step, snap_epoch, batch_loss, state = snapshot
             for key, tensor in state.items():
-                f["snapshot/state"][key][...] = _to_numpy(tensor)
-            f["snapshot/epoch"][()] = snap_epoch
-            f["snapshot/batch_loss"][()] = batch_loss
-            f["snapshot/step"][()] = step
-        group = f[f"resume/slot{epoch % 2}"]
+                d[f"snapshot/state/{key}"][...] = _to_numpy(tensor)
+            d["snapshot/epoch"][()] = snap_epoch
+            d["snapshot/batch_loss"][()] = batch_loss
+            d["snapshot/step"][()] = step
+        slot_group = f"resume/slot{epoch % 2}"
         for prefix, state in (("model", model_state), ("optim", optim_state)):
             for key, tensor in state.items():
-                group[f"{prefix}/{key}"][...] = _to_numpy(tensor)
-        f.flush()
-        f["epochs_done"][()] = epoch  # the commit
-        f.flush()
+                d[f"{slot_group}/{prefix}/{key}"][...] = _to_numpy(tensor)
+        self.file.flush()
+        d["epochs_done"][()] = epoch  # the commit
+        self.file.flush()
 
     def write_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Metrics of an epoch that will not be committed (the one a run diverged in)."""
         for name, value in metrics.items():
-            self.file["metrics"][name][epoch] = value
+            self._datasets[f"metrics/{name}"][epoch] = value
 
     def set_status(self, status: str) -> None:
         assert status in STATUSES
-        self.file["status"][()] = np.bytes_(status)
+        self._datasets["status"][()] = np.bytes_(status)
         self.file.flush()
 
     def close(self) -> None:
@@ -237,7 +241,9 @@ class Run:
                            "train with --save-every/--save-epochs/--save all to keep it")
         slot = self._all_saved.index(epoch)
         with self._file() as f:
-            return {k: torch.from_numpy(f["weights"][k][slot]).to(device) for k in self.state_keys}
+            # np.asarray: a 0-d tensor (BatchNorm's num_batches_tracked) reads as a numpy scalar
+            return {k: torch.from_numpy(np.asarray(f["weights"][k][slot])).to(device)
+                    for k in self.state_keys}
 
     def snapshot(self, device: torch.device | str = "cpu") -> Snapshot | None:
         """The model when its mini-batch loss first fell below b, if that happened."""
@@ -247,7 +253,7 @@ class Run:
             step, epoch = int(f["snapshot/step"][()]), int(f["snapshot/epoch"][()])
             if step < 0 or epoch > self.epochs_done:
                 return None
-            state = {k: torch.from_numpy(f["snapshot/state"][k][()]).to(device)
+            state = {k: torch.from_numpy(np.asarray(f["snapshot/state"][k][()])).to(device)
                      for k in self.state_keys}
             return Snapshot(step, epoch, float(f["snapshot/batch_loss"][()]), state)
 

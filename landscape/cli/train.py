@@ -167,6 +167,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
 
 
 def report_training(result) -> None:
+    from ..inspect import status_text
     from ..store import Run
 
     if result.folder is not None:
@@ -178,7 +179,7 @@ def report_training(result) -> None:
     for path, status in zip(result.paths, result.statuses):
         run = Run(path)
         last = {k: v[-1] for k, v in run.metrics().items()}
-        click.echo(f"{path}: {status}, epoch {run.epochs_done}/{run.epochs}, "
+        click.echo(f"{path}: {status_text(run) if status != 'skipped' else 'skipped (finished)'}, "
                    f"train loss {last['train_loss']:.4f}, train acc {last['train_acc']:.4f}, "
                    f"test acc {last['test_acc']:.4f}")
 

@@ -1,0 +1,51 @@
+"""Shared test helpers: tiny configs that train in well under a second, and the installed CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+
+TESTS = Path(__file__).parent
+MNIST_SUBSET = TESTS / "data"
+
+
+def tiny_config(*, data: str = "two_gaussians", noise: float = 0.1, flood: float = 0.0,
+                epochs: int = 8, width: int = 16, depth: int = 2, seed: int = 0,
+                **overrides) -> RunConfig:
+    """A run small enough for unit tests: 40/20/200 points, a 2 x 16 MLP."""
+    config = RunConfig(
+        data=DataConfig(data, noise=noise, n_train=40, n_val=20, n_test=200, seed=seed),
+        model=ModelConfig("mlp", depth=depth, width=width),
+        optim=OptimConfig(epochs=epochs, batch_size=16, lr=1e-2),
+        seed=seed, save="all")
+    config = dataclasses.replace(config, objective=dataclasses.replace(config.objective,
+                                                                       flood=flood))
+    return dataclasses.replace(config, **overrides)
+
+
+def landscape_cli(*args: str, check: bool = False, timeout: float = 300,
+                  cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `landscape` command (as a user would)."""
+    exe = Path(sys.executable).with_name("landscape")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "landscape"]
+    result = subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
+                            timeout=timeout, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"landscape {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+TINY_TRAIN_ARGS = ("--data", "two_gaussians", "--noise", "0.1", "--n-train", "40", "--n-val", "20",
+                   "--n-test", "200", "--depth", "2", "--width", "16", "--batch-size", "16",
+                   "--lr", "0.01", "--quiet")
+
+
+@pytest.fixture
+def tiny_args():
+    return TINY_TRAIN_ARGS

@@ -1,0 +1,93 @@
+"""The installed `landscape` command, as a user runs it."""
+
+import h5py
+import pytest
+
+from landscape.store import Run
+
+from conftest import TINY_TRAIN_ARGS, landscape_cli
+
+
+def _one_line_error(result, code=2):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra", [
+    ("--data", "nope"),
+    ("--data", "spiral", "--model", "vgg"),
+    ("--data", "spiral", "--flood", "-0.1"),
+    ("--data", "spiral", "--flood", "0.3:0.1:0.1"),
+    ("--data", "spiral", "--flood", "1:2"),
+    ("--data", "spiral", "--epochs", "0"),
+    ("--data", "spiral", "--seeds", "0"),
+    ("--data", "spiral", "--seed", "1", "--seeds", "2"),
+    ("--data", "spiral", "--unknown-option"),
+    ("--data", "spiral", "--save-every", "5", "--save", "all"),
+    ("--data", "spiral", "--save-epochs", "3,x"),
+    ("--data", "mnist"),
+    ("--data", "mnist", "--data-dir", "/no/such/dir"),
+    ("--data", "spiral", "--device", "tpu"),
+    ("--data", "spiral", "--noise", "0.7"),
+    ("--data", "spiral", "--resume", "--overwrite"),
+    ("--data", "spiral", "--ensemble", "many"),
+])
+def test_bad_train_input(tmp_path, extra):
+    out = tmp_path / "out"
+    result = landscape_cli("train", *extra, "--epochs" if "--epochs" not in extra else "--quiet",
+                           *(("1",) if "--epochs" not in extra else ()), "--out", out)
+    _one_line_error(result)
+    assert not out.exists() or not any(out.rglob("*"))  # nothing half-written
+
+
+def test_train_info_and_overwrite_rules(tmp_path):
+    args = ("train", *TINY_TRAIN_ARGS, "--flood", "0.2", "--epochs", "3", "--out", tmp_path)
+    first = landscape_cli(*args, check=True)
+    path = tmp_path / "two_gaussians-noise0.1-mlp-flood0.2-seed0.h5"
+    assert str(path) in first.stdout and "complete" in first.stdout
+    info = landscape_cli("info", path, check=True)
+    assert "complete, epoch 3 of 3" in info.stdout and "b = 0.2" in info.stdout
+    before = path.stat().st_mtime_ns
+    _one_line_error(landscape_cli(*args))                       # finished: not overwritten
+    assert path.stat().st_mtime_ns == before
+    skipped = landscape_cli(*args, "--resume", check=True)     # finished: nothing to do
+    assert "skipped" in skipped.stdout
+    landscape_cli(*args, "--overwrite", check=True)
+    assert path.stat().st_mtime_ns != before
+    with h5py.File(path, "r+") as f:                            # pretend it was interrupted
+        f["status"][()] = b"running"
+        f["epochs_done"][()] = 1
+    _one_line_error(landscape_cli(*args))
+    landscape_cli(*args, "--resume", check=True)
+    assert Run(path).status == "complete"
+
+
+def test_sweep_folder_and_space_separated_flood_levels(tmp_path):
+    result = landscape_cli("train", *TINY_TRAIN_ARGS, "--flood", "0", "0.1", "--seeds", "2",
+                           "--epochs", "2", "--out", tmp_path, check=True)
+    folder = tmp_path / "two_gaussians-noise0.1-mlp-flood"
+    assert "sweep of 4 runs" in result.stdout
+    runs = sorted(p.name for p in folder.glob("*.h5"))
+    assert runs == [f"two_gaussians-noise0.1-mlp-flood{b}-seed{s}.h5" for b in ("0", "0.1")
+                    for s in (0, 1)]
+    assert (folder / "sweep.json").is_file()
+    info = landscape_cli("info", folder, check=True)
+    assert "4 run files" in info.stdout
+    run = Run(folder / "two_gaussians-noise0.1-mlp-flood0.1-seed1.h5")
+    assert run.config.data.seed == 1 and run.config.eval_test == "best"
+    assert run.saved_epochs == (0, 2)  # sweeps keep the last epoch by default
+
+
+def test_info_bad_input(tmp_path):
+    (tmp_path / "bad.h5").write_text("not hdf5")
+    _one_line_error(landscape_cli("info", tmp_path / "bad.h5"))
+    _one_line_error(landscape_cli("info", tmp_path / "missing.h5"))
+    _one_line_error(landscape_cli("info", tmp_path / "bad.h5", tmp_path / "missing.h5"))
+
+
+def test_help_has_examples():
+    for command in ("train", "info", "demo"):
+        result = landscape_cli(command, "--help", check=True)
+        assert "Example" in result.stdout

@@ -1,0 +1,108 @@
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from landscape.config import Execution
+from landscape.errors import BadInput
+from landscape.store import Run, RunWriter, create_run, find_runs, layout_of, write_sweep_index
+
+from conftest import tiny_config
+
+
+def _make(path, config, state, optim):
+    create_run(path, config, Execution(), device="cpu", metric_names=("a", "b"),
+               model_layout=layout_of(state), optim_layout=layout_of(optim),
+               flipped={"train": np.array([3, 1]), "val": np.array([], int), "test": np.array([0])})
+
+
+def test_round_trip_is_exact(tmp_path):
+    config = tiny_config(flood=0.2, epochs=3, save="epochs:2").resolved()
+    g = torch.Generator().manual_seed(0)
+    states = [{"w": torch.randn(4, 3, generator=g), "n": torch.tensor(e, dtype=torch.int64)}
+              for e in range(4)]
+    optims = [{"w/exp_avg": torch.randn(4, 3, generator=g), "w/step": torch.tensor(float(e))}
+              for e in range(4)]
+    path = tmp_path / "r.h5"
+    _make(path, config, states[0], optims[0])
+    assert not (tmp_path / "r.h5.partial").exists()
+    with RunWriter(path) as w:
+        for e in range(4):
+            snap = (5, 2, 0.125, states[1]) if e == 2 else None
+            w.write_epoch(e, {"a": e / 3, "b": float("nan")}, model_state=states[e],
+                          optim_state=optims[e], snapshot=snap)
+        w.set_status("complete")
+    run = Run(path)
+    assert run.config == config and run.status == "complete" and run.epochs_done == 3
+    assert run.saved_epochs == (0, 2, 3)
+    np.testing.assert_array_equal(run.metric("a"), np.arange(4) / 3)
+    assert np.isnan(run.metric("b")).all()
+    for e in (0, 2, 3):
+        got = run.state_dict(e)
+        assert torch.equal(got["w"], states[e]["w"]) and int(got["n"]) == e
+    with pytest.raises(BadInput, match="epoch 1 was not saved"):
+        run.state_dict(1)
+    snap = run.snapshot()
+    assert (snap.step, snap.epoch, snap.batch_loss) == (5, 2, 0.125)
+    assert torch.equal(snap.state["w"], states[1]["w"])
+    model, optim = run.resume_state()
+    assert torch.equal(model["w"], states[3]["w"]) and torch.equal(optim["w/exp_avg"],
+                                                                   optims[3]["w/exp_avg"])
+    np.testing.assert_array_equal(run.flipped("train"), [3, 1])
+    with h5py.File(path) as f:  # plain HDF5: the config is JSON, metrics are 1-D arrays
+        assert json.loads(f.attrs["config"])["objective"]["flood"] == 0.2
+        assert f["metrics/a"].shape == (4,) and f["weights/w"].chunks == (1, 4, 3)
+
+
+def test_uncommitted_epochs_are_invisible(tmp_path):
+    config = tiny_config(epochs=3).resolved()
+    state, optim = {"w": torch.zeros(2)}, {}
+    path = tmp_path / "r.h5"
+    _make(path, config, state, optim)
+    with RunWriter(path) as w:
+        w.write_epoch(0, {"a": 1.0}, model_state=state, optim_state=optim)
+        w.write_metrics(1, {"a": 2.0})  # written, never committed
+    run = Run(path)
+    assert run.epochs_done == 0 and run.status == "running"
+    assert run.metric("a").tolist() == [1.0] and run.snapshot() is None
+
+
+@pytest.fixture
+def real_run(tmp_path):
+    from landscape.sweep import train
+    return train([tiny_config(epochs=2)], out=tmp_path / "runs").paths[0]
+
+
+def test_bad_files_are_bad_input(tmp_path, real_run):
+    truncated = tmp_path / "truncated.h5"
+    data = real_run.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    newer = tmp_path / "newer.h5"
+    shutil.copy(real_run, newer)
+    with h5py.File(newer, "r+") as f:
+        f.attrs["format_version"] = 99
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    cases = {truncated: "corrupt or truncated", foreign: "not a landscape run file",
+             newer: "upgrade landscape", text: "not a readable HDF5", tmp_path / "no.h5": "no such",
+             tmp_path: "is a folder"}
+    for path, message in cases.items():
+        with pytest.raises(BadInput, match=message):
+            Run(path)
+
+
+def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    shutil.copy(real_run, tmp_path / "deep" / "er" / "x.h5")
+    assert find_runs([tmp_path / "deep"]) == [tmp_path / "deep" / "er" / "x.h5"]
+    write_sweep_index(tmp_path / "deep", [tmp_path / "deep" / "er" / "x.h5"], grid={})
+    assert find_runs([tmp_path / "deep"]) == [tmp_path / "deep" / "er" / "x.h5"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInput, match="no run files"):
+        find_runs([tmp_path / "empty"])
