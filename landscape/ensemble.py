@@ -2,18 +2,23 @@
 
 A single run is the case K = 1, which calls the module directly (no vmap) on views of the stacked
 tensors, so one training loop serves single runs and vectorized sweeps alike. Each member keeps its
-own parameters, buffers and optimizer state; they interact only through sharing the input data.
+own parameters, buffers (BatchNorm running statistics too: vmap updates each member's slice in
+place) and optimizer state; they interact only through sharing the input data. Members may also
+train on different draws of the data (`MemberData`), so a sweep over seeds can stack across trials.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from .config import ModelConfig
+from .data import SPLITS, Dataset
 
 
 class Ensemble:
@@ -53,6 +58,41 @@ class Ensemble:
         everything = {**self.params, **self.buffers}
         return {n: (everything[n][k].detach().clone() if clone else everything[n][k].detach())
                 for n in self.keys}
+
+
+class MemberData:
+    """The data each member trains and is measured on: one data set shared by every member, or
+    several draws (different data seeds) stacked [D, n, ...] with the draw of each member."""
+
+    def __init__(self, draws: Sequence[Dataset], which: Sequence[int]) -> None:
+        self.shared = len(draws) == 1
+        self.num_classes, self.input_shape = draws[0].num_classes, draws[0].input_shape
+        self.which = torch.tensor(list(which), device=draws[0].train.y.device)  # [K]
+
+        def stack(split: str, attr: str) -> torch.Tensor:  # [D, n, ...]; a view when shared
+            tensors = [getattr(d.split(split), attr) for d in draws]
+            return tensors[0].unsqueeze(0) if self.shared else torch.stack(tensors)
+
+        self.x = {s: stack(s, "x") for s in SPLITS}
+        self.y = {s: stack(s, "y") for s in SPLITS}
+        self.y_clean = {s: stack(s, "y_clean") for s in SPLITS}
+
+    def size(self, split: str) -> int:
+        return self.y[split].shape[1]
+
+    def flipped(self, split: str) -> torch.Tensor:
+        """[K]: how many labels of each member's split were flipped."""
+        return (self.y[split] != self.y_clean[split]).sum(-1)[self.which]
+
+    def rows(self, split: str, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x, y, y_clean of a range of rows: [c, ...] for all members when shared, else [K, c, ...]."""
+        pick = 0 if self.shared else self.which
+        return self.x[split][pick, rows], self.y[split][pick, rows], self.y_clean[split][pick, rows]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's training rows idx [K, B] of its own draw: x [K, B, ...], y [K, B]."""
+        draw = self.which[:, None]
+        return self.x["train"][draw, idx], self.y["train"][draw, idx]
 
 
 def optimizer_state_of(optimizer: torch.optim.Optimizer, ensemble: Ensemble,
@@ -109,14 +149,62 @@ def eval_chunk(model: ModelConfig, input_shape: tuple[int, ...], members: int) -
         per_row = max(model.width or 1, math.prod(input_shape))
     else:
         per_row = 64 * math.prod(input_shape)  # conv feature maps are several times the input
-    return max(1, (1 << 26) // (members * per_row))
+    return max(1, EVAL_NUMBERS // (members * per_row))
+
+
+EVAL_NUMBERS = 1 << 26
+
+
+def member_bytes(model: ModelConfig, n_params: int, input_shape: tuple[int, ...],
+                 batch_size: int, dtype_bytes: int) -> int:
+    """Training memory of one stacked member, a generous estimate: parameters, gradients and two
+    optimizer states, plus what one step keeps for the backward pass (about 3 numbers per hidden
+    unit and row for an MLP: pre-activation, normalized, activated)."""
+    if model.name.startswith("mlp"):
+        per_row = 3 * (model.depth or 0) * (model.width or 0) + math.prod(input_shape)
+    else:
+        per_row = 512 * math.prod(input_shape)  # conv feature maps: many times the input
+    return dtype_bytes * (4 * n_params + batch_size * per_row)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes the device has free now (for the CPU, physical pages not in use)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def memory_limit(per_member: int, device: torch.device, dtype_bytes: int) -> int:
+    """Members that fit in half the free memory, after evaluation's working set."""
+    budget = free_memory(device) // 2 - EVAL_NUMBERS * dtype_bytes
+    return max(1, budget // max(per_member, 1))
+
+
+# Largest width that still trains faster stacked than one by one on the CPU (benchmarks/sweep.py,
+# benchmarks/RESULTS.md): a narrow MLP's matmuls are too small to fill the cores, a wide one's
+# already do, and then vmap's batched matmuls and copies only add work.
+CPU_STACK_MAX_WIDTH = 128
+CPU_STACK = 16      # beyond ~16 members a CPU chunk gains little and holds more memory
+GPU_STACK = 1024    # GPU: as many as fit; one chunk of Table 2's 510 runs per setting
 
 
 def auto_chunk_size(model: ModelConfig, device: torch.device) -> int:
-    """How many sweep members to stack by default (DESIGN.md section 4): on the CPU one wide MLP
-    already fills the cores, so width >= 256 runs one at a time; small ones and GPUs stack."""
-    if model.name == "mlp_bn" or model.name.startswith("resnet"):
-        return 1 if device.type == "cpu" else 8
-    if device.type == "cpu":
-        return 1 if (model.width or 0) >= 256 else 16
-    return 64
+    """How many sweep members to stack by default (DESIGN.md section 4), before the memory bound.
+
+    CPU: MLPs up to CPU_STACK_MAX_WIDTH wide stack, wider ones and conv nets train one by one.
+    GPU: everything stacks: a small model's step is launch overhead, which vmap shares."""
+    if device.type != "cpu":
+        return 8 if model.name.startswith("resnet") else GPU_STACK
+    if model.name.startswith("mlp") and (model.width or 0) <= CPU_STACK_MAX_WIDTH:
+        return CPU_STACK
+    return 1
+
+
+def balanced_chunks(items: Sequence, limit: int) -> list[list]:
+    """items in consecutive chunks of at most `limit`, as equal in size as possible."""
+    count = max(1, math.ceil(len(items) / max(limit, 1)))
+    size = math.ceil(len(items) / count)
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]

@@ -1,8 +1,9 @@
 """Training runs and sweeps: from configs to run files (the public `train` API behind the CLI).
 
 A sweep is several runs differing in flood level and/or seed. Its run files live in one folder
-with an index (sweep.json); a single run is one file. Runs that share data and architecture train
-together as a stacked ensemble in chunks whose size the execution chooses (ensemble.py).
+with an index (sweep.json); a single run is one file. Runs that differ only in flood level, seed
+and data seed train together as stacked ensembles (each member on its own data draw), in chunks
+whose size the execution chooses within the device's memory (ensemble.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 from . import data as data_module
 from .config import Execution, RunConfig
 from .device import describe, resolve_device
-from .ensemble import auto_chunk_size, optimizer_layout
+from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
+                       optimizer_layout)
 from .errors import BadInput
-from .models import build_model, output_units
+from .models import build_model, count_parameters, output_units
 from .store import Run, RunWriter, create_run, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Member, train_group
 
@@ -91,13 +93,17 @@ def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -
     return "resume"
 
 
-def _member(path: Path, config: RunConfig, action: str) -> Member:
+def _start(path: Path, action: str) -> int:
+    """The last committed epoch to continue from; -1 to start afresh (also when a file was made but
+    killed before epoch 0 was committed)."""
+    return Run(path).epochs_done if action == "resume" else -1
+
+
+def _member(path: Path, config: RunConfig, start: int) -> Member:
     writer = RunWriter(path)
-    if action == "fresh":
+    if start < 0:
         return Member(config, writer)
     run = Run(path)
-    if run.epochs_done < 0:  # made, but killed before epoch 0 was committed
-        return Member(config, writer)
     model_state, optim_state = run.resume_state()
     val_acc = run.metric("val_acc")
     return Member(config, writer, start_epoch=run.epochs_done, fresh=False,
@@ -106,19 +112,38 @@ def _member(path: Path, config: RunConfig, action: str) -> Member:
                   snapshot_taken=run.snapshot() is not None)
 
 
-def _chunk_size(execution: Execution, config: RunConfig, device: torch.device) -> int:
-    if execution.ensemble == "auto":
-        return auto_chunk_size(config.model, device)
-    if execution.ensemble == "off":
-        return 1
+def requested_chunk(ensemble: str) -> int | None:
+    """`--ensemble`: None for auto, 1 for off, else the number of members stacked per chunk."""
+    if ensemble in ("auto", "off"):
+        return None if ensemble == "auto" else 1
     try:
-        size = int(execution.ensemble)
+        size = int(ensemble)
     except ValueError:
         size = 0
     if size < 1:
-        raise BadInput(f"--ensemble must be auto, off or a positive number, got "
-                       f"{execution.ensemble!r}")
+        raise BadInput(f"--ensemble must be auto, off or a positive number, got {ensemble!r}")
     return size
+
+
+def chunk_size(requested: int | None, config: RunConfig, dataset: data_module.Dataset,
+               device: torch.device) -> int:
+    """Members per stacked chunk: as requested (None: the auto rule), bounded by device memory."""
+    size = auto_chunk_size(config.model, device) if requested is None else requested
+    if size == 1:
+        return 1
+    model = build_model(config.model, dataset.input_shape,
+                        output_units(dataset.num_classes, config.objective.loss))
+    dtype_bytes = getattr(torch, config.dtype).itemsize
+    per_member = member_bytes(config.model, count_parameters(model), dataset.input_shape,
+                              config.optim.batch_size, dtype_bytes)
+    return min(size, memory_limit(per_member, device, dtype_bytes))
+
+
+def group_key(config: RunConfig) -> str:
+    """Runs with equal keys can train stacked: they differ at most in flood level and seeds."""
+    return dataclasses.replace(
+        config, seed=0, data=dataclasses.replace(config.data, seed=0),
+        objective=dataclasses.replace(config.objective, flood=0.0)).to_json()
 
 
 def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
@@ -134,6 +159,7 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     if resume and overwrite:
         raise BadInput("--resume and --overwrite exclude each other")
     device = resolve_device(execution.device)
+    requested = requested_chunk(execution.ensemble)
     configs = [c.resolved() for c in configs]
     folder, paths = plan_paths(configs, Path(out), name)
     actions = [_existing(p, c, resume=resume, overwrite=overwrite) for p, c in zip(paths, configs)]
@@ -153,38 +179,41 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
             "seed": sorted({c.seed for c in configs})})
 
     statuses = {p: "skipped" for p, a in zip(paths, actions) if a == "skip"}
-    groups: dict[tuple, list[tuple[Path, RunConfig, str]]] = {}
+    groups: dict[str, list[tuple[Path, RunConfig, str]]] = {}
     for p, c, a in zip(paths, configs, actions):
         if a == "skip":
             continue
         if a == "fresh":
             _create(p, c, execution, datasets[(c.data, c.dtype)], device)
-        shared = dataclasses.replace(c, seed=0, objective=dataclasses.replace(c.objective, flood=0))
-        groups.setdefault((shared.to_json(),), []).append((p, c, a))
+        groups.setdefault(group_key(c), []).append((p, c, a))
 
     total = sum(len(g) for g in groups.values())
     done = 0
     for items in groups.values():
-        members = [_member(p, c, a) for p, c, a in items]
-        try:
-            by_start: dict[tuple[int, bool], list[Member]] = {}
-            for m in members:
-                by_start.setdefault((m.start_epoch, m.fresh), []).append(m)
-            size = _chunk_size(execution, members[0].config, device)
-            dataset = datasets[(members[0].config.data, members[0].config.dtype)]
-            for same_start in by_start.values():
-                for i in range(0, len(same_start), size):
-                    chunk = same_start[i:i + size]
-                    label = (chunk[0].config.name if total == 1 else
-                             f"runs {done + 1}-{done + len(chunk)} of {total}")
-                    for m, status in zip(chunk, train_group(chunk, dataset, device=device,
-                                                            progress=execution.progress,
-                                                            label=label)):
+        # Members continue from the same epoch in one chunk; files stay open only while it trains.
+        by_start: dict[int, list[tuple[Path, RunConfig, int]]] = {}
+        for p, c, a in items:
+            start = _start(p, a)
+            by_start.setdefault(start, []).append((p, c, start))
+        first = items[0][1]
+        size = chunk_size(requested, first, datasets[(first.data, first.dtype)], device)
+        for same_start in by_start.values():
+            for chunk in balanced_chunks(same_start, size):
+                draws = list(dict.fromkeys(c.data for _, c, _ in chunk))
+                data = MemberData([datasets[(d, first.dtype)] for d in draws],
+                                  [draws.index(c.data) for _, c, _ in chunk])
+                label = (first.name if total == 1 else
+                         f"runs {done + 1}-{done + len(chunk)} of {total}")
+                members = [_member(*item) for item in chunk]
+                try:
+                    for m, status in zip(members, train_group(members, data, device=device,
+                                                              progress=execution.progress,
+                                                              label=label)):
                         statuses[m.path] = status
-                    done += len(chunk)
-        finally:
-            for m in members:
-                m.writer.close()
+                finally:
+                    for m in members:
+                        m.writer.close()
+                done += len(chunk)
     return TrainResult(tuple(paths), tuple(statuses[p] for p in paths), folder)
 
 

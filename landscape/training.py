@@ -1,8 +1,8 @@
-"""The training loop: one flat function over a group of runs that share data and architecture.
+"""The training loop: one flat function over a group of runs that share architecture and schedule.
 
 A group is one model (a single run) or several sweep members stacked as an `Ensemble`, each with its
-own flood level, initialization seed and batch order. Per epoch, from epoch 0 (the untrained model),
-every member's metrics are measured and committed to its run file (store.py).
+own flood level, initialization seed, batch order and draw of the data. Per epoch, from epoch 0 (the
+untrained model), every member's metrics are measured and committed to its run file (store.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data import Dataset, Split
 from .data.augment import random_crop_flip
-from .ensemble import (Ensemble, eval_chunk, load_optimizer_states, optimizer_state_of)
+from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
+                       optimizer_state_of)
 from .flooding import flooded_objective, per_sample_loss, predictions
 from .models import build_model, output_units
 from .progress import progress_bar
@@ -75,38 +75,38 @@ def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim
 
 
 @torch.inference_mode()
-def evaluate(ensemble: Ensemble, split: Split, loss: str, chunk: int) -> dict[str, torch.Tensor]:
+def evaluate(ensemble: Ensemble, data: MemberData, split: str, loss: str,
+             chunk: int) -> dict[str, torch.Tensor]:
     """Every member's loss and accuracy on a whole split, in chunks of rows: name -> [K]."""
     ensemble.train(False)
-    n = len(split)
+    n = data.size(split)
     totals = {m: 0.0 for m in ("loss", "acc", "loss_clean", "acc_clean", "hits_flipped")}
     for start in range(0, n, chunk):
-        sl = slice(start, start + chunk)
-        logits = ensemble.forward(split.x[sl], shared=True)       # [K, c, C]
+        x, y, y_clean = data.rows(split, slice(start, start + chunk))  # y: [c] or [K, c]
+        logits = ensemble.forward(x, shared=data.shared)           # [K, c, C]
         pred = predictions(logits, loss)                           # [K, c]
-        y, y_clean = split.y[sl], split.y_clean[sl]
         totals["loss"] = totals["loss"] + per_sample_loss(logits, y, loss).sum(-1)
         totals["loss_clean"] = totals["loss_clean"] + per_sample_loss(logits, y_clean, loss).sum(-1)
         totals["acc"] = totals["acc"] + (pred == y).sum(-1)
         totals["acc_clean"] = totals["acc_clean"] + (pred == y_clean).sum(-1)
         totals["hits_flipped"] = totals["hits_flipped"] + ((pred == y) & (y != y_clean)).sum(-1)
-    n_flipped = int(split.flipped.sum())
     out = {k: v / n for k, v in totals.items() if k != "hits_flipped"}
-    out["acc_flipped"] = (totals["hits_flipped"] / n_flipped if n_flipped
-                          else torch.full_like(out["acc"], math.nan))
+    n_flipped = data.flipped(split)                                # [K]
+    out["acc_flipped"] = torch.where(n_flipped > 0, totals["hits_flipped"] / n_flipped.clamp(min=1),
+                                     math.nan)
     return {k: v.to(torch.float64) for k, v in out.items()}
 
 
-def measure(ensemble: Ensemble, data: Dataset, config: RunConfig, chunk: int,
+def measure(ensemble: Ensemble, data: MemberData, config: RunConfig, chunk: int,
             want_test: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
     """Metrics of every split: name -> [K] (CPU, float64). The test split is measured only for the
     members `want_test(val_acc)` [K] selects; NaN for the others."""
     out: dict[str, torch.Tensor] = {}
     for split in ("train", "val"):
-        for m, v in evaluate(ensemble, data.split(split), config.objective.loss, chunk).items():
+        for m, v in evaluate(ensemble, data, split, config.objective.loss, chunk).items():
             out[f"{split}_{m}"] = v.cpu()
     need = want_test(out["val_acc"])
-    test = (evaluate(ensemble, data.test, config.objective.loss, chunk) if bool(need.any())
+    test = (evaluate(ensemble, data, "test", config.objective.loss, chunk) if bool(need.any())
             else None)
     for m in SPLIT_METRICS:
         out[f"test_{m}"] = (torch.where(need, test[m].cpu(), math.nan) if test is not None
@@ -114,9 +114,10 @@ def measure(ensemble: Ensemble, data: Dataset, config: RunConfig, chunk: int,
     return out
 
 
-def train_group(members: list[Member], data: Dataset, *, device: torch.device,
+def train_group(members: list[Member], data: MemberData, *, device: torch.device,
                 progress: bool = True, label: str = "") -> list[str]:
-    """Train the members (same data, architecture, optimizer and schedule) to their last epoch.
+    """Train the members (same architecture, optimizer and schedule; each its own flood level,
+    seed and data draw) to their last epoch.
 
     Returns each member's final status: "complete" or "diverged".
     """
@@ -135,7 +136,7 @@ def train_group(members: list[Member], data: Dataset, *, device: torch.device,
     K = len(members)
     b = torch.tensor([m.config.objective.flood for m in members], device=device, dtype=dtype)
     chunk = eval_chunk(config.model, data.input_shape, K)
-    n_train = len(data.train)
+    n_train = data.size("train")
     steps = math.ceil(n_train / batch_size)
     save_epochs = set(config.save_epochs)
     start = members[0].start_epoch
@@ -187,7 +188,7 @@ def train_group(members: list[Member], data: Dataset, *, device: torch.device,
                                     and m.pending_snapshot is None for m in members])
             for step in range(steps):
                 idx = orders[:, step * batch_size:(step + 1) * batch_size]  # [K, B]
-                xb, yb = data.train.x[idx], data.train.y[idx]
+                xb, yb = data.batch(idx)                                # [K, B, ...], [K, B]
                 if aug_gens is not None:
                     xb = torch.stack([random_crop_flip(xb[k], g) for k, g in enumerate(aug_gens)])
                 logits = ensemble.forward(xb, shared=False)            # [K, B, C]
