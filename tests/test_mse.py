@@ -9,6 +9,7 @@ import torch
 from scipy import integrate, stats
 
 from conftest import landscape_cli, tiny_config
+from flood_sweeps import read_figure_data
 from landscape.analysis.mse import (MseOptions, check_claims, default_grid, flooded_risk,
                                     mse_panel, plot_mse, read_check, theorem1_check)
 from landscape.data.synthetic import two_gaussians
@@ -97,12 +98,13 @@ def test_check_on_a_linear_model_estimates_its_exact_risk(linear_run, tmp_path):
     assert a["pool/risk_hat"].shape == (500,) and attrs["sample_size"] == 40
     # the figure's data file holds the plotted numbers
     written = plot_mse(path, tmp_path / "fig", formats=("png",))
-    table = np.genfromtxt(written[-1], delimiter=",", names=True, dtype=None, encoding=None)
+    table = read_figure_data(written[-1])
     for panel in ("pool", "train"):
-        rows = table[table["panel"] == panel]
-        np.testing.assert_allclose(rows["flood"], a["flood"])
-        np.testing.assert_allclose(rows["mse_flooded"], a[f"{panel}/mse_flooded"], rtol=1e-12)
-        np.testing.assert_allclose(rows["mse_plain"], a[f"{panel}/mse_plain"], rtol=1e-12)
+        rows = table["panel"] == panel
+        np.testing.assert_allclose(table["flood"][rows], a["flood"])
+        np.testing.assert_allclose(table["mse_flooded"][rows], a[f"{panel}/mse_flooded"],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(table["mse_plain"][rows], a[f"{panel}/mse_plain"], rtol=1e-12)
 
 
 def test_pool_must_be_independent_of_the_training_data(linear_run, tmp_path):

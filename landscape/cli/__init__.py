@@ -61,7 +61,7 @@ def cli() -> None:
 
 
 # Each command lives in its own module of this package and registers itself on `cli`.
-COMMANDS = ("train", "info", "demo", "table", "mse")
+COMMANDS = ("train", "info", "demo", "table", "mse", "memorization")
 
 
 def main() -> None:

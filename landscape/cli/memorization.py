@@ -1,0 +1,38 @@
+"""`landscape memorization`: training accuracy against the flood level (paper Sec. 5.1, Fig. 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import CONTEXT, cli
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder for the result file (NAME.h5) and the figure beside it.")
+@click.option("--name", default="memorization", show_default=True, help="File name stem.")
+@click.option("--format", "formats", default="pdf,png", show_default=True,
+              help="Figure formats: pdf, png, svg (comma list).")
+def memorization(paths, out, name, formats):
+    """Training accuracy (noisy labels, clean labels, flipped points) against the flood level b,
+    at the last epoch and at the early-stopping epoch, one line per setting (runs identical but
+    for b and seed), mean and std over seeds, the b chosen by validation accuracy marked (the
+    same choice as `landscape table`).
+
+    \b
+    Example:
+      landscape train --data two_gaussians --noise 0.1 --flood 0:0.5:0.05 --seeds 2 --epochs 300
+      landscape memorization checkpoints/two_gaussians-noise0.1-mlp-flood --out results
+    """
+    from ..analysis.memorization import memorization as measure, plot_memorization, report
+    from ..analysis.plotting import parse_formats, with_extension
+
+    formats = parse_formats(formats)
+    stem = Path(out) / name
+    result = measure(paths, with_extension(stem, "h5"))
+    written = plot_memorization(result, stem, formats)
+    click.echo(report(result))
+    click.echo(f"wrote {result} and {', '.join(map(str, written))}")
