@@ -24,10 +24,12 @@ MODELS = ("mlp", "mlp_bn", "resnet18", "resnet44")
 OBJECTIVES = ("flood", "iflood")
 LOSSES = ("logistic", "ce")
 OPTIMIZERS = ("adam", "sgd")
+AMP_MODES = ("off", "bf16")
 NUM_CLASSES = {"two_gaussians": 2, "sinusoid": 2, "spiral": 2, "mnist": 10, "kmnist": 10,
                "svhn": 10, "cifar10": 10, "cifar100": 100}
 
-# The paper's settings (Sec. 4.1, 4.2; DESIGN.md section 2), by data family.
+# The paper's settings (Sec. 4.1, 4.2; DESIGN.md section 2), by data family. The image sets' batch
+# size of 128 is ours: the paper does not give one (Table 3's LR decay and augmentation are options).
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": dict(model="mlp", optimizer="adam", lr=1e-3, momentum=0.0, batch_size=100,
                       epochs=500),
@@ -320,6 +322,15 @@ class Execution:
     data_dir: str | None = None    # where the image data sets' files are
     ensemble: str = "auto"         # sweeps: "auto", "off" or the number of models stacked per chunk
     progress: bool = True
+    download: bool = False         # fetch an image set's missing official files into data_dir
+    # GPU speed switches (DESIGN.md section 4): they change the arithmetic, not the recipe.
+    # "bf16": forward passes under bfloat16 autocast (losses, weights and optimizer stay float32);
+    # compile: the training forward goes through torch.compile, compiled once per trained group.
+    amp: str = "off"               # off | bf16
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.amp, AMP_MODES, "--amp mode")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

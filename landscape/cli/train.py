@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..config import (DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, Execution, ModelConfig,
-                      ObjectiveConfig, OptimConfig, RunConfig, family, parse_flood_levels)
+from ..config import (AMP_MODES, DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, Execution,
+                      ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, family,
+                      parse_flood_levels)
 from ..errors import BadInput
 from . import CONTEXT, cli
 
@@ -95,7 +96,15 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder of the image data sets.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Folder of the image data sets' official files (README: Image data sets).")
+@click.option("--download", is_flag=True, help="Fetch the image set's official files into "
+                                               "--data-dir if they are missing (MD5-checked).")
+@click.option("--amp", type=click.Choice(AMP_MODES), default="off", show_default=True,
+              help="GPU speed: bf16 runs forward passes under bfloat16 autocast.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="GPU speed: torch.compile the training forward (compiled once; run files keep "
+                   "the plain state dict).")
 @click.option("--ensemble", default="auto", show_default=True,
               help="Sweeps: models stacked per vectorized chunk (auto, off or a number).")
 @click.option("--out", type=click.Path(file_okay=False), default="checkpoints", show_default=True,
@@ -107,8 +116,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 def train(data_name, noise, model_name, depth, width, floods, objective, loss, seeds, seed,
           data_seed, epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_milestones,
           augment, save_every, save_epochs, save_kind, eval_test, sizes, n_train, n_val, n_test,
-          sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, ensemble, out, name,
-          resume, overwrite, quiet):
+          sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, download, amp, compile_,
+          ensemble, out, name, resume, overwrite, quiet):
     """Train with and without flooding; several flood levels or seeds make a sweep.
 
     \b
@@ -116,6 +125,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
       landscape train --data two_gaussians --noise 0.1 --flood 0.3
       landscape train --data spiral --noise 0.05 --flood 0:0.5:0.01 --seeds 10
       landscape train --data mnist --data-dir ../shared/data --flood 0 0.02 --epochs 100
+      landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
     """
     from ..sweep import expand, train as train_runs
 
@@ -156,7 +166,8 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
         augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
         dtype=dtype)
     configs = expand(base, levels, seed_list, data_seed=data_seed)
-    execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet)
+    execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
+                          download=download, amp=amp, compile=compile_)
     result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
                         overwrite=overwrite, name=name)
     report_training(result)

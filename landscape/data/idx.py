@@ -1,27 +1,25 @@
 """MNIST and Kuzushiji-MNIST from local files in the IDX format (gzipped or not).
 
-The files keep their standard names (train-images-idx3-ubyte[.gz], ...) in DIR/<name>/ or DIR itself.
-The official training set is split into train and validation (80:20 by default, paper Sec. 4.2) by a
-permutation drawn from the data seed; the official test set is the test split.
+The files keep their official names (train-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz],
+...). Kuzushiji-MNIST is also read from its NumPy release (kmnist-train-imgs.npz, ...,
+kmnist-test-labels.npz, each holding `arr_0`), read without pickles.
 """
 
 from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..config import DataConfig
 from ..errors import BadInput
-from . import Dataset, flip_labels, split_rngs, to_split
 
-# Per-data-set pixel statistics of the training sets, for standardization.
-STATS = {"mnist": (0.1307, 0.3081), "kmnist": (0.1918, 0.3483)}
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+NPZ_FILES = {"train": ("kmnist-train-imgs.npz", "kmnist-train-labels.npz"),
+             "test": ("kmnist-test-imgs.npz", "kmnist-test-labels.npz")}
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -48,58 +46,31 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
-def find_file(root: Path, stem: str) -> Path:
-    for candidate in (root / stem, root / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise BadInput(f"missing {stem}[.gz] in {root}")
+def read_npz(path: Path) -> np.ndarray:
+    """The array `arr_0` of a NumPy .npz file (object arrays, which need pickles, are refused)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["arr_0"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise BadInput(f"cannot read {path} as a .npz file holding arr_0: {err}") from None
 
 
-def dataset_dir(data_dir: str | None, name: str) -> Path:
-    """DIR/<name> if it exists, else DIR itself; a clear error when neither holds the files."""
-    if data_dir is None:
-        raise BadInput(f"{name} is read from local files: pass --data-dir DIR (the folder holding "
-                       f"{name}/ or its files)")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise BadInput(f"data directory {root} does not exist")
-    return root / name if (root / name).is_dir() else root
+def read_part(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one official part ("train" or "test"): IDX, gzipped IDX or .npz."""
+    arrays = []
+    for stem, npz in zip(FILES[part], NPZ_FILES[part]):
+        path = next((p for p in (root / stem, root / f"{stem}.gz", root / npz) if p.is_file()), None)
+        if path is None:
+            raise BadInput(f"missing {stem}[.gz] (or {npz}) in {root}")
+        arrays.append(read_npz(path) if path.suffix == ".npz" else read_idx(path))
+    return arrays[0], arrays[1]
 
 
 def read_images_labels(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
-    images_stem, labels_stem = FILES[part]
-    images = read_idx(find_file(root, images_stem))
-    labels = read_idx(find_file(root, labels_stem))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise BadInput(f"{root}: {part} images {images.shape} and labels {labels.shape} do not "
-                       "match (expected [n, 28, 28] and [n])")
-    return images, labels.astype(np.int64)
-
-
-def load_idx_dataset(config: DataConfig, *, device: torch.device, dtype: torch.dtype,
-                     data_dir: str | None) -> Dataset:
-    root = dataset_dir(data_dir, config.name)
-    train_images, train_labels = read_images_labels(root, "train")
-    test_images, test_labels = read_images_labels(root, "test")
-    if train_labels.max(initial=0) >= 10 or test_labels.max(initial=0) >= 10:
-        raise BadInput(f"{root}: labels outside 0..9")
-    split_rng, *noise_rngs = split_rngs(config.seed, 4)
-    order = split_rng.permutation(len(train_labels))
-    n_val = int(round(len(order) * config.val_fraction))
-    parts = {"train": (train_images, train_labels, order[n_val:]),
-             "val": (train_images, train_labels, order[:n_val]),
-             "test": (test_images, test_labels, np.arange(len(test_labels)))}
-    limits = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-    mean, std = STATS[config.name]
-    splits = []
-    for (name, (images, labels, idx)), rng in zip(parts.items(), noise_rngs):
-        if limits[name] is not None:
-            if limits[name] > len(idx):
-                raise BadInput(f"--n-{name} {limits[name]} exceeds the {len(idx)} {name} points "
-                               f"of {config.name}")
-            idx = idx[:limits[name]]
-        x = (images[idx, None].astype(np.float32) / 255.0 - mean) / std  # [n, 1, 28, 28]
-        y_clean = labels[idx]
-        splits.append(to_split(x, flip_labels(y_clean, config.noise, 10, rng), y_clean,
-                               device=device, dtype=dtype))
-    return Dataset(*splits, num_classes=10)
+    """uint8 images [n, 1, 28, 28] and int64 labels [n] of one official part."""
+    images, labels = read_part(root, part)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or \
+            images.dtype != np.uint8:
+        raise BadInput(f"{root}: {part} images {images.shape} {images.dtype} and labels "
+                       f"{labels.shape} do not match (expected uint8 [n, 28, 28] and [n])")
+    return images[:, None], labels.astype(np.int64)
