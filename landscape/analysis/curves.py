@@ -1,0 +1,114 @@
+"""Learning curves (paper Fig. 2 and Fig. 6, with the training loss as in Fig. 1(c)-(d)): the training
+and test loss per epoch for each flood level of a sweep, coloured by b on a colour bar, the b = 0
+baseline black dotted; one row per setting, mean over trials.
+
+Runs need the test loss at every epoch (`landscape train --eval-test every`); sweeps default to
+`best`, which measures it only where validation accuracy improves. Such settings are left out with a
+note, and having none left is bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BadInput
+from ..store import Run
+from .plotting import FORMATS, figure, save_figure
+from .selection import BASELINE, _labels, setting_of
+
+LOSSES = ("train_loss", "test_loss")
+TITLES = {"train_loss": "training loss", "test_loss": "test loss"}
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One setting's mean curves: loss name -> [B, epochs + 1] over flood levels `flood`."""
+
+    label: str
+    flood: np.ndarray   # [B]
+    trials: np.ndarray  # [B] runs averaged per flood level
+    loss: dict[str, np.ndarray]
+
+
+def usable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """The runs whose test loss was measured every epoch, and a note per setting left out."""
+    lacking: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.config.eval_test != "every":
+            lacking.setdefault(run.path.parent.name or str(run.path), []).append(run)
+    notes = [f"learning curves: {len(rs)} run(s) in {where} left out: trained with --eval-test "
+             f"{rs[0].config.eval_test}, so their test loss is measured only at some epochs; "
+             "retrain with --eval-test every" for where, rs in lacking.items()]
+    kept = [r for r in runs if r.config.eval_test == "every"]
+    if not kept:
+        raise BadInput("no run has its test loss at every epoch (sweeps default to --eval-test "
+                       "best); train with --eval-test every for learning curves")
+    return kept, notes
+
+
+def learning_curves(runs: Sequence[Run]) -> list[Curves]:
+    """Per setting (runs identical but for b and seed), the mean over seeds of each loss per epoch."""
+    by_setting: dict = {}
+    for run in runs:
+        by_setting.setdefault(setting_of(run.config), []).append(run)
+    labels = _labels(list(by_setting))  # the names `landscape table` gives the settings
+    out = []
+    for setting, members in by_setting.items():
+        flood = np.array(sorted({r.config.objective.flood for r in members}))
+        epochs = max(r.epochs for r in members) + 1
+        sums = {k: np.zeros((len(flood), epochs)) for k in LOSSES}
+        counts = {k: np.zeros((len(flood), epochs)) for k in LOSSES}
+        for run in members:
+            row = int(np.searchsorted(flood, run.config.objective.flood))
+            metrics = run.metrics()
+            for k in LOSSES:
+                values = np.full(epochs, np.nan)
+                values[:len(metrics[k])] = metrics[k]
+                sums[k][row] += np.nan_to_num(values)
+                counts[k][row] += np.isfinite(values)
+        with np.errstate(invalid="ignore"):
+            loss = {k: np.where(counts[k] > 0, sums[k] / counts[k], np.nan) for k in LOSSES}
+        trials = np.array([sum(r.config.objective.flood == b for r in members) for b in flood])
+        out.append(Curves(labels[setting], flood, trials, loss))
+    return out
+
+
+def plot_curves(runs: Sequence[Run], out_stem: str | Path,
+                formats: Sequence[str] = FORMATS) -> list[Path]:
+    """The learning-curve figure of `runs` (all with test loss every epoch; see `usable`): a row per
+    setting, training loss left, test loss right. Writes OUT_STEM.<format> and OUT_STEM.csv."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    settings = learning_curves(runs)
+    flooded = np.concatenate([s.flood[s.flood != BASELINE] for s in settings])
+    shade = Normalize(*((flooded.min(), flooded.max()) if len(flooded) else (0.0, 1.0)))
+    cmap = colormaps["viridis"]
+    fig, axes = figure(columns=2, rows=len(settings), cols=2, height=2.1 * len(settings) + 0.3,
+                       sharex="row")
+    csv: dict[str, list] = {k: [] for k in ("setting", "flood", "epoch", "trials", *LOSSES)}
+    for row, s in enumerate(settings):
+        epochs = np.arange(s.loss["test_loss"].shape[1])
+        for i, b in enumerate(s.flood):
+            style = (dict(color="black", ls=":", lw=1.4, zorder=3, label="b = 0") if b == BASELINE
+                     else dict(color=cmap(shade(b)), lw=0.9))
+            for col, k in enumerate(LOSSES):
+                axes[row, col].plot(epochs, s.loss[k][i], **style)
+            for key, value in (("setting", [s.label] * len(epochs)), ("flood", np.full(len(epochs), b)),
+                               ("epoch", epochs), ("trials", np.full(len(epochs), s.trials[i])),
+                               *((k, s.loss[k][i]) for k in LOSSES)):
+                csv[key].extend(value)
+        for col, k in enumerate(LOSSES):
+            ax = axes[row, col]
+            ax.set_title(f"{s.label}: {TITLES[k]}" if len(settings) > 1 else TITLES[k])
+            ax.set_xlabel("epoch" if row == len(settings) - 1 else "")
+            ax.set_ylabel(TITLES[k])
+        if BASELINE in s.flood:
+            axes[row, 0].legend(loc="upper right")
+    fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="flood level b", shrink=0.8)
+    return save_figure(fig, out_stem, csv, formats=formats)
