@@ -42,16 +42,24 @@ class Ensemble:
     def train(self, mode: bool = True) -> None:
         self.template.train(mode)
 
-    def forward(self, x: torch.Tensor, *, shared: bool) -> torch.Tensor:
-        """Logits [K, n, C] of inputs x: [n, ...] given to every member (shared) or [K, n, ...]."""
-        if self.size == 1:
-            state = {n: t[0] for n, t in {**self.params, **self.buffers}.items()}
+    def forward(self, x: torch.Tensor, *, shared: bool,
+                members: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [K, n, C] of inputs x: [n, ...] given to every member (shared) or [K, n, ...].
+
+        members: an index [K'] to evaluate only those members (copies of their tensors, so for
+        evaluation only: BatchNorm statistics updated in training mode would be lost)."""
+        params, buffers = self.params, self.buffers
+        if members is not None:
+            params = {n: t[members] for n, t in params.items()}
+            buffers = {n: t[members] for n, t in buffers.items()}
+        if next(iter(params.values())).shape[0] == 1:
+            state = {n: t[0] for n, t in {**params, **buffers}.items()}
             return functional_call(self.template, state, (x if shared else x[0],))[None]
 
         def call(params, buffers, inputs):
             return functional_call(self.template, (params, buffers), (inputs,))
 
-        return vmap(call, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
+        return vmap(call, in_dims=(0, 0, None if shared else 0))(params, buffers, x)
 
     def member_state(self, k: int, *, clone: bool = False) -> dict[str, torch.Tensor]:
         """Member k's state dict (views unless clone)."""
@@ -80,13 +88,16 @@ class MemberData:
     def size(self, split: str) -> int:
         return self.y[split].shape[1]
 
-    def flipped(self, split: str) -> torch.Tensor:
-        """[K]: how many labels of each member's split were flipped."""
-        return (self.y[split] != self.y_clean[split]).sum(-1)[self.which]
+    def flipped(self, split: str, members: torch.Tensor | None = None) -> torch.Tensor:
+        """[K] (or [K'] for an index of members): how many labels of their split were flipped."""
+        which = self.which if members is None else self.which[members]
+        return (self.y[split] != self.y_clean[split]).sum(-1)[which]
 
-    def rows(self, split: str, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x, y, y_clean of a range of rows: [c, ...] for all members when shared, else [K, c, ...]."""
-        pick = 0 if self.shared else self.which
+    def rows(self, split: str, rows: slice, members: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x, y, y_clean of a range of rows: [c, ...] for all members when shared, else [K, c, ...]
+        ([K', c, ...] for an index of members)."""
+        pick = 0 if self.shared else (self.which if members is None else self.which[members])
         return self.x[split][pick, rows], self.y[split][pick, rows], self.y_clean[split][pick, rows]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

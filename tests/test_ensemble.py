@@ -36,7 +36,10 @@ def one_thread():
 
 
 def _base(model: str = "mlp", **overrides):
-    config = tiny_config(epochs=6, dtype="float64", **overrides)
+    # eval_test "best" with few saved epochs: stacked members measure the test set at different
+    # epochs (only those that reach a new best validation accuracy)
+    config = tiny_config(epochs=6, dtype="float64", **{"save": "every:3", "eval_test": "best",
+                                                        **overrides})
     return dataclasses.replace(config, model=dataclasses.replace(config.model, name=model))
 
 
