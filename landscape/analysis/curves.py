@@ -53,8 +53,15 @@ def usable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
 def learning_curves(runs: Sequence[Run]) -> list[Curves]:
     """Per setting (runs identical but for b and seed), the mean over seeds of each loss per epoch."""
     by_setting: dict = {}
+    seen: dict[tuple, Run] = {}
     for run in runs:
-        by_setting.setdefault(setting_of(run.config), []).append(run)
+        c = run.config
+        key = (setting_of(c), c.objective.flood, c.seed, c.data.seed)
+        if key in seen:  # e.g. a sweep and a pair trained with the same arguments
+            raise BadInput(f"{seen[key].path} and {run.path} are the same run (flood level "
+                           f"{c.objective.flood:g}, seed {c.seed}); give only one of them")
+        seen[key] = run
+        by_setting.setdefault(key[0], []).append(run)
     labels = _labels(list(by_setting))  # the names `landscape table` gives the settings
     out = []
     for setting, members in by_setting.items():
