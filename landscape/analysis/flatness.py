@@ -1,0 +1,274 @@
+"""Flatness (paper Sec. 5.3, Fig. 5): train and test loss and accuracy along random directions.
+
+A slice evaluates theta + alpha d for alpha on a grid, d a Gaussian direction drawn from a recorded
+seed and filter-normalized to each model (Li et al. 2018, Sec. 4; filternorm.py); a surface (`two_d`)
+evaluates theta + alpha dx + beta dy. The models are the paper's three (`checkpoints_of`): for a run
+with b > 0 its first-below-flood snapshot and its last epoch, for a run with b = 0 its last epoch.
+
+Each model gets its own result file whose datasets carry loss-landscape's names (xcoordinates,
+ycoordinates, train_loss, train_acc, test_loss, test_acc; surfaces [ny, nx]) so that tool's plotting
+scripts read it, and whose attributes hold everything that produced it. NaN marks points not yet
+computed: a killed computation resumes where it stopped, and a file made with other parameters is
+refused rather than silently reused. BatchNorm models are evaluated in eval mode with the
+checkpoint's running statistics, or with statistics re-estimated at each perturbed point from the
+training inputs (`bn_stats="recompute"`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..config import ModelConfig
+from ..data import Dataset
+from ..ensemble import Ensemble, MemberData, eval_chunk
+from ..errors import BadInput
+from ..progress import progress_bar
+from ..store import Run
+from ..training import evaluate
+from .filternorm import Normalization, gaussian_directions, parameters_of
+from .loading import check_same_architecture, dataset_for, model_for, read_result, state_at
+from .loading import write_result
+from .stacking import models_at_once
+
+KIND = "slice"
+BN_STATS = ("checkpoint", "recompute")
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # loss-landscape's names
+SAVE_SECONDS = 10.0  # a killed surface loses at most this much work
+
+
+@dataclass(frozen=True)
+class SliceOptions:
+    """What determines a slice or surface; recorded in its result file."""
+
+    points: int = 51
+    span: float = 1.0                  # alpha (and beta) in [-span, span]
+    direction_seed: int = 0
+    two_d: bool = False
+    y_points: int | None = None        # surfaces: grid rows (default: points)
+    bn_stats: str = "checkpoint"
+    normalization: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self) -> None:
+        if self.points < 1 or (self.y_points is not None and self.y_points < 1):
+            raise BadInput(f"--points must be >= 1, got {self.points}")
+        if not (math.isfinite(self.span) and self.span > 0):
+            raise BadInput(f"--span must be a finite number > 0, got {self.span}")
+        if self.direction_seed < 0:
+            raise BadInput(f"--direction-seed must be >= 0, got {self.direction_seed}")
+        if self.bn_stats not in BN_STATS:
+            raise BadInput(f"unknown --bn-stats {self.bn_stats!r}; choose checkpoint or recompute")
+
+    def coordinates(self) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.linspace(-self.span, self.span, self.points)
+        if not self.two_d:
+            return x, None
+        return x, np.linspace(-self.span, self.span, self.y_points or self.points)
+
+    def attrs(self) -> dict:
+        return {"direction_seed": self.direction_seed, "directions": 2 if self.two_d else 1,
+                "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
+                else 1, "span": self.span, "bn_stats": self.bn_stats, **self.normalization.attrs()}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model of Fig. 5: a run's first-below-flood snapshot or its last epoch."""
+
+    run: Run
+    which: str  # "snapshot" | "last"
+
+    @property
+    def role(self) -> str:
+        """snapshot (dotted blue), flooded (solid blue) or plain (solid red) in Fig. 5."""
+        if self.which == "snapshot":
+            return "snapshot"
+        return "flooded" if self.run.config.objective.flood > 0 else "plain"
+
+    def file_name(self, two_d: bool) -> str:
+        return f"{self.run.name}.{self.which}.{'surface' if two_d else 'slice'}.h5"
+
+
+def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
+    """The paper's models from runs: b > 0 gives the snapshot and the last epoch, b = 0 the last."""
+    return [Checkpoint(run, which) for run in runs
+            for which in (("snapshot", "last") if run.config.objective.flood > 0 else ("last",))]
+
+
+def bn_statistics(stat_model: nn.Module, params: dict[str, torch.Tensor],
+                  buffers: dict[str, torch.Tensor], x: torch.Tensor, rows: int
+                  ) -> dict[str, torch.Tensor]:
+    """BatchNorm running statistics re-estimated at `params` from inputs x: `stat_model` is in
+    train mode with momentum None (a cumulative average over row chunks; exact with one chunk), and
+    functional_call updates the fresh buffers we pass in place."""
+    fresh = {k: (torch.ones_like(v) if k.endswith("running_var") else torch.zeros_like(v))
+             for k, v in buffers.items()}
+    with torch.no_grad():
+        for start in range(0, len(x), rows):
+            functional_call(stat_model, {**params, **fresh}, (x[start:start + rows],))
+    return fresh
+
+
+def statistics_model(template: nn.Module) -> nn.Module:
+    """A copy of the model that re-estimates BatchNorm statistics when called (see bn_statistics)."""
+    model = copy.deepcopy(template).train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    return model
+
+
+def evaluate_points(template: nn.Module, state: dict[str, torch.Tensor],
+                    directions: Sequence[dict[str, torch.Tensor]], coords: np.ndarray,
+                    data: Dataset, loss: str, model_config: ModelConfig, *, members: int,
+                    bn_stats: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Train and test loss and accuracy at theta + sum_j coords[p, j] * directions[j] for every
+    point p (coords [P, D]): `members` points stacked as one vmapped Ensemble, or one at a time
+    (members = 1, the fast choice for wide models on a CPU). Each perturbed parameter set is built
+    once and evaluated on both splits; buffers (BN running statistics) are never perturbed."""
+    params, buffers = parameters_of(template, state)
+    dtype = next(iter(params.values())).dtype
+    if bn_stats == "recompute":
+        members, stat_model = 1, statistics_model(template)
+    rows = eval_chunk(model_config, data.input_shape, members)
+    out = {k: np.full(len(coords), np.nan) for k in METRICS}
+    for start in range(0, len(coords), members):
+        chunk = torch.as_tensor(coords[start:start + members], dtype=dtype)
+        states = []
+        for c in chunk.tolist():
+            point = {n: theta + sum(a * d[n] for a, d in zip(c, directions))
+                     for n, theta in params.items()}
+            point_buffers = (bn_statistics(stat_model, point, buffers, data.train.x, rows)
+                             if bn_stats == "recompute" else buffers)
+            states.append({**point, **point_buffers})
+        ensemble = Ensemble(template, states, device=data.train.x.device, dtype=dtype)
+        shared = MemberData([data], [0] * len(states))
+        for split in ("train", "test"):
+            measured = evaluate(ensemble, shared, split, loss, rows)
+            for metric in ("loss", "acc"):
+                out[f"{split}_{metric}"][start:start + len(states)] = measured[metric].cpu().numpy()
+    return out
+
+
+@dataclass
+class _Plan:
+    """One model's result file being filled."""
+
+    checkpoint: Checkpoint
+    path: Path
+    attrs: dict
+    arrays: dict[str, np.ndarray]
+    todo: np.ndarray  # flat indices of the points still NaN
+
+    def save(self) -> None:
+        write_result(self.path, kind=KIND, attrs=self.attrs, arrays=self.arrays)
+
+
+def _plan(checkpoint: Checkpoint, options: SliceOptions, folder: Path, data: Dataset, *,
+          overwrite: bool) -> _Plan:
+    run = checkpoint.run
+    snap = run.snapshot() if checkpoint.which == "snapshot" else None
+    attrs = {"run": str(run.path.resolve()), "run_name": run.name,
+             "run_digest": run.config.digest(), "which": checkpoint.which,
+             "role": checkpoint.role, "flood": run.config.objective.flood,
+             "epoch": snap.epoch if snap else run.epochs_done, "step": snap.step if snap else -1,
+             "dtype": run.config.dtype, "model_mode": "eval", "train_points": len(data.train),
+             "test_points": len(data.test), **options.attrs()}
+    path = folder / checkpoint.file_name(options.two_d)
+    x, y = options.coordinates()
+    shape = (len(x),) if y is None else (len(y), len(x))
+    arrays = {"xcoordinates": x, **({} if y is None else {"ycoordinates": y}),
+              **{k: np.full(shape, np.nan) for k in METRICS}}
+    if path.exists() and not overwrite:
+        old_attrs, old = read_result(path, KIND)
+        stale = [f"{k}: {_stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
+                 for k, v in attrs.items() if _stored(old_attrs.get(k)) != _stored(v)]
+        if stale:
+            raise BadInput(f"{path} was computed with other parameters ({'; '.join(stale)}); "
+                           "pass --overwrite to replace it or choose another --out")
+        arrays.update({k: old[k] for k in METRICS})
+    undone = np.isnan(np.stack([arrays[k].ravel() for k in METRICS])).any(0)
+    return _Plan(checkpoint, path, attrs, arrays, np.flatnonzero(undone))
+
+
+def _stored(value):
+    """An attribute as it reads back from HDF5 (numpy scalars as Python values)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
+             device: torch.device, overwrite: bool = False, progress: bool = True,
+             members: int | None = None) -> list[Path]:
+    """Slices (or surfaces) of the paper's models of `runs` into one result file each under
+    `out`, resuming files that a killed computation left; returns the files, in model order.
+    `members`: points evaluated at once (default: stacking.models_at_once)."""
+    runs = list(runs)
+    check_same_architecture(runs)  # one seed must draw one direction for every model
+    plans, jobs = [], []
+    for checkpoint in checkpoints_of(runs):
+        run = checkpoint.run
+        data = dataset_for(run, device=device)
+        state = state_at(run, checkpoint.which, device=device)  # bad input: missing snapshot etc.
+        plan = _plan(checkpoint, options, Path(out), data, overwrite=overwrite)
+        plans.append(plan)
+        if len(plan.todo):
+            jobs.append((plan, data, state))
+    x, y = options.coordinates()
+    grid = np.stack(np.meshgrid(x, y if y is not None else [0.0]), -1).reshape(-1, 2)  # [P, 2]
+    for plan, data, state in jobs:
+        run = plan.checkpoint.run
+        template = model_for(run, data, device=device)
+        params, _ = parameters_of(template, state)
+        directions = gaussian_directions(params, options.direction_seed, options.normalization,
+                                         count=2 if options.two_d else 1)
+        step = members or models_at_once(run.config.model, sum(p.numel() for p in params.values()),
+                                         device)
+        chunks = [plan.todo[i:i + step] for i in range(0, len(plan.todo), step)]
+        saved = time.monotonic()
+        label = f"{run.name} ({plan.checkpoint.which})"
+        with progress_bar(chunks, enabled=progress, label=label) as bar:
+            for chunk in bar:
+                values = evaluate_points(template, state, directions,
+                                         grid[chunk][:, :len(directions)], data,
+                                         run.config.objective.loss, run.config.model,
+                                         members=step, bn_stats=options.bn_stats)
+                for k in METRICS:
+                    np.put(plan.arrays[k], chunk, values[k])  # flat indices into [ny, nx]
+                if time.monotonic() - saved > SAVE_SECONDS:
+                    plan.save()
+                    saved = time.monotonic()
+        plan.save()
+    return [plan.path for plan in plans]
+
+
+def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.ndarray]]]:
+    """(attrs, arrays) of slice/surface result files, refusing a mix of 1-D and 2-D."""
+    results = [read_result(p, KIND) for p in paths]
+    if not results:
+        raise BadInput("no slice result files given")
+    if len({int(a["directions"]) for a, _ in results}) > 1:
+        raise BadInput("slices (1-D) and surfaces (2-D) cannot be drawn in one figure")
+    return results
+
+
+def describe(attrs: dict) -> str:
+    """A model's legend label: its flood level and which state it is."""
+    b = f"b = {float(attrs['flood']):g}"
+    if attrs["which"] == "snapshot":
+        return f"{b}, first below b (epoch {attrs['epoch']})"
+    return f"{b}, last epoch ({attrs['epoch']})"
+
+
+def direction_caption(attrs: dict) -> str:
+    return (f"direction seed {attrs['direction_seed']}, {attrs['normalization']}-normalized, "
+            f"bias/BN {attrs['biasbn']}, BN statistics: {attrs['bn_stats']}")
+

@@ -1,0 +1,87 @@
+"""The figure of paper Sec. 5.3 (Fig. 5) from stored slice files, and contour plots of surfaces.
+
+Fig. 5's styles: the first-below-flood snapshot dotted blue, the last epoch with flooding solid
+blue, the last epoch without flooding solid red. Further runs (another b, another seed) take the
+palette's next colours, their snapshots dotted in their own colour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .flatness import describe, direction_caption, read_slices
+from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
+
+SPLITS = ("train", "test")
+
+
+def _colours(results: Sequence[tuple[dict, dict]]) -> list[str]:
+    """One colour per run: the first flooded run blue, the first plain run red, others after."""
+    spare = iter(c for name, c in PALETTE.items() if c not in (FLOODED, PLAIN) and name != "yellow")
+    by_run: dict[str, str] = {}
+    for attrs, _ in results:
+        if attrs["run"] not in by_run:
+            flooded = float(attrs["flood"]) > 0
+            first = FLOODED if flooded else PLAIN
+            by_run[attrs["run"]] = first if first not in by_run.values() else next(spare)
+    return [by_run[attrs["run"]] for attrs, _ in results]
+
+
+def plot_flatness(result_paths: Sequence[str | Path], out_stem: str | Path,
+                  formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Fig. 5 from slice result files (train loss and test loss against alpha), or, for surface
+    files, contour plots (one row per model, train and test loss). Writes OUT_STEM.<format> and
+    OUT_STEM.csv (the plotted numbers, long format with a "model" column)."""
+    results = read_slices(result_paths)
+    if int(results[0][0]["directions"]) == 2:
+        return _plot_surfaces(results, out_stem, formats)
+    fig, axes = figure(columns=2, cols=2)
+    csv: dict[str, list] = {k: [] for k in ("model", "alpha", "train_loss", "train_acc",
+                                            "test_loss", "test_acc")}
+    for (attrs, a), colour in zip(results, _colours(results)):
+        style = ":" if attrs["which"] == "snapshot" else "-"
+        for ax, split in zip(axes[0], SPLITS):
+            ax.plot(a["xcoordinates"], a[f"{split}_loss"], style, color=colour,
+                    label=describe(attrs))
+        csv["model"] += [describe(attrs)] * len(a["xcoordinates"])
+        csv["alpha"] += a["xcoordinates"].tolist()
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            csv[key] += a[key].tolist()
+    for ax, split in zip(axes[0], SPLITS):
+        ax.set_xlabel(r"perturbation $\alpha$")
+        ax.set_ylabel(f"{split} loss")
+    axes[0, 0].legend(loc="upper center")
+    fig.suptitle(direction_caption(results[0][0]), fontsize=7)
+    return save_figure(fig, out_stem, csv, formats=formats)
+
+
+def _plot_surfaces(results, out_stem, formats) -> list[Path]:
+    fig, axes = figure(columns=2, rows=len(results), cols=2, height=2.6 * len(results))
+    csv: dict[str, list] = {k: [] for k in ("model", "alpha", "beta", "train_loss", "test_loss")}
+    for row, (attrs, a) in enumerate(results):
+        x, y = a["xcoordinates"], a["ycoordinates"]
+        for ax, split in zip(axes[row], SPLITS):
+            z = a[f"{split}_loss"]                                   # [ny, nx]
+            if np.isfinite(z).sum() < 4:
+                ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
+                continue
+            finite = z[np.isfinite(z)]
+            # loss rises fast away from the minimum: levels spaced in log keep the basin visible
+            levels = np.geomspace(max(finite.min(), 1e-6), finite.max(), 15)
+            contours = ax.contour(x, y, np.ma.masked_invalid(z), levels=levels, linewidths=0.7,
+                                  cmap="viridis")
+            ax.clabel(contours, fontsize=5, fmt="%.2g")
+            ax.set_title(f"{describe(attrs)}: {split} loss")
+            ax.set_xlabel(r"$\alpha$")
+            ax.set_ylabel(r"$\beta$")
+        grid_x, grid_y = np.meshgrid(x, y)
+        csv["model"] += [describe(attrs)] * grid_x.size
+        csv["alpha"] += grid_x.ravel().tolist()
+        csv["beta"] += grid_y.ravel().tolist()
+        csv["train_loss"] += a["train_loss"].ravel().tolist()
+        csv["test_loss"] += a["test_loss"].ravel().tolist()
+    fig.suptitle(direction_caption(results[0][0]), fontsize=7)
+    return save_figure(fig, out_stem, csv, formats=formats)

@@ -1,0 +1,207 @@
+"""Performance and gradients (paper Sec. 5.2, Fig. 4): the gradient amplitude of the full training
+and test loss at every saved epoch, against test loss and accuracy.
+
+The amplitude is the l2 norm of the filter-normalized gradient (filternorm.py; DESIGN.md 1.3) of
+the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the checkpoint's
+running statistics). Gradients are accumulated over row chunks, each contributing
+grad(sum of its losses) / n, so the total is the full-set mean loss's gradient at bounded memory.
+Several saved epochs are stacked as one Ensemble where that pays (GPU; small models): the members
+are independent, so the gradient of the summed loss w.r.t. the stacked parameters [K, ...] holds
+each member's own gradient.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..data import Split
+from ..ensemble import Ensemble, MemberData, eval_chunk
+from ..errors import BadInput
+from ..flooding import per_sample_loss, predictions
+from ..progress import progress_bar
+from ..store import Run
+from ..training import evaluate
+from .filternorm import Normalization, amplitude
+from .loading import check_same_architecture, dataset_for, model_for, read_result, write_result
+from .plotting import FORMATS, figure, save_figure
+from .selection import early_stopping_epoch
+from .stacking import models_at_once
+
+KIND = "gradnorm"
+SPLITS = ("train", "test")
+SKIP_EPOCHS = 10  # Fig. 4: "We remove the first 10 epochs and plot the rest."
+
+
+def loss_gradients(ensemble: Ensemble, split: Split, loss: str, rows: int
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each member's gradient of its mean loss over the whole split ({name: [K, ...]}), with its
+    loss [K] and accuracy [K]; eval mode, `rows` rows at a time."""
+    ensemble.train(False)
+    n = len(split)
+    names, params = list(ensemble.params), list(ensemble.params.values())
+    grads = [torch.zeros_like(p) for p in params]
+    loss_sum = torch.zeros(ensemble.size, dtype=torch.float64, device=split.x.device)
+    hits = torch.zeros_like(loss_sum)
+    for start in range(0, n, rows):
+        x, y = split.inputs(slice(start, start + rows)), split.y[start:start + rows]
+        logits = ensemble.forward(x, shared=True)                      # [K, c, C]
+        losses = per_sample_loss(logits, y, loss)                      # [K, c]
+        for total, g in zip(grads, torch.autograd.grad(losses.sum() / n, params)):
+            total += g
+        loss_sum += losses.detach().sum(-1).double()
+        hits += (predictions(logits.detach(), loss) == y).sum(-1).double()
+    return dict(zip(names, grads)), (loss_sum / n).cpu(), (hits / n).cpu()
+
+
+def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalization,
+                   splits: Sequence[str] = SPLITS, epochs: Sequence[int] | None = None,
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """Per saved epoch of one run: `<split>_grad` (NaN for splits not asked), train and test loss
+    and accuracy. Returns 1-D arrays over the epochs, with "epoch"."""
+    epochs = list(run.saved_epochs if epochs is None else epochs)
+    missing = [e for e in epochs if e not in run.saved_epochs]
+    if missing:
+        raise BadInput(f"{run.path}: epoch(s) {', '.join(map(str, missing))} were not saved (saved: "
+                       f"{_ranges(run.saved_epochs)}); train with --save-every/--save-epochs/--save all")
+    dataset = dataset_for(run, device=device)
+    template = model_for(run, dataset, device=device)
+    dtype = getattr(torch, run.config.dtype)
+    loss = run.config.objective.loss
+    members = models_at_once(run.config.model, sum(p.numel() for p in template.parameters()),
+                             device)
+    # autograd keeps every layer's activations: a fraction of the forward-only working set
+    rows = max(1, eval_chunk(run.config.model, dataset.input_shape, members)
+               // (2 * (run.config.model.depth or 8)))
+    out = {k: np.full(len(epochs), np.nan) for k in
+           ("train_grad", "test_grad", "train_loss", "train_acc", "test_loss", "test_acc")}
+    starts = range(0, len(epochs), members)
+    with progress_bar(starts, enabled=progress, label=run.name) as bar:
+        for start in bar:
+            chunk = epochs[start:start + members]
+            states = [run.state_dict(e, device) for e in chunk]
+            ensemble = Ensemble(template, states, device=device, dtype=dtype)
+            theta = {n: p.detach() for n, p in ensemble.params.items()}
+            where = slice(start, start + len(chunk))
+            for name in SPLITS:
+                split = dataset.split(name)
+                if name in splits:
+                    grads, split_loss, split_acc = loss_gradients(ensemble, split, loss, rows)
+                    out[f"{name}_grad"][where] = amplitude(grads, theta, normalization,
+                                                           batch=1).double().cpu().numpy()
+                else:  # loss and accuracy only: no graph
+                    measured = evaluate(ensemble, MemberData([dataset], [0] * len(chunk)), name,
+                                        loss, rows)
+                    split_loss, split_acc = measured["loss"].cpu(), measured["acc"].cpu()
+                out[f"{name}_loss"][where] = split_loss.numpy()
+                out[f"{name}_acc"][where] = split_acc.numpy()
+    out["epoch"] = np.asarray(epochs, dtype=np.int64)
+    return out
+
+
+def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
+             normalization: Normalization = Normalization(), splits: Sequence[str] = SPLITS,
+             epochs: Sequence[int] | None = None, progress: bool = True) -> Path:
+    """Gradient amplitudes of the saved epochs (all, or `epochs`) of every run, written to `out`
+    (an HDF5 result: long-format rows over (run, epoch), per-run arrays, the parameters as
+    attributes)."""
+    runs = list(runs)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad or not splits:
+        raise BadInput(f"unknown split(s) {bad or list(splits)}; use train and/or test")
+    check_same_architecture(runs)
+    for run in runs:
+        if len(run.saved_epochs) == 0:
+            raise BadInput(f"{run.path}: no saved epochs yet")
+    rows: list[dict[str, np.ndarray]] = []
+    for index, run in enumerate(runs):
+        values = run_amplitudes(run, device=device, normalization=normalization, splits=splits,
+                                epochs=epochs, progress=progress)
+        values["run"] = np.full(len(values["epoch"]), index, dtype=np.int64)
+        rows.append(values)
+    arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    stopping = [early_stopping_epoch(run.metric("val_acc")) for run in runs]
+    arrays.update(
+        run_name=np.array([run.name for run in runs]),
+        run_path=np.array([str(run.path) for run in runs]),
+        flood=np.array([run.config.objective.flood for run in runs]),
+        early_stopping_epoch=np.array(stopping, dtype=np.int64),
+        marked_epoch=np.array([_nearest(run.saved_epochs, e) for run, e in zip(runs, stopping)],
+                              dtype=np.int64))
+    attrs = {**normalization.attrs(), "splits": list(splits),
+             "runs": [str(run.path) for run in runs],
+             "config_digests": [run.config.digest() for run in runs],
+             "epochs": [[int(e) for e in r["epoch"]] for r in rows],
+             "split_sizes": [{s: len(dataset_for(run, device=device).split(s)) for s in SPLITS}
+                             for run in runs],
+             "model_mode": "eval"}
+    return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
+
+
+def _ranges(epochs: Sequence[int]) -> str:
+    """A short listing of many epochs: "0, 10, 20, ..., 500"."""
+    shown = list(map(str, epochs))
+    return ", ".join(shown if len(shown) <= 8 else shown[:3] + ["..."] + shown[-2:]) or "none"
+
+
+def _nearest(saved: Sequence[int], epoch: int) -> int:
+    """The saved epoch closest to `epoch` (the earlier one on ties): where its marker can go."""
+    return min(saved, key=lambda e: (abs(e - epoch), e))
+
+
+def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
+                  formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
+    """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
+    against the gradient amplitude of the training loss (left) and of the test loss (right).
+    "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped;
+    large black markers at each run's early-stopping epoch (the saved epoch nearest to it).
+    Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    attrs, a = read_result(result_path, KIND)
+    keep = a["epoch"] > skip_epochs
+    if not keep.any():
+        raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot")
+    cmap = colormaps["viridis"]
+    shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
+    fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in a["run_name"]]
+    for r, flood in enumerate(a["flood"]):
+        mine = keep & (a["run"] == r)
+        stop = mine & (a["epoch"] == a["marked_epoch"][r])
+        marker = "o" if flood > 0 else "+"
+        for (row, metric), (col, grad) in itertools.product(enumerate(("test_loss", "test_acc")),
+                                                            enumerate(("train_grad", "test_grad"))):
+            ax = axes[row, col]
+            for where, colours, size, width in ((mine, cmap(shade(a["epoch"][mine])), 12, 0.7),
+                                                (stop, "black", 90, 1.6)):
+                # "o" hollow as the paper's; "+" has no face to leave empty
+                style = (dict(facecolors="none", edgecolors=colours) if flood > 0
+                         else dict(color=colours))
+                ax.scatter(a[grad][where], a[metric][where], marker=marker, s=size,
+                           linewidths=width, zorder=3 if size > 12 else 2,
+                           label=f"b = {flood:g}" if size == 12 else None, **style)
+            ax.set_xlabel(f"gradient amplitude, {grad.split('_')[0]} loss")
+            ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy"))
+    computed = json.loads(attrs["splits"])
+    for col, split in enumerate(SPLITS):
+        if split not in computed:
+            for ax in axes[:, col]:
+                ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
+    axes[0, 0].legend(loc="best")
+    fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
+    fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}); "
+                 "large black: early-stopping epoch")
+    plotted = np.flatnonzero(keep)
+    csv = {"run": [names[r] for r in a["run"][plotted]], "flood": a["flood"][a["run"][plotted]],
+           **{k: a[k][plotted] for k in ("epoch", "train_grad", "test_grad", "test_loss",
+                                         "test_acc")},
+           "early_stopping": a["epoch"][plotted] == a["marked_epoch"][a["run"][plotted]]}
+    return save_figure(fig, out_stem, csv, formats=formats)

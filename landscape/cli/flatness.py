@@ -1,0 +1,74 @@
+"""`landscape flatness`: 1-D slices and 2-D surfaces of the loss along random directions (paper
+Sec. 5.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import CONTEXT, cli
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--points", type=int, default=51, show_default=True,
+              help="Grid points along each direction.")
+@click.option("--span", type=float, default=1.0, show_default=True,
+              help="The grid covers [-SPAN, SPAN].")
+@click.option("--direction-seed", type=int, default=0, show_default=True,
+              help="Seed of the Gaussian direction(s), the same for every model.")
+@click.option("--2d", "two_d", is_flag=True,
+              help="A surface over two directions (a POINTS x POINTS grid) and contour plots.")
+@click.option("--bn-stats", type=click.Choice(["checkpoint", "recompute"]), default="checkpoint",
+              show_default=True, help="BatchNorm running statistics: the checkpoint's, or "
+              "re-estimated from the training inputs at each perturbed point.")
+@click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
+              show_default=True, help="Scale the direction per filter or per tensor.")
+@click.option("--include-biasbn", is_flag=True,
+              help="Perturb biases and BatchNorm weights too, each as one filter.")
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
+              help="Folder for the result files and the figure.")
+@click.option("--overwrite", is_flag=True,
+              help="Recompute result files made with other parameters instead of refusing.")
+@click.option("--format", "formats", default="pdf,png", show_default=True,
+              help="Figure formats, comma-separated.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization, include_biasbn,
+             out, overwrite, formats, device, quiet):
+    """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
+    filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
+    Fig. 5).
+
+    PATHS are run files or sweep folders. A run with b > 0 gives two models, its first-below-flood
+    snapshot (dotted) and its last epoch (solid blue); a run with b = 0 gives its last epoch
+    (solid red). Each model's numbers go to OUT/<run>.<snapshot|last>.slice.h5 (.surface.h5 with
+    --2d; loss-landscape's dataset names), the figure to OUT/flatness.{pdf,png,csv}
+    (flatness-2d with --2d). A killed computation resumes on the next call; a file made with
+    other parameters is refused unless --overwrite.
+
+    \b
+    Example:
+      landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --name pair
+      landscape flatness checkpoints/pair --out figures/pair
+      landscape flatness checkpoints/pair --2d --points 31 --out figures/pair
+    """
+    from ..analysis.filternorm import Normalization
+    from ..analysis.flatness import SliceOptions, flatness as compute
+    from ..analysis.flatness_plot import plot_flatness
+    from ..analysis.plotting import parse_formats
+    from ..device import resolve_device
+    from ..store import open_runs
+
+    formats = parse_formats(formats)
+    options = SliceOptions(points=points, span=span, direction_seed=direction_seed, two_d=two_d,
+                           bn_stats=bn_stats,
+                           normalization=Normalization(normalization, include_biasbn))
+    results = compute(open_runs(paths), options, Path(out), device=resolve_device(device),
+                      overwrite=overwrite, progress=not quiet)
+    for path in results:
+        click.echo(f"{'surface' if two_d else 'slice'}: {path}")
+    for path in plot_flatness(results, Path(out) / ("flatness-2d" if two_d else "flatness"),
+                              formats):
+        click.echo(f"figure: {path}")
