@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import BadInput
@@ -32,3 +34,19 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return "cpu"
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The precision of forward passes, named once: bfloat16 autocast for `--amp bf16` (matmuls and
+    convolutions in bf16; the trainer casts logits back to the run's dtype for the losses), else
+    full precision."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Image rows [..., C, H, W] with channels innermost in memory (NHWC), the layout cuDNN's
+    fastest convolutions use; same values and shape. An [N, C, H, W] tensor becomes
+    torch.channels_last; for [1, N, C, H, W], x[0] does."""
+    return x.movedim(-3, -1).contiguous().movedim(-1, -3)

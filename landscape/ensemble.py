@@ -81,7 +81,9 @@ class MemberData:
             tensors = [getattr(d.split(split), attr) for d in draws]
             return tensors[0].unsqueeze(0) if self.shared else torch.stack(tensors)
 
-        self.x = {s: stack(s, "x") for s in SPLITS}
+        # Rows as stored (uint8 pixels for image sets); `prepare` makes model input of gathered rows.
+        self.stored = {s: stack(s, "stored") for s in SPLITS}
+        self.prepare = draws[0].train.prepare
         self.y = {s: stack(s, "y") for s in SPLITS}
         self.y_clean = {s: stack(s, "y_clean") for s in SPLITS}
 
@@ -95,15 +97,17 @@ class MemberData:
 
     def rows(self, split: str, rows: slice, members: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x, y, y_clean of a range of rows: [c, ...] for all members when shared, else [K, c, ...]
-        ([K', c, ...] for an index of members)."""
+        """x (model input), y, y_clean of a range of rows: [c, ...] for all members when shared,
+        else [K, c, ...] ([K', c, ...] for an index of members)."""
         pick = 0 if self.shared else (self.which if members is None else self.which[members])
-        return self.x[split][pick, rows], self.y[split][pick, rows], self.y_clean[split][pick, rows]
+        x = self.prepare(self.stored[split][pick, rows])
+        return x, self.y[split][pick, rows], self.y_clean[split][pick, rows]
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each member's training rows idx [K, B] of its own draw: x [K, B, ...], y [K, B]."""
+        """Each member's training rows idx [K, B] of its own draw: x [K, B, ...] as stored (to
+        augment, then `prepare`), y [K, B]."""
         draw = self.which[:, None]
-        return self.x["train"][draw, idx], self.y["train"][draw, idx]
+        return self.stored["train"][draw, idx], self.y["train"][draw, idx]
 
 
 def optimizer_state_of(optimizer: torch.optim.Optimizer, ensemble: Ensemble,

@@ -171,7 +171,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
         key = (c.data, c.dtype)
         if key not in datasets:
             datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of[c],
-                                             data_dir=execution.data_dir)
+                                             data_dir=execution.data_dir,
+                                             download=execution.download)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         write_sweep_index(folder, paths, grid={
@@ -208,7 +209,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
                 try:
                     for m, status in zip(members, train_group(members, data, device=device,
                                                               progress=execution.progress,
-                                                              label=label)):
+                                                              label=label, amp=execution.amp,
+                                                              compile=execution.compile)):
                         statuses[m.path] = status
                 finally:
                     for m in members:

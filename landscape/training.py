@@ -18,6 +18,7 @@ import torch
 
 from .config import RunConfig
 from .data.augment import random_crop_flip
+from .device import autocast, channels_last
 from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
                        optimizer_state_of)
 from .flooding import flooded_objective, per_sample_loss, predictions
@@ -85,6 +86,7 @@ def evaluate(ensemble: Ensemble, data: MemberData, split: str, loss: str, chunk:
     for start in range(0, n, chunk):
         x, y, y_clean = data.rows(split, slice(start, start + chunk), members)  # y: [c] or [K, c]
         logits = ensemble.forward(x, shared=data.shared, members=members)      # [K, c, C]
+        logits = logits.to(x.dtype)  # bf16 under --amp: losses in the run's dtype
         pred = predictions(logits, loss)                           # [K, c]
         totals["loss"] = totals["loss"] + per_sample_loss(logits, y, loss).sum(-1)
         totals["loss_clean"] = totals["loss_clean"] + per_sample_loss(logits, y_clean, loss).sum(-1)
@@ -120,9 +122,10 @@ def measure(ensemble: Ensemble, data: MemberData, config: RunConfig, chunk: int,
 
 
 def train_group(members: list[Member], data: MemberData, *, device: torch.device,
-                progress: bool = True, label: str = "") -> list[str]:
+                progress: bool = True, label: str = "", amp: str = "off",
+                compile: bool = False) -> list[str]:
     """Train the members (same architecture, optimizer and schedule; each its own flood level,
-    seed and data draw) to their last epoch.
+    seed and data draw) to their last epoch. `amp` and `compile` are Execution's GPU switches.
 
     Returns each member's final status: "complete" or "diverged".
     """
@@ -145,6 +148,11 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
     steps = math.ceil(n_train / batch_size)
     save_epochs = set(config.save_epochs)
     start = members[0].start_epoch
+    # Speed settings, applied once (DESIGN.md section 4). The compiled forward shares the
+    # ensemble's tensors, so run files keep the plain state dict.
+    precision = autocast(device, amp)
+    train_forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward
+    nhwc = device.type == "cuda" and K == 1 and len(data.input_shape) == 3
 
     def commit(epoch: int, metrics: dict[str, torch.Tensor]) -> None:
         for k, m in enumerate(members):
@@ -169,7 +177,8 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
     # -- epoch 0: the untrained model -----------------------------------------------------------
     if members[0].fresh:
         nan = torch.full((K,), math.nan, dtype=torch.float64)
-        metrics = measure(ensemble, data, config, chunk, lambda val: test_wanted(0, val))
+        with precision:
+            metrics = measure(ensemble, data, config, chunk, lambda val: test_wanted(0, val))
         metrics.update(batch_loss=nan, batch_objective=nan, ascent_fraction=nan, seconds=nan,
                        lr=torch.full((K,), config.optim.lr_at(1), dtype=torch.float64))
         commit(0, metrics)
@@ -193,10 +202,14 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
                                     and m.pending_snapshot is None for m in members])
             for step in range(steps):
                 idx = orders[:, step * batch_size:(step + 1) * batch_size]  # [K, B]
-                xb, yb = data.batch(idx)                                # [K, B, ...], [K, B]
+                xb, yb = data.batch(idx)                    # stored form [K, B, ...], [K, B]
                 if aug_gens is not None:
                     xb = torch.stack([random_crop_flip(xb[k], g) for k, g in enumerate(aug_gens)])
-                logits = ensemble.forward(xb, shared=False)            # [K, B, C]
+                xb = data.prepare(xb)                                  # model input
+                if nhwc:
+                    xb = channels_last(xb)
+                with precision:  # bf16 logits under --amp: losses in the run's dtype
+                    logits = train_forward(xb, shared=False).to(dtype)  # [K, B, C]
                 losses = per_sample_loss(logits, yb, config.objective.loss)  # [K, B]
                 batch_loss = losses.mean(-1).detach()
                 objective = flooded_objective(losses, b, config.objective.kind)
@@ -219,8 +232,9 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
             metrics = {"batch_loss": loss_sum / steps, "batch_objective": objective_sum / steps,
                        "ascent_fraction": ascent_sum / steps}
             metrics = {k: v.double().cpu() for k, v in metrics.items()}
-            metrics.update(measure(ensemble, data, config, chunk,
-                                   lambda val: test_wanted(epoch, val)))
+            with precision:
+                metrics.update(measure(ensemble, data, config, chunk,
+                                       lambda val: test_wanted(epoch, val)))
             metrics["lr"] = torch.full((K,), lr, dtype=torch.float64)
             metrics["seconds"] = torch.full((K,), time.perf_counter() - tic, dtype=torch.float64)
             diverged = ~torch.isfinite(metrics["batch_loss"]) | ~torch.isfinite(metrics["train_loss"])
