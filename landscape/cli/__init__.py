@@ -61,7 +61,7 @@ def cli() -> None:
 
 
 # Each command lives in its own module of this package and registers itself on `cli`.
-COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness")
+COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness", "figures")
 
 
 def main() -> None:

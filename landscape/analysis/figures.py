@@ -1,0 +1,153 @@
+"""The paper's figures from stored data (`landscape figures`): no training, no model evaluation.
+
+PATHS are sorted by what they hold (run files and sweep folders; result files by their format;
+other folders are searched for both):
+
+| section | figure | reads |
+|---|---|---|
+| 2   | learning curves (Fig. 2 / 6, Fig. 1(c)-(d)) | runs with the test loss every epoch |
+| 5.1 | memorization (Fig. 3) | memorization result files, else runs (sweeps over b), from which the result is made here (it only reads metrics) |
+| 5.2 | gradients (Fig. 4) | gradnorm result files (`landscape gradnorm`) |
+| 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder |
+| 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
+
+Sections 5.2-5.4 need their result files because making them evaluates models. Every section asked
+for must find its inputs, or nothing is drawn and one line names what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import h5py
+
+from ..errors import BadInput
+from ..store import FORMAT as RUN_FORMAT
+from ..store import SWEEP_INDEX, Run, find_runs
+from . import curves, memorization, mse
+from .flatness import KIND as SLICE_KIND
+from .flatness_plot import plot_flatness
+from .gradnorm import KIND as GRADNORM_KIND
+from .gradnorm import plot_gradnorm
+
+SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")
+RESULT_SECTION = {f"landscape-{memorization.KIND}": "5.1", f"landscape-{GRADNORM_KIND}": "5.2",
+                  f"landscape-{SLICE_KIND}": "5.3", f"landscape-{mse.KIND}": "5.4"}
+STEMS = {"2": "fig2_learning_curves", "5.1": "fig3_memorization", "5.2": "fig4_gradients",
+         "5.3": "fig5_flatness", "5.4": "thm1_mse"}
+NEEDS = {"2": "runs with the test loss at every epoch (landscape train --eval-test every)",
+         "5.1": "sweeps over b or a memorization result file (landscape memorization)",
+         "5.2": "gradnorm result files (landscape gradnorm)",
+         "5.3": "slice result files (landscape flatness)",
+         "5.4": "mse result files (landscape mse)"}
+
+
+@dataclass
+class Inputs:
+    runs: list[Path] = field(default_factory=list)
+    results: dict[str, list[Path]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
+
+
+def file_kind(path: Path) -> str:
+    """"run" or the section a result file belongs to; bad input for anything else."""
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+    except OSError:
+        raise BadInput(f"{path} is not a readable HDF5 file") from None
+    if fmt == RUN_FORMAT:
+        return "run"
+    if fmt not in RESULT_SECTION:
+        raise BadInput(f"{path} is neither a landscape run file nor a result file of "
+                       "memorization, gradnorm, flatness or mse")
+    return RESULT_SECTION[fmt]
+
+
+def classify(paths: Sequence[str | Path]) -> Inputs:
+    """Sort PATHS into runs and result files per section (each file once)."""
+    inputs, seen = Inputs(), set()
+    for p in map(Path, paths):
+        if p.is_dir() and not (p / SWEEP_INDEX).is_file():
+            files = sorted(p.rglob("*.h5"))
+        elif p.exists():
+            files = [p] if p.is_file() else find_runs([p])
+        else:
+            raise BadInput(f"{p}: no such file or folder")
+        for file in files:
+            if file.resolve() in seen:
+                continue
+            seen.add(file.resolve())
+            kind = file_kind(file)
+            (inputs.runs if kind == "run" else inputs.results[kind]).append(file)
+    return inputs
+
+
+def plan(inputs: Inputs, sections: Sequence[str], out: Path
+         ) -> dict[str, Callable[[Path, Sequence[str]], list[str]]]:
+    """One builder per section, or bad input naming every section whose inputs are missing. The
+    memorization result of runs is made here (it reads metrics only), so that its errors, too,
+    come before any figure is drawn."""
+    runs = [Run(p) for p in inputs.runs]
+    builders, missing = {}, []
+    for s in sections:
+        results = inputs.results[s]
+        if s == "2" and any(r.config.eval_test == "every" for r in runs):
+            builders[s] = _curves_builder(*curves.usable(runs))
+        elif s == "5.1" and (results or runs):
+            builders[s] = _results_builder(s, results or [
+                memorization.memorization(inputs.runs, out / f"{STEMS[s]}.h5")])
+        elif s not in ("2", "5.1") and results:
+            builders[s] = _results_builder(s, results)
+        else:
+            missing.append(f"section {s} needs {NEEDS[s]}")
+    if missing:
+        raise BadInput("missing inputs: " + "; ".join(missing))
+    return builders
+
+
+def _written(section: str, paths: list[Path], source: str) -> str:
+    return f"section {section}: {', '.join(str(p) for p in paths)} (from {source})"
+
+
+def _curves_builder(runs: list[Run], notes: list[str]):
+    def build(out: Path, formats: Sequence[str]) -> list[str]:
+        written = curves.plot_curves(runs, out / STEMS["2"], formats)
+        return notes + [_written("2", written, f"{len(runs)} runs")]
+    return build
+
+
+PLOTS = {"5.1": memorization.plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
+         "5.4": mse.plot_mse}
+REPORTS = {"5.1": memorization.report, "5.4": mse.report}
+
+
+def _results_builder(section: str, results: list[Path]):
+    def build(out: Path, formats: Sequence[str]) -> list[str]:
+        if section == "5.3":  # the slices of one `landscape flatness` call share a folder
+            groups: dict[Path, list[Path]] = {}
+            for p in results:
+                groups.setdefault(p.parent, []).append(p)
+            jobs = [(paths, f"{len(paths)} slices in {folder}") for folder, paths in groups.items()]
+        else:
+            jobs = [(p, str(p)) for p in results]
+        lines = []
+        for i, (source, text) in enumerate(jobs):
+            stem = out / (STEMS[section] + (f"-{i + 1}" if len(jobs) > 1 else ""))
+            lines.append(_written(section, PLOTS[section](source, stem, formats), text))
+            if section in REPORTS:
+                lines.append(REPORTS[section](source))
+        return lines
+    return build
+
+
+def build_figures(paths: Sequence[str | Path], sections: Sequence[str], out: str | Path, *,
+                  formats: Sequence[str]) -> list[str]:
+    """Every figure of `sections` from PATHS into `out`; returns what was written, in lines."""
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise BadInput(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)} or all")
+    out = Path(out)
+    builders = plan(classify(paths), sections, out)
+    return [line for s in sections for line in builders[s](out, formats)]
