@@ -29,7 +29,7 @@ NUM_CLASSES = {"two_gaussians": 2, "sinusoid": 2, "spiral": 2, "mnist": 10, "kmn
                "svhn": 10, "cifar10": 10, "cifar100": 100}
 
 # The paper's settings (Sec. 4.1, 4.2; DESIGN.md section 2), by data family. The image sets' batch
-# size of 128 is ours: the paper does not give one (Table 3's LR decay and augmentation are options).
+# size of 128 is ours: the paper does not give one.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": dict(model="mlp", optimizer="adam", lr=1e-3, momentum=0.0, batch_size=100,
                       epochs=500),

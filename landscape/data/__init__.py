@@ -46,7 +46,7 @@ class Standardize:
 class Split:
     """One split on its device. `stored` is the form kept in memory: model-ready floats, or uint8
     pixels when `standardize` is set (image sets). Model input comes from `x` (all rows) or
-    `inputs(rows)`; a trainer that augments gathers `stored` rows, augments, then `prepare`s them."""
+    `inputs(rows)`; a trainer gathers `stored` rows, augments them, then `prepare`s them."""
 
     stored: torch.Tensor   # [n, *input_shape]
     y: torch.Tensor        # [n] int64: the labels used (noisy where noise was added)

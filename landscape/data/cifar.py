@@ -61,7 +61,7 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         raise BadInput(f"{path} is not a readable CIFAR batch (truncated or not a pickle: "
                        f"{type(err).__name__}: {err})") from None
     if not isinstance(batch, dict):
-        raise BadInput(f"{path} is not a CIFAR batch (a pickled {type(batch).__name__}, not a dict)")
+        raise BadInput(f"{path} is not a CIFAR batch (it holds a {type(batch).__name__})")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data, labels = batch.get("data"), batch.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \

@@ -59,7 +59,8 @@ def read_part(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one official part ("train" or "test"): IDX, gzipped IDX or .npz."""
     arrays = []
     for stem, npz in zip(FILES[part], NPZ_FILES[part]):
-        path = next((p for p in (root / stem, root / f"{stem}.gz", root / npz) if p.is_file()), None)
+        candidates = (root / stem, root / f"{stem}.gz", root / npz)
+        path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise BadInput(f"missing {stem}[.gz] (or {npz}) in {root}")
         arrays.append(read_npz(path) if path.suffix == ".npz" else read_idx(path))

@@ -1,0 +1,196 @@
+"""Benchmark (DESIGN.md section 4 (c) and (d)): ResNet-44 training epochs on CIFAR-10-shaped data
+(random uint8 images, 42,500 training images as the 85:15 split with augmentation leaves), two ways:
+
+  ours       the trainer's pipeline: the whole set on the device as uint8, batches gathered by
+             index, random crop (pad 4) + flip as batched tensor ops on the device, Standardize on
+             the device, channels_last on CUDA, optional bf16 autocast and torch.compile, the model
+             called through torch.func.functional_call on the ensemble's tensors, fused SGD;
+  dataloader a torchvision-style pipeline: a Dataset of HWC uint8 images with per-item transforms
+             (to float, pad + random crop, flip, normalize) in DataLoader worker processes, batches
+             copied to the device, the nn.Module called directly, SGD with momentum.
+             (Plain torch, so it runs without torchvision; --reference torchvision uses
+             torchvision.transforms.v2 on tensors instead, where torchvision is installed.)
+
+Both train the same architecture with the same batch size and flooded objective; only the data
+path and the execution differ. Printed: seconds per step, epochs/s (333 steps of 128 per epoch),
+the ratio dataloader/ours, and achieved FLOP/s as a fraction of a large matmul's FLOP/s measured in
+the same run. Modes are timed alternately (benchmarks/sweep.py's `timed`), so that a shared machine
+slows them alike; on a CPU, time a fraction of an epoch (--steps).
+
+    python benchmarks/cifar.py                               # CPU: a few minutes
+    python benchmarks/cifar.py --device cuda --steps 333 --amp bf16 --compile --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from landscape.data import Split, Standardize
+from landscape.data.augment import random_crop_flip
+from landscape.data.images import STATS
+from landscape.device import autocast, channels_last, describe, resolve_device
+from landscape.ensemble import Ensemble
+from landscape.flooding import flooded_objective, per_sample_loss
+from landscape.models import build_model
+from landscape.training import epoch_generator, make_optimizer
+
+from sweep import matmul_rate, report, timed  # benchmarks/sweep.py, same folder
+
+MEAN, STD = STATS["cifar10"]
+MEAN_CHW, STD_CHW = (torch.tensor(v)[:, None, None] for v in STATS["cifar10"])
+# The recipe both pipelines train with (Table 3's CIFAR row; our default batch size, a flood level)
+CONFIG = RunConfig(DataConfig("cifar10"), ModelConfig("resnet44"),
+                   optim=OptimConfig("sgd", lr=0.1, momentum=0.9, batch_size=128))
+BATCH, FLOOD = CONFIG.optim.batch_size, 0.02
+
+
+def ours_runner(images: np.ndarray, labels: np.ndarray, device: torch.device, *, amp: str,
+                compile: bool) -> Callable[[int], None]:
+    """Closure running n training steps the way landscape.training does."""
+    standardize = Standardize.of(MEAN, STD, device=device, dtype=torch.float32)
+    split = Split(stored=torch.as_tensor(images).to(device), y=torch.as_tensor(labels).to(device),
+                  y_clean=torch.as_tensor(labels).to(device), standardize=standardize)
+    model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10)
+    ensemble = Ensemble(model, [model.state_dict()], device=device, dtype=torch.float32)
+    ensemble.train(True)
+    optimizer = make_optimizer(CONFIG, list(ensemble.params.values()))  # fused where it exists
+    forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward
+    precision = autocast(device, amp)
+    order = torch.randperm(len(split), generator=epoch_generator(0, 1, 1)).to(device)
+    gen = epoch_generator(0, 1, 2, device)
+    done = [0]  # steps so far: batches walk through one permutation, wrapping around
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            start = done[0] * BATCH % (len(order) - BATCH)
+            done[0] += 1
+            idx = order[start:start + BATCH]
+            xb = split.prepare(random_crop_flip(split.stored[idx], gen))[None]  # [1, B, 3, 32, 32]
+            if device.type == "cuda":
+                xb = channels_last(xb)
+            with precision:
+                logits = forward(xb, shared=False).float()
+            losses = per_sample_loss(logits, split.y[idx][None], "ce")
+            optimizer.zero_grad(set_to_none=True)
+            flooded_objective(losses, FLOOD).sum().backward()
+            optimizer.step()
+
+    return run
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """torchvision's CIFAR10 layout (HWC uint8) with a per-item transform, the usual recipe."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.images = images.transpose(0, 2, 3, 1).copy()  # [n, 32, 32, 3]
+        self.labels, self.transform = labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def plain_transform(image: np.ndarray) -> torch.Tensor:
+    """ToTensor, RandomCrop(32, padding=4), RandomHorizontalFlip, Normalize of one image."""
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)       # [3, 32, 32]
+    x = F.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2,)).tolist()
+    x = x[:, dy:dy + 32, dx:dx + 32]
+    if torch.rand(()) < 0.5:
+        x = x.flip(-1)
+    return (x - MEAN_CHW) / STD_CHW
+
+
+def torchvision_transform() -> Callable:
+    from torchvision.transforms import v2  # optional: only for --reference torchvision
+    return v2.Compose([v2.ToImage(), v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+def dataloader_runner(images: np.ndarray, labels: np.ndarray, device: torch.device, *,
+                      workers: int, reference: str) -> Callable[[int], None]:
+    transform = plain_transform if reference == "plain" else torchvision_transform()
+    loader = DataLoader(ItemDataset(images, labels, transform), batch_size=BATCH,
+                        shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0, drop_last=True)
+    model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG.optim.lr,
+                                momentum=CONFIG.optim.momentum)
+    batches = [iter(loader)]
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            try:
+                x, y = next(batches[0])
+            except StopIteration:
+                batches[0] = iter(loader)
+                x, y = next(batches[0])
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            losses = per_sample_loss(model(x), y, "ce")
+            optimizer.zero_grad(set_to_none=True)
+            flooded_objective(losses, FLOOD).backward()
+            optimizer.step()
+
+    return run
+
+
+def step_flops(device: torch.device) -> float:
+    """FLOPs of one training step (forward and backward of ResNet-44 on a batch), counted."""
+    model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10).to(device)
+    x = torch.randn(BATCH, 3, 32, 32, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-size", type=int, default=42_500)
+    parser.add_argument("--steps", type=int, default=6, help="steps timed per repeat (333 = epoch)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--reference", choices=("plain", "torchvision"), default="plain")
+    parser.add_argument("--amp", choices=("off", "bf16"), default="off", help="ours only")
+    parser.add_argument("--compile", action="store_true", help="ours only")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.train_size, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, args.train_size)
+    steps_per_epoch = math.ceil(args.train_size / BATCH)
+    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; ResNet-44, batch {BATCH}, {steps_per_epoch} steps/epoch; "
+          f"ours: amp {args.amp}, compile {args.compile}; dataloader: {args.reference} "
+          f"transforms, {args.workers} workers", flush=True)
+    peak = matmul_rate(device)
+    runners = {
+        "dataloader": dataloader_runner(images, labels, device, workers=args.workers,
+                                        reference=args.reference),
+        "ours": ours_runner(images, labels, device, amp=args.amp, compile=args.compile),
+    }
+    times = timed(runners, args.steps, args.repeat, device)
+    flops = step_flops(device) * args.steps
+    report(f"{args.steps} steps", times, "dataloader", "ours", {k: flops for k in times}, peak)
+    for name, values in times.items():
+        per_step = sorted(values)[len(values) // 2] / args.steps
+        print(f"{name:<10} {per_step * 1e3:8.1f} ms/step = "
+              f"{1 / (per_step * steps_per_epoch):.4f} epochs/s (training steps only)")
+    kind = "TF32" if device.type == "cuda" else "float32"
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({kind})")
+
+
+if __name__ == "__main__":
+    main()
