@@ -94,6 +94,16 @@ def test_result_file_and_figure(pair, tmp_path):
     assert csv[0].startswith("run,flood,epoch") and len(csv) == 1 + 2 * 8  # epochs 3..10 of 2 runs
 
 
+def test_a_subset_of_epochs_keeps_the_early_stopping_epoch(pair, tmp_path):
+    path = gradnorm(pair, tmp_path / "g.h5", device=CPU, splits=("train",), epochs=[10],
+                    progress=False)
+    _, a = read_result(path, "gradnorm")
+    for r, run in enumerate(pair):
+        stop = early_stopping_epoch(run.metric("val_acc"))
+        assert sorted(a["epoch"][a["run"] == r]) == sorted({10, stop})
+        assert a["marked_epoch"][r] == stop
+
+
 def test_unsaved_epochs_are_bad_input(pair):
     with pytest.raises(BadInput, match="epoch.*99.*not saved"):
         run_amplitudes(pair[0], device=CPU, normalization=Normalization(), epochs=[99])

@@ -107,9 +107,9 @@ def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalizati
 def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
              normalization: Normalization = Normalization(), splits: Sequence[str] = SPLITS,
              epochs: Sequence[int] | None = None, progress: bool = True) -> Path:
-    """Gradient amplitudes of the saved epochs (all, or `epochs`) of every run, written to `out`
-    (an HDF5 result: long-format rows over (run, epoch), per-run arrays, the parameters as
-    attributes)."""
+    """Gradient amplitudes of the saved epochs (all, or `epochs` and, where saved, each run's
+    early-stopping epoch, so that its marker is exact) of every run, written to `out` (an HDF5
+    result: long-format rows over (run, epoch), per-run arrays, the parameters as attributes)."""
     runs = list(runs)
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
@@ -119,20 +119,24 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
         if len(run.saved_epochs) == 0:
             raise BadInput(f"{run.path}: no saved epochs yet")
     rows: list[dict[str, np.ndarray]] = []
+    stopping, marked = [], []
     for index, run in enumerate(runs):
+        stop = early_stopping_epoch(run.metric("val_acc"))
+        wanted = None if epochs is None else sorted(
+            set(epochs) | ({stop} if stop in run.saved_epochs else set()))
         values = run_amplitudes(run, device=device, normalization=normalization, splits=splits,
-                                epochs=epochs, progress=progress)
+                                epochs=wanted, progress=progress)
         values["run"] = np.full(len(values["epoch"]), index, dtype=np.int64)
         rows.append(values)
+        stopping.append(stop)
+        marked.append(_nearest(values["epoch"].tolist(), stop))
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    stopping = [early_stopping_epoch(run.metric("val_acc")) for run in runs]
     arrays.update(
         run_name=np.array([run.name for run in runs]),
         run_path=np.array([str(run.path) for run in runs]),
         flood=np.array([run.config.objective.flood for run in runs]),
         early_stopping_epoch=np.array(stopping, dtype=np.int64),
-        marked_epoch=np.array([_nearest(run.saved_epochs, e) for run, e in zip(runs, stopping)],
-                              dtype=np.int64))
+        marked_epoch=np.array(marked, dtype=np.int64))
     attrs = {**normalization.attrs(), "splits": list(splits),
              "runs": [str(run.path) for run in runs],
              "config_digests": [run.config.digest() for run in runs],
@@ -149,9 +153,9 @@ def _ranges(epochs: Sequence[int]) -> str:
     return ", ".join(shown if len(shown) <= 8 else shown[:3] + ["..."] + shown[-2:]) or "none"
 
 
-def _nearest(saved: Sequence[int], epoch: int) -> int:
-    """The saved epoch closest to `epoch` (the earlier one on ties): where its marker can go."""
-    return min(saved, key=lambda e: (abs(e - epoch), e))
+def _nearest(computed: Sequence[int], epoch: int) -> int:
+    """The computed epoch closest to `epoch` (the earlier one on ties): where its marker can go."""
+    return min(computed, key=lambda e: (abs(e - epoch), e))
 
 
 def plot_gradnorm(result_path: str | Path, out_stem: str | Path,

@@ -27,7 +27,7 @@ from . import CONTEXT, cli
               show_default=True, help="Scale the direction per filter or per tensor.")
 @click.option("--include-biasbn", is_flag=True,
               help="Perturb biases and BatchNorm weights too, each as one filter.")
-@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result files and the figure.")
 @click.option("--overwrite", is_flag=True,
               help="Recompute result files made with other parameters instead of refusing.")
@@ -51,8 +51,8 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     \b
     Example:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --name pair
-      landscape flatness checkpoints/pair --out figures/pair
-      landscape flatness checkpoints/pair --2d --points 31 --out figures/pair
+      landscape flatness checkpoints/pair --out results/pair
+      landscape flatness checkpoints/pair --2d --points 31 --out results/pair
     """
     from ..analysis.filternorm import Normalization
     from ..analysis.flatness import SliceOptions, flatness as compute

@@ -14,35 +14,37 @@ from . import CONTEXT, cli
 @click.option("--split", "splits", type=click.Choice(["train", "test"]), multiple=True,
               help="Gradient of the training or the test loss (repeatable). Default: both.")
 @click.option("--epochs", "epochs", default=None, metavar="E,E",
-              help="Only these saved epochs. Default: every saved epoch.")
+              help="Only these saved epochs (and each run's early-stopping epoch, where saved). "
+              "Default: every saved epoch.")
 @click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
               show_default=True, help="Scale gradients per filter (the paper's text) or per "
               "tensor (the authors' demo code).")
 @click.option("--include-biasbn", is_flag=True,
               help="Count biases and BatchNorm weights too, each as one filter.")
-@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
-              help="Folder for gradnorm.h5 and the figure.")
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder for the result file (NAME.h5) and the figure beside it.")
+@click.option("--name", default="gradnorm", show_default=True, help="File name stem.")
 @click.option("--skip-epochs", type=int, default=10, show_default=True,
               help="Leave the first N epochs out of the figure (the paper drops 10).")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Figure formats, comma-separated.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, skip_epochs, formats, device,
-             quiet):
+def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, skip_epochs, formats,
+             device, quiet):
     """Gradient amplitude of the full training and test loss at every saved epoch of the runs
     (paper Sec. 5.2, Fig. 4), against test loss and test accuracy.
 
     The amplitude is the l2 norm of the gradient with each filter's entries multiplied by that
     filter's norm (Li et al. 2018), the model in eval mode. PATHS are run files or sweep folders;
-    runs with b > 0 plot as "o", runs with b = 0 as "+". Writes OUT/gradnorm.h5 and
-    OUT/gradnorm.{pdf,png,csv}. Train with `--save all` (or a small --save-every) for one point per
+    runs with b > 0 plot as "o", runs with b = 0 as "+". Writes OUT/NAME.h5 and
+    OUT/NAME.{pdf,png,csv}. Train with `--save all` (or a small --save-every) for one point per
     epoch.
 
     \b
     Example:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save all --name pair
-      landscape gradnorm checkpoints/pair --out figures/pair
+      landscape gradnorm checkpoints/pair --out results/pair
     """
     from ..analysis.filternorm import Normalization
     from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm
@@ -52,10 +54,10 @@ def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, skip_epo
     from .train import _csv_ints
 
     formats = parse_formats(formats)
-    result = compute(open_runs(paths), Path(out) / "gradnorm.h5", device=resolve_device(device),
+    result = compute(open_runs(paths), Path(out) / f"{name}.h5", device=resolve_device(device),
                      normalization=Normalization(normalization, include_biasbn),
                      splits=splits or ("train", "test"),
                      epochs=_csv_ints(epochs, "--epochs") or None, progress=not quiet)
     click.echo(f"gradient amplitudes: {result}")
-    for path in plot_gradnorm(result, Path(out) / "gradnorm", formats, skip_epochs=skip_epochs):
+    for path in plot_gradnorm(result, Path(out) / name, formats, skip_epochs=skip_epochs):
         click.echo(f"figure: {path}")
