@@ -198,12 +198,12 @@ def memory_limit(per_member: int, device: torch.device, dtype_bytes: int) -> int
     return max(1, budget // max(per_member, 1))
 
 
-# Largest width that still trains faster stacked than one by one on the CPU (benchmarks/sweep.py,
-# benchmarks/RESULTS.md): a narrow MLP's matmuls are too small to fill the cores, a wide one's
-# already do, and then vmap's batched matmuls and copies only add work.
-CPU_STACK_MAX_WIDTH = 128
-CPU_STACK = 16      # beyond ~16 members a CPU chunk gains little and holds more memory
-GPU_STACK = 1024    # GPU: as many as fit; one chunk of Table 2's 510 runs per setting
+# Largest MLP width that still trains faster stacked than one by one on a CPU (benchmarks/sweep.py,
+# benchmarks/RESULTS.md; 16 members, one thread: 1.3x at width 256, 0.9x at 500): a narrow MLP's
+# matmuls are too small to keep the cores busy, a wide one's already do and vmap only adds copies.
+CPU_STACK_MAX_WIDTH = 256
+CPU_STACK = 64      # width 32: 3.6x with 16 members, 6.4x with 64; width 128: 1.8x, 2.0x
+GPU_STACK = 1024    # GPU: as many as fit; Table 2's 510 runs of a setting in one chunk
 
 
 def auto_chunk_size(model: ModelConfig, device: torch.device) -> int:
