@@ -1,0 +1,199 @@
+"""Benchmark (DESIGN.md section 4 (a) and (d)): a sweep of K flood levels of the paper's synthetic
+setting (Two Gaussians, 100 training points, batch 100, Adam, MLP depth x width), two ways:
+
+  steps  the training steps alone: K models stacked as one vmap ensemble (what the sweep runs)
+         against a plain PyTorch loop over K nn.Modules, each with its own Adam; per width;
+  sweep  `landscape.sweep.train` end to end (evaluation and run files included) with the
+         execution `--ensemble auto` chooses against `--ensemble off` (one model at a time).
+
+Both print the ratio (loop time / chosen time) and the achieved FLOP/s as a fraction of a large
+matmul's FLOP/s measured in the same run. The machine may be shared: modes are timed alternately,
+`--repeat` times, and medians are reported beside the spread of the ratios.
+
+    python benchmarks/sweep.py                       # CPU defaults, a few minutes
+    python benchmarks/sweep.py --widths 500 --floods 51 --device cuda --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from landscape.config import (DataConfig, Execution, ModelConfig, ObjectiveConfig, OptimConfig,
+                              RunConfig)
+from landscape.data import load
+from landscape.device import describe, resolve_device
+from landscape.ensemble import Ensemble, auto_chunk_size
+from landscape.flooding import flooded_objective, per_sample_loss
+from landscape.models import build_model, count_parameters
+from landscape.store import Run
+from landscape.sweep import expand, train
+from landscape.training import make_optimizer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
+    """FLOP/s of an n x n float32 matmul: the device's practical peak for this work."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync(device)
+    tic = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * repeat / (time.perf_counter() - tic)
+
+
+def config_for(width: int, depth: int, epochs: int) -> RunConfig:
+    return RunConfig(DataConfig("two_gaussians", noise=0.1), ModelConfig("mlp", depth=depth,
+                                                                          width=width),
+                     ObjectiveConfig(), OptimConfig(epochs=epochs), eval_test="best",
+                     save="last").resolved()
+
+
+def train_flops(n_params: int, rows: int) -> float:
+    """Forward + backward of an MLP on `rows` inputs: ~2 FLOPs per weight and row forward, twice
+    that backward."""
+    return 6.0 * n_params * rows
+
+
+def steps_runners(config: RunConfig, floods: list[float], device: torch.device
+                  ) -> dict[str, Callable[[int], None]]:
+    """Closures running E epochs of full-batch training steps, stacked or one model at a time."""
+    data = load(config.data, device=device)
+    x, y, loss = data.train.x, data.train.y, config.objective.loss
+    states = [build_model(config.model, data.input_shape, 1, seed=k).state_dict()
+              for k in range(len(floods))]
+    ensemble = Ensemble(build_model(config.model, data.input_shape, 1), states, device=device,
+                        dtype=torch.float32)
+    stacked_opt = make_optimizer(config, list(ensemble.params.values()))
+    b = torch.tensor(floods, device=device)
+    modules = [build_model(config.model, data.input_shape, 1, seed=k).to(device)
+               for k in range(len(floods))]
+    optimizers = [make_optimizer(config, list(m.parameters())) for m in modules]
+
+    def stacked(epochs: int) -> None:
+        for _ in range(epochs):
+            losses = per_sample_loss(ensemble.forward(x, shared=True), y, loss)   # [K, n]
+            stacked_opt.zero_grad(set_to_none=True)
+            flooded_objective(losses, b).sum().backward()
+            stacked_opt.step()
+
+    def loop(epochs: int) -> None:
+        for module, optimizer, flood in zip(modules, optimizers, floods):
+            for _ in range(epochs):
+                losses = per_sample_loss(module(x)[None], y, loss)
+                optimizer.zero_grad(set_to_none=True)
+                flooded_objective(losses, flood).sum().backward()
+                optimizer.step()
+
+    return {"stacked": stacked, "loop": loop}
+
+
+def sweep_runners(config: RunConfig, floods: list[float], device: torch.device, folder: str
+                  ) -> dict[str, Callable[[int], None]]:
+    def run(ensemble: str) -> Callable[[int], None]:
+        def go(epochs: int) -> None:
+            configs = expand(dataclasses.replace(
+                config, optim=dataclasses.replace(config.optim, epochs=epochs)), floods, [0])
+            train(configs, out=folder, overwrite=True,
+                  execution=Execution(device=str(device), ensemble=ensemble, progress=False))
+        return go
+    return {"auto": run("auto"), "off": run("off")}
+
+
+def timed(runners: dict[str, Callable[[int], None]], epochs: int, repeat: int,
+          device: torch.device) -> dict[str, list[float]]:
+    """Seconds per mode, the modes alternating so that a busy machine slows them alike."""
+    for fn in runners.values():  # warm-up: allocations, kernels, imports
+        fn(1)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeat):
+        for name, fn in runners.items():
+            sync(device)
+            tic = time.perf_counter()
+            fn(epochs)
+            sync(device)
+            times[name].append(time.perf_counter() - tic)
+    return times
+
+
+def sweep_flops(folder: str, n_params: int) -> float:
+    """FLOPs a finished sweep did: training steps, and every evaluation its metrics record."""
+    total = 0.0
+    for path in sorted(Path(folder).rglob("*.h5")):
+        run = Run(path)
+        m = run.metrics()
+        epochs = run.epochs_done
+        d = run.config.data
+        steps_rows = epochs * d.n_train
+        eval_rows = (epochs + 1) * (d.n_train + d.n_val) + int(
+            sum(math.isfinite(v) for v in m["test_acc"])) * d.n_test
+        total += train_flops(n_params, steps_rows) + 2.0 * n_params * eval_rows
+    return total
+
+
+def report(label: str, times: dict[str, list[float]], reference: str, chosen: str,
+           flops: dict[str, float], peak: float) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [r / c for r, c in zip(times[reference], times[chosen])]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
+    util = "  ".join(f"{k} {flops[k] / med[k] / 1e9:.1f} GFLOP/s = {flops[k] / med[k] / peak:.0%}"
+                     for k in med)
+    print(f"{label:<34} " + "  ".join(f"{k} {v:.3f} s" for k, v in med.items())
+          + f"  ratio {reference}/{chosen} {med[reference] / med[chosen]:.2f} (runs: {spread})"
+          + f"  | {util} of matmul", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", default="32,128,256,500", help="MLP widths, comma-separated")
+    parser.add_argument("--depth", type=int, default=5)
+    parser.add_argument("--floods", type=int, default=16, help="K flood levels: 0, 0.5/(K-1), ...")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs (steps) per model")
+    parser.add_argument("--sweep-epochs", type=int, default=10,
+                        help="epochs of the end-to-end sweep (0: skip it)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    floods = [round(0.5 * i / max(args.floods - 1, 1), 4) for i in range(args.floods)]
+    peak = matmul_rate(device)
+    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; K = {args.floods} flood levels, "
+          f"depth {args.depth}, repeat {args.repeat}, medians")
+    for width in map(int, args.widths.split(",")):
+        config = config_for(width, args.depth, args.epochs)
+        n_params = count_parameters(build_model(config.model, (10,), 1))
+        chunk = auto_chunk_size(config.model, device)
+        work = train_flops(n_params, config.data.n_train) * args.epochs * args.floods
+        times = timed(steps_runners(config, floods, device), args.epochs, args.repeat, device)
+        report(f"steps  width {width:<4} (auto: {'stack' if chunk > 1 else 'one by one'})",
+               times, "loop", "stacked", {k: work for k in times}, peak)
+        if args.sweep_epochs:
+            with tempfile.TemporaryDirectory() as folder:
+                runners = sweep_runners(config, floods, device, folder)
+                times = timed(runners, args.sweep_epochs, args.repeat, device)
+                flops = sweep_flops(folder, n_params)
+            report(f"sweep  width {width:<4} (auto chunk {chunk})", times, "off", "auto",
+                   {k: flops for k in times}, peak)
+
+
+if __name__ == "__main__":
+    main()
