@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import data as data_module
+from . import distributed
 from .config import Execution, RunConfig
 from .device import describe, resolve_device
 from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
@@ -158,22 +159,32 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
         raise BadInput("nothing to train")
     if resume and overwrite:
         raise BadInput("--resume and --overwrite exclude each other")
-    device = resolve_device(execution.device)
-    requested = requested_chunk(execution.ensemble)
-    configs = [c.resolved() for c in configs]
-    folder, paths = plan_paths(configs, Path(out), name)
-    actions = [_existing(p, c, resume=resume, overwrite=overwrite) for p, c in zip(paths, configs)]
+    world = distributed.join()
+    # Every rank plans the whole sweep from the files as they are, having read them all before any
+    # rank writes; a failure here on one rank (bad input, a data set that won't load) stops all.
+    with distributed.exchange(world):
+        device = distributed.rank_device(resolve_device(execution.device), world)
+        requested = requested_chunk(execution.ensemble)
+        configs = [c.resolved() for c in configs]
+        folder, paths = plan_paths(configs, Path(out), name)
+        actions = [_existing(p, c, resume=resume, overwrite=overwrite)
+                   for p, c in zip(paths, configs)]
+        # This rank's runs: a share of the unfinished ones, so that a resume spreads what is left.
+        mine = distributed.share([(p, c, a) for p, c, a in zip(paths, configs, actions)
+                                  if a != "skip"], world)
 
-    # Load every data set first: a missing or malformed file stops us before anything is written.
-    dtype_of = {c: getattr(torch, c.dtype) for c in configs}
-    datasets: dict[tuple, data_module.Dataset] = {}
-    for c in configs:
-        key = (c.data, c.dtype)
-        if key not in datasets:
-            datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of[c],
-                                             data_dir=execution.data_dir,
-                                             download=execution.download)
-    if folder is not None:
+        # Load every data set first: a missing or malformed file stops us before anything is
+        # written. With --download, rank 0 fetches the files before the others read them.
+        dtype_of = {c: getattr(torch, c.dtype) for c in configs}
+        datasets: dict[tuple, data_module.Dataset] = {}
+        with distributed.rank_zero_first(world, when=execution.download):
+            for _, c, _ in mine:
+                key = (c.data, c.dtype)
+                if key not in datasets:
+                    datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of[c],
+                                                     data_dir=execution.data_dir,
+                                                     download=execution.download)
+    if folder is not None and world.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         write_sweep_index(folder, paths, grid={
             "flood": sorted({c.objective.flood for c in configs}),
@@ -181,41 +192,46 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
 
     statuses = {p: "skipped" for p, a in zip(paths, actions) if a == "skip"}
     groups: dict[str, list[tuple[Path, RunConfig, str]]] = {}
-    for p, c, a in zip(paths, configs, actions):
-        if a == "skip":
-            continue
-        if a == "fresh":
-            _create(p, c, execution, datasets[(c.data, c.dtype)], device)
-        groups.setdefault(group_key(c), []).append((p, c, a))
+    progress = execution.progress and world.rank == 0  # one bar: rank 0's
+    # A rank whose work fails waits here for the others to finish theirs; then all report it.
+    with distributed.exchange(world) as trained:
+        for p, c, a in mine:
+            if a == "fresh":
+                _create(p, c, execution, datasets[(c.data, c.dtype)], device)
+            groups.setdefault(group_key(c), []).append((p, c, a))
 
-    total = sum(len(g) for g in groups.values())
-    done = 0
-    for items in groups.values():
-        # Members continue from the same epoch in one chunk; files stay open only while it trains.
-        by_start: dict[int, list[tuple[Path, RunConfig, int]]] = {}
-        for p, c, a in items:
-            start = _start(p, a)
-            by_start.setdefault(start, []).append((p, c, start))
-        first = items[0][1]
-        size = chunk_size(requested, first, datasets[(first.data, first.dtype)], device)
-        for same_start in by_start.values():
-            for chunk in balanced_chunks(same_start, size):
-                draws = list(dict.fromkeys(c.data for _, c, _ in chunk))
-                data = MemberData([datasets[(d, first.dtype)] for d in draws],
-                                  [draws.index(c.data) for _, c, _ in chunk])
-                label = (first.name if total == 1 else
-                         f"runs {done + 1}-{done + len(chunk)} of {total}")
-                members = [_member(*item) for item in chunk]
-                try:
-                    for m, status in zip(members, train_group(members, data, device=device,
-                                                              progress=execution.progress,
-                                                              label=label, amp=execution.amp,
-                                                              compile=execution.compile)):
-                        statuses[m.path] = status
-                finally:
-                    for m in members:
-                        m.writer.close()
-                done += len(chunk)
+        total = sum(len(g) for g in groups.values())
+        done = 0
+        for items in groups.values():
+            # Members continue from the same epoch in one chunk; files stay open only while it
+            # trains.
+            by_start: dict[int, list[tuple[Path, RunConfig, int]]] = {}
+            for p, c, a in items:
+                start = _start(p, a)
+                by_start.setdefault(start, []).append((p, c, start))
+            first = items[0][1]
+            size = chunk_size(requested, first, datasets[(first.data, first.dtype)], device)
+            for same_start in by_start.values():
+                for chunk in balanced_chunks(same_start, size):
+                    draws = list(dict.fromkeys(c.data for _, c, _ in chunk))
+                    data = MemberData([datasets[(d, first.dtype)] for d in draws],
+                                      [draws.index(c.data) for _, c, _ in chunk])
+                    label = (first.name if total == 1 else
+                             f"runs {done + 1}-{done + len(chunk)} of {total}")
+                    members = [_member(*item) for item in chunk]
+                    try:
+                        for m, status in zip(members, train_group(members, data, device=device,
+                                                                  progress=progress,
+                                                                  label=label, amp=execution.amp,
+                                                                  compile=execution.compile)):
+                            statuses[m.path] = status
+                    finally:
+                        for m in members:
+                            m.writer.close()
+                    done += len(chunk)
+        trained.value = statuses
+    for part in trained.values:
+        statuses.update(part)
     return TrainResult(tuple(paths), tuple(statuses[p] for p in paths), folder)
 
 

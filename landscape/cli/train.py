@@ -126,7 +126,11 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
       landscape train --data spiral --noise 0.05 --flood 0:0.5:0.01 --seeds 10
       landscape train --data mnist --data-dir ../shared/data --flood 0 0.02 --epochs 100
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
+      torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
+
+    Under torchrun each process trains its own share of the runs (README: Scale-out).
     """
+    from ..distributed import current
     from ..sweep import expand, train as train_runs
 
     if data_name not in DATASETS:
@@ -170,10 +174,13 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
                           download=download, amp=amp, compile=compile_)
     result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
                         overwrite=overwrite, name=name)
-    report_training(result)
+    speaker = current().rank == 0  # under torchrun, rank 0 reports for all ranks
+    if speaker:
+        report_training(result)
     if result.diverged:
-        click.echo(f"landscape: {len(result.diverged)} run(s) diverged (NaN/inf loss): "
-                   f"{', '.join(map(str, result.diverged[:3]))}", err=True)
+        if speaker:
+            click.echo(f"landscape: {len(result.diverged)} run(s) diverged (NaN/inf loss): "
+                       f"{', '.join(map(str, result.diverged[:3]))}", err=True)
         sys.exit(1)
 
 
