@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import distributed
 from ..config import ModelConfig
 from ..data import Dataset
 from ..ensemble import Ensemble, MemberData, eval_chunk
@@ -210,18 +211,25 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
              members: int | None = None) -> list[Path]:
     """Slices (or surfaces) of the paper's models of `runs` into one result file each under
     `out`, resuming files that a killed computation left; returns the files, in model order.
-    `members`: points evaluated at once (default: stacking.models_at_once)."""
+    `members`: points evaluated at once (default: stacking.models_at_once).
+
+    Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
+    the file (README: Scale-out)."""
     runs = list(runs)
     check_same_architecture(runs)  # one seed must draw one direction for every model
+    world = distributed.join()
     plans, jobs = [], []
-    for checkpoint in checkpoints_of(runs):
-        run = checkpoint.run
-        data = dataset_for(run, device=device)
-        state = state_at(run, checkpoint.which, device=device)  # bad input: missing snapshot etc.
-        plan = _plan(checkpoint, options, Path(out), data, overwrite=overwrite)
-        plans.append(plan)
-        if len(plan.todo):
-            jobs.append((plan, data, state))
+    # every rank reads the result files before rank 0 writes; bad input on one rank stops all
+    with distributed.exchange(world):
+        device = distributed.rank_device(device, world)
+        for checkpoint in checkpoints_of(runs):
+            run = checkpoint.run
+            data = dataset_for(run, device=device)
+            state = state_at(run, checkpoint.which, device=device)  # bad input: no snapshot etc.
+            plan = _plan(checkpoint, options, Path(out), data, overwrite=overwrite)
+            plans.append(plan)
+            if len(plan.todo):
+                jobs.append((plan, data, state))
     x, y = options.coordinates()
     grid = np.stack(np.meshgrid(x, y if y is not None else [0.0]), -1).reshape(-1, 2)  # [P, 2]
     for plan, data, state in jobs:
@@ -232,21 +240,29 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
                                          count=2 if options.two_d else 1)
         step = members or models_at_once(run.config.model, sum(p.numel() for p in params.values()),
                                          device)
+        if world.size > 1:  # points for every rank (a GPU would stack a whole slice in one chunk)
+            step = min(step, math.ceil(len(plan.todo) / world.size))
         chunks = [plan.todo[i:i + step] for i in range(0, len(plan.todo), step)]
         saved = time.monotonic()
         label = f"{run.name} ({plan.checkpoint.which})"
-        with progress_bar(chunks, enabled=progress, label=label) as bar:
+        rounds = distributed.in_rounds(chunks, world)  # this rank's chunk of each round, or None
+        with progress_bar(rounds, enabled=progress and world.rank == 0, label=label) as bar:
             for chunk in bar:
-                values = evaluate_points(template, state, directions,
-                                         grid[chunk][:, :len(directions)], data,
-                                         run.config.objective.loss, run.config.model,
-                                         members=step, bn_stats=options.bn_stats)
-                for k in METRICS:
-                    np.put(plan.arrays[k], chunk, values[k])  # flat indices into [ny, nx]
-                if time.monotonic() - saved > SAVE_SECONDS:
+                with distributed.exchange(world) as done:
+                    if chunk is not None:
+                        done.value = chunk, evaluate_points(
+                            template, state, directions, grid[chunk][:, :len(directions)], data,
+                            run.config.objective.loss, run.config.model, members=step,
+                            bn_stats=options.bn_stats)
+                for chunk, values in filter(None, done.values):  # every rank's chunk of the round
+                    for k in METRICS:
+                        np.put(plan.arrays[k], chunk, values[k])  # flat indices into [ny, nx]
+                if world.rank == 0 and time.monotonic() - saved > SAVE_SECONDS:
                     plan.save()
                     saved = time.monotonic()
-        plan.save()
+        with distributed.exchange(world):  # no rank returns before the file is written
+            if world.rank == 0:
+                plan.save()
     return [plan.path for plan in plans]
 
 

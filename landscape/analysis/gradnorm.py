@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import distributed
 from ..data import Split
 from ..ensemble import Ensemble, MemberData, eval_chunk
 from ..errors import BadInput
@@ -109,7 +110,10 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
              epochs: Sequence[int] | None = None, progress: bool = True) -> Path:
     """Gradient amplitudes of the saved epochs (all, or `epochs` and, where saved, each run's
     early-stopping epoch, so that its marker is exact) of every run, written to `out` (an HDF5
-    result: long-format rows over (run, epoch), per-run arrays, the parameters as attributes)."""
+    result: long-format rows over (run, epoch), per-run arrays, the parameters as attributes).
+
+    Under torchrun each rank computes a share of the (run, epoch) pairs; rank 0 gathers them into
+    the file (README: Scale-out)."""
     runs = list(runs)
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
@@ -118,17 +122,26 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
     for run in runs:
         if len(run.saved_epochs) == 0:
             raise BadInput(f"{run.path}: no saved epochs yet")
+    world = distributed.join()
+    stopping = [early_stopping_epoch(run.metric("val_acc")) for run in runs]
+    wanted = [run.saved_epochs if epochs is None else sorted(
+        set(epochs) | ({stop} if stop in run.saved_epochs else set()))
+        for run, stop in zip(runs, stopping)]
+    # this rank's (run, epoch) pairs: contiguous, so mostly whole runs (each run's data loads once)
+    mine = distributed.share([(i, e) for i, w in enumerate(wanted) for e in w], world)
+    with distributed.exchange(world) as computed:
+        device = distributed.rank_device(device, world)
+        computed.value = [(i, run_amplitudes(runs[i], device=device, normalization=normalization,
+                                             splits=splits, epochs=[e for j, e in mine if j == i],
+                                             progress=progress and world.rank == 0))
+                          for i in dict.fromkeys(i for i, _ in mine)]
     rows: list[dict[str, np.ndarray]] = []
-    stopping, marked = [], []
-    for index, run in enumerate(runs):
-        stop = early_stopping_epoch(run.metric("val_acc"))
-        wanted = None if epochs is None else sorted(
-            set(epochs) | ({stop} if stop in run.saved_epochs else set()))
-        values = run_amplitudes(run, device=device, normalization=normalization, splits=splits,
-                                epochs=wanted, progress=progress)
+    marked = []
+    for index, stop in enumerate(stopping):
+        parts = [part for shared in computed.values for i, part in shared if i == index]
+        values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # in rank order
         values["run"] = np.full(len(values["epoch"]), index, dtype=np.int64)
         rows.append(values)
-        stopping.append(stop)
         marked.append(_nearest(values["epoch"].tolist(), stop))
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     arrays.update(
@@ -137,14 +150,17 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
         flood=np.array([run.config.objective.flood for run in runs]),
         early_stopping_epoch=np.array(stopping, dtype=np.int64),
         marked_epoch=np.array(marked, dtype=np.int64))
-    attrs = {**normalization.attrs(), "splits": list(splits),
-             "runs": [str(run.path) for run in runs],
-             "config_digests": [run.config.digest() for run in runs],
-             "epochs": [[int(e) for e in r["epoch"]] for r in rows],
-             "split_sizes": [{s: len(dataset_for(run, device=device).split(s)) for s in SPLITS}
-                             for run in runs],
-             "model_mode": "eval"}
-    return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
+    with distributed.exchange(world):  # rank 0 writes; no rank returns before the file exists
+        if world.rank == 0:
+            attrs = {**normalization.attrs(), "splits": list(splits),
+                     "runs": [str(run.path) for run in runs],
+                     "config_digests": [run.config.digest() for run in runs],
+                     "epochs": [[int(e) for e in r["epoch"]] for r in rows],
+                     "split_sizes": [{s: len(dataset_for(run, device=device).split(s))
+                                      for s in SPLITS} for run in runs],
+                     "model_mode": "eval"}
+            write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
+    return Path(out)
 
 
 def _ranges(epochs: Sequence[int]) -> str:

@@ -59,6 +59,7 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     from ..analysis.flatness_plot import plot_flatness
     from ..analysis.plotting import parse_formats
     from ..device import resolve_device
+    from ..distributed import current
     from ..store import open_runs
 
     formats = parse_formats(formats)
@@ -67,6 +68,8 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
                            normalization=Normalization(normalization, include_biasbn))
     results = compute(open_runs(paths), options, Path(out), device=resolve_device(device),
                       overwrite=overwrite, progress=not quiet)
+    if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
+        return
     for path in results:
         click.echo(f"{'surface' if two_d else 'slice'}: {path}")
     for path in plot_flatness(results, Path(out) / ("flatness-2d" if two_d else "flatness"),

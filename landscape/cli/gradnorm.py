@@ -50,6 +50,7 @@ def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, sk
     from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm
     from ..analysis.plotting import parse_formats
     from ..device import resolve_device
+    from ..distributed import current
     from ..store import open_runs
     from .train import _csv_ints
 
@@ -58,6 +59,8 @@ def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, sk
                      normalization=Normalization(normalization, include_biasbn),
                      splits=splits or ("train", "test"),
                      epochs=_csv_ints(epochs, "--epochs") or None, progress=not quiet)
+    if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
+        return
     click.echo(f"gradient amplitudes: {result}")
     for path in plot_gradnorm(result, Path(out) / name, formats, skip_epochs=skip_epochs):
         click.echo(f"figure: {path}")
