@@ -143,11 +143,13 @@ def evaluate_points(template: nn.Module, state: dict[str, torch.Tensor],
     rows = eval_chunk(model_config, data.input_shape, members)
     out = {k: np.full(len(coords), np.nan) for k in METRICS}
     for start in range(0, len(coords), members):
-        chunk = torch.as_tensor(coords[start:start + members], dtype=dtype)
         states = []
-        for c in chunk.tolist():
-            point = {n: theta + sum(a * d[n] for a, d in zip(c, directions))
-                     for n, theta in params.items()}
+        for c in coords[start:start + members].tolist():
+            point = {}
+            for n, theta in params.items():  # theta + sum_j c_j d_j, one fused op per direction
+                for a, d in zip(c, directions):
+                    theta = torch.add(theta, d[n], alpha=a)
+                point[n] = theta
             point_buffers = (bn_statistics(stat_model, point, buffers, data.train.x, rows)
                              if bn_stats == "recompute" else buffers)
             states.append({**point, **point_buffers})
@@ -191,8 +193,10 @@ def _plan(checkpoint: Checkpoint, options: SliceOptions, folder: Path, data: Dat
               **{k: np.full(shape, np.nan) for k in METRICS}}
     if path.exists() and not overwrite:
         old_attrs, old = read_result(path, KIND)
+        # the model is identified by its config digest and epoch/step, not by where its run lives
         stale = [f"{k}: {_stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
-                 for k, v in attrs.items() if _stored(old_attrs.get(k)) != _stored(v)]
+                 for k, v in attrs.items()
+                 if k not in ("run", "run_name") and _stored(old_attrs.get(k)) != _stored(v)]
         if stale:
             raise BadInput(f"{path} was computed with other parameters ({'; '.join(stale)}); "
                            "pass --overwrite to replace it or choose another --out")

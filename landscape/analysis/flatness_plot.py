@@ -58,7 +58,8 @@ def plot_flatness(result_paths: Sequence[str | Path], out_stem: str | Path,
     return save_figure(fig, out_stem, csv, formats=formats)
 
 
-def _plot_surfaces(results, out_stem, formats) -> list[Path]:
+def _plot_surfaces(results: Sequence[tuple[dict, dict]], out_stem: str | Path,
+                   formats: Sequence[str]) -> list[Path]:
     fig, axes = figure(columns=2, rows=len(results), cols=2, height=2.6 * len(results))
     csv: dict[str, list] = {k: [] for k in ("model", "alpha", "beta", "train_loss", "test_loss")}
     for row, (attrs, a) in enumerate(results):
@@ -74,6 +75,7 @@ def _plot_surfaces(results, out_stem, formats) -> list[Path]:
             contours = ax.contour(x, y, np.ma.masked_invalid(z), levels=levels, linewidths=0.7,
                                   cmap="viridis")
             ax.clabel(contours, fontsize=5, fmt="%.2g")
+            ax.plot(0, 0, "k+", ms=6)  # the model itself
             ax.set_title(f"{describe(attrs)}: {split} loss")
             ax.set_xlabel(r"$\alpha$")
             ax.set_ylabel(r"$\beta$")

@@ -184,6 +184,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
 
     attrs, a = read_result(result_path, KIND)
     keep = a["epoch"] > skip_epochs
@@ -206,8 +207,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                 style = (dict(facecolors="none", edgecolors=colours) if flood > 0
                          else dict(color=colours))
                 ax.scatter(a[grad][where], a[metric][where], marker=marker, s=size,
-                           linewidths=width, zorder=3 if size > 12 else 2,
-                           label=f"b = {flood:g}" if size == 12 else None, **style)
+                           linewidths=width, zorder=3 if size > 12 else 2, **style)
             ax.set_xlabel(f"gradient amplitude, {grad.split('_')[0]} loss")
             ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy"))
     computed = json.loads(attrs["splits"])
@@ -215,7 +215,10 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
         if split not in computed:
             for ax in axes[:, col]:
                 ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
-    axes[0, 0].legend(loc="best")
+    # legend in grey: the markers' colours mean epochs, not runs
+    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if b > 0 else "+",
+                      label=f"b = {b:g}") for b in dict.fromkeys(a["flood"].tolist())]
+    axes[0, 0].legend(handles=handles, loc="best")
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
     fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}); "
                  "large black: early-stopping epoch")
