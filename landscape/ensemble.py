@@ -158,16 +158,24 @@ def optimizer_layout(optim_name: str, momentum: float,
     return out
 
 
-def eval_chunk(model: ModelConfig, input_shape: tuple[int, ...], members: int) -> int:
-    """Rows evaluated at once: bounds the K x rows x activation-size working set (~64M numbers)."""
+def eval_chunk(model: ModelConfig, input_shape: tuple[int, ...], members: int, *,
+               device: torch.device | None = None) -> int:
+    """Rows evaluated at once: bounds the members x rows x activation-size working set to
+    `eval_numbers(device)` numbers."""
     if model.name.startswith("mlp"):
         per_row = max(model.width or 1, math.prod(input_shape))
     else:
         per_row = 64 * math.prod(input_shape)  # conv feature maps are several times the input
-    return max(1, EVAL_NUMBERS // (members * per_row))
+    return max(1, eval_numbers(device) // (members * per_row))
 
 
-EVAL_NUMBERS = 1 << 26
+EVAL_NUMBERS = 1 << 26      # a GPU's evaluation working set (256 MB of float32), and the default
+CPU_EVAL_NUMBERS = 1 << 20  # a CPU's: 4 MB stays in cache; 16 stacked width-32 MLPs evaluate
+                            # 20,000 points 2-4x faster than with 2^26 (measured on 2 cores)
+
+
+def eval_numbers(device: torch.device | None) -> int:
+    return CPU_EVAL_NUMBERS if device is not None and device.type == "cpu" else EVAL_NUMBERS
 
 
 def member_bytes(model: ModelConfig, n_params: int, input_shape: tuple[int, ...],
