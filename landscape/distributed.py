@@ -47,8 +47,10 @@ class World:
 def current() -> World:
     """This process's place, from the environment torchrun sets (size 1 without torchrun)."""
     env = os.environ
+    if "WORLD_SIZE" not in env:  # a stray RANK (some schedulers set one) is not a launch
+        return World()
     try:
-        rank, size = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        rank, size = int(env.get("RANK", 0)), int(env["WORLD_SIZE"])
         local_rank = int(env.get("LOCAL_RANK", rank))
     except ValueError:
         raise BadInput("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)"

@@ -36,7 +36,7 @@ RTOL = 1e-9
 
 
 def torchrun(*args) -> list[str]:
-    """`torchrun --standalone --nproc-per-node 2 -m landscape ARGS`, through the module (no PATH)."""
+    """`torchrun --standalone --nproc-per-node 2 -m landscape ARGS`, as python -m (no PATH)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
             "-m", "landscape", *map(str, args)]
 
@@ -55,6 +55,17 @@ def train_here(*args) -> None:
     """`landscape train` in this process: the single-process reference without a start-up."""
     result = CliRunner().invoke(cli, ["train", *map(str, args)])
     assert result.exit_code == 0, result.output
+
+
+def test_shares_are_disjoint_balanced_and_cover_the_plan():
+    for n in range(8):
+        for size in (1, 2, 3):
+            worlds = [distributed.World(rank, size) for rank in range(size)]
+            shares = [distributed.share(range(n), world) for world in worlds]
+            assert sum(shares, []) == list(range(n))  # in plan order: rank order restores it
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+            rounds = [distributed.in_rounds(range(n), world) for world in worlds]
+            assert len({len(r) for r in rounds}) == 1  # every rank meets every exchange
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +139,8 @@ def _worker(launcher: int, rank: int) -> int | None:
             environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == launcher and f"RANK={rank}".encode() in environ:
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == launcher and f"RANK={rank}".encode() in environ:
             return int(proc.name)
     return None
 
