@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import BadInput
 from ..store import Run
 from .plotting import FORMATS, figure, save_figure
-from .selection import BASELINE, _labels, setting_of
+from .selection import BASELINE, setting_labels, setting_of
 
 LOSSES = ("train_loss", "test_loss")
 TITLES = {"train_loss": "training loss", "test_loss": "test loss"}
@@ -62,7 +62,7 @@ def learning_curves(runs: Sequence[Run]) -> list[Curves]:
                            f"{c.objective.flood:g}, seed {c.seed}); give only one of them")
         seen[key] = run
         by_setting.setdefault(key[0], []).append(run)
-    labels = _labels(list(by_setting))  # the names `landscape table` gives the settings
+    labels = setting_labels(list(by_setting))  # the names `landscape table` gives the settings
     out = []
     for setting, members in by_setting.items():
         flood = np.array(sorted({r.config.objective.flood for r in members}))

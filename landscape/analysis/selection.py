@@ -130,7 +130,7 @@ def select(records: Iterable[tuple[RunConfig, Mapping[str, np.ndarray]]], *,
         trials.setdefault((config.seed, config.data.seed), []).append(
             outcome(config.objective.flood, metrics, config.optim.epochs,
                     early_stopping=early_stopping))
-    labels = _labels(list(by_setting))
+    labels = setting_labels(list(by_setting))
     results = []
     for setting, trials in by_setting.items():
         choices = []
@@ -148,7 +148,7 @@ def select(records: Iterable[tuple[RunConfig, Mapping[str, np.ndarray]]], *,
     return results
 
 
-def _labels(settings: list[RunConfig]) -> dict[RunConfig, str]:
+def setting_labels(settings: list[RunConfig]) -> dict[RunConfig, str]:
     """Readable setting names: data set and noise, plus the fields in which settings differ."""
     fields = [s.fields() for s in settings]
     differing = sorted(k for k in fields[0] if k not in ("data.name", "data.noise")
