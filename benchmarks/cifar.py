@@ -12,10 +12,12 @@
              torchvision.transforms.v2 on tensors instead, where torchvision is installed.)
 
 Both train the same architecture with the same batch size and flooded objective; only the data
-path and the execution differ. Printed: seconds per step, epochs/s (333 steps of 128 per epoch),
-the ratio dataloader/ours, and achieved FLOP/s as a fraction of a large matmul's FLOP/s measured in
-the same run. Modes are timed alternately (benchmarks/sweep.py's `timed`), so that a shared machine
-slows them alike; on a CPU, time a fraction of an epoch (--steps).
+path and the execution differ. Printed, first for the data paths alone (batches drawn, no model;
+the DataLoader's workers prefetch, so this is their steady throughput), then for whole training
+steps: median seconds, the ratio dataloader/ours, achieved FLOP/s as a fraction of a large
+matmul's FLOP/s measured in the same run, and seconds per epoch of training steps (333 steps of
+128). Modes are timed alternately (benchmarks/sweep.py's `timed`), so that a shared machine slows
+them alike; on a CPU, time a fraction of an epoch (--steps).
 
     python benchmarks/cifar.py                               # CPU: a few minutes
     python benchmarks/cifar.py --device cuda --steps 333 --amp bf16 --compile --repeat 3
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import time
 from typing import Callable
 
 import numpy as np
@@ -53,38 +57,47 @@ CONFIG = RunConfig(DataConfig("cifar10"), ModelConfig("resnet44"),
 BATCH, FLOOD = CONFIG.optim.batch_size, 0.02
 
 
-def ours_runner(images: np.ndarray, labels: np.ndarray, device: torch.device, *, amp: str,
-                compile: bool) -> Callable[[int], None]:
-    """Closure running n training steps the way landscape.training does."""
+Batches = Callable[[], tuple[torch.Tensor, torch.Tensor]]   # -> model input, labels on the device
+Step = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def our_batches(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Batches:
+    """The trainer's data path: uint8 on the device, gather, crop+flip, Standardize, channels_last."""
     standardize = Standardize.of(MEAN, STD, device=device, dtype=torch.float32)
     split = Split(stored=torch.as_tensor(images).to(device), y=torch.as_tensor(labels).to(device),
                   y_clean=torch.as_tensor(labels).to(device), standardize=standardize)
+    order = torch.randperm(len(split), generator=epoch_generator(0, 1, 1)).to(device)
+    gen = epoch_generator(0, 1, 2, device)
+    done = [0]  # batches so far: they walk through one permutation, wrapping around
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        start = done[0] * BATCH % (len(order) - BATCH)
+        done[0] += 1
+        idx = order[start:start + BATCH]
+        xb = split.prepare(random_crop_flip(split.stored[idx], gen))[None]  # [1, B, 3, 32, 32]
+        return channels_last(xb) if device.type == "cuda" else xb, split.y[idx][None]
+
+    return next_batch
+
+
+def our_step(device: torch.device, *, amp: str, compile: bool) -> Step:
+    """The trainer's step: functional_call on the ensemble's tensors, autocast, fused SGD."""
     model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10)
     ensemble = Ensemble(model, [model.state_dict()], device=device, dtype=torch.float32)
     ensemble.train(True)
     optimizer = make_optimizer(CONFIG, list(ensemble.params.values()))  # fused where it exists
     forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward
     precision = autocast(device, amp)
-    order = torch.randperm(len(split), generator=epoch_generator(0, 1, 1)).to(device)
-    gen = epoch_generator(0, 1, 2, device)
-    done = [0]  # steps so far: batches walk through one permutation, wrapping around
 
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            start = done[0] * BATCH % (len(order) - BATCH)
-            done[0] += 1
-            idx = order[start:start + BATCH]
-            xb = split.prepare(random_crop_flip(split.stored[idx], gen))[None]  # [1, B, 3, 32, 32]
-            if device.type == "cuda":
-                xb = channels_last(xb)
-            with precision:
-                logits = forward(xb, shared=False).float()
-            losses = per_sample_loss(logits, split.y[idx][None], "ce")
-            optimizer.zero_grad(set_to_none=True)
-            flooded_objective(losses, FLOOD).sum().backward()
-            optimizer.step()
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with precision:
+            logits = forward(x, shared=False).float()
+        losses = per_sample_loss(logits, y, "ce")
+        optimizer.zero_grad(set_to_none=True)
+        flooded_objective(losses, FLOOD).sum().backward()
+        optimizer.step()
 
-    return run
+    return step
 
 
 class ItemDataset(torch.utils.data.Dataset):
@@ -118,31 +131,62 @@ def torchvision_transform() -> Callable:
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
 
 
-def dataloader_runner(images: np.ndarray, labels: np.ndarray, device: torch.device, *,
-                      workers: int, reference: str) -> Callable[[int], None]:
+def loader_batches(images: np.ndarray, labels: np.ndarray, device: torch.device, *,
+                   workers: int, reference: str) -> Batches:
+    """A DataLoader over per-item transforms in worker processes, batches copied to the device."""
     transform = plain_transform if reference == "plain" else torchvision_transform()
     loader = DataLoader(ItemDataset(images, labels, transform), batch_size=BATCH,
                         shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, drop_last=True)
+    batches = [iter(loader)]
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            x, y = next(batches[0])
+        except StopIteration:
+            batches[0] = iter(loader)
+            x, y = next(batches[0])
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    return next_batch
+
+
+def plain_step(device: torch.device) -> Step:
+    """The usual loop: the nn.Module called directly, SGD with momentum (foreach)."""
     model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=CONFIG.optim.lr,
                                 momentum=CONFIG.optim.momentum)
-    batches = [iter(loader)]
 
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            try:
-                x, y = next(batches[0])
-            except StopIteration:
-                batches[0] = iter(loader)
-                x, y = next(batches[0])
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            losses = per_sample_loss(model(x), y, "ce")
-            optimizer.zero_grad(set_to_none=True)
-            flooded_objective(losses, FLOOD).backward()
-            optimizer.step()
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        losses = per_sample_loss(model(x), y, "ce")
+        optimizer.zero_grad(set_to_none=True)
+        flooded_objective(losses, FLOOD).backward()
+        optimizer.step()
 
+    return step
+
+
+def runner(batches: Batches, step: Step | None) -> Callable[[int], None]:
+    """n training steps, or (step None) n batches drawn: the data path alone."""
+    def run(n: int) -> None:
+        for _ in range(n):
+            x, y = batches()
+            if step is not None:
+                step(x, y)
     return run
+
+
+def cpu_ms_per_batch(batches: Batches, n: int) -> float:
+    """CPU time (this process, one thread) per batch: the work itself, which wall time on a shared
+    machine hides (DataLoader workers are extra processes and take extra shares of the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    batches()
+    tic = time.process_time()
+    for _ in range(n):
+        batches()
+    torch.set_num_threads(threads)
+    return (time.process_time() - tic) / n * 1e3
 
 
 def step_flops(device: torch.device) -> float:
@@ -158,6 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=42_500)
     parser.add_argument("--steps", type=int, default=6, help="steps timed per repeat (333 = epoch)")
+    parser.add_argument("--batches", type=int, default=50, help="batches timed, data path alone")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--reference", choices=("plain", "torchvision"), default="plain")
@@ -176,18 +221,29 @@ def main() -> None:
           f"ours: amp {args.amp}, compile {args.compile}; dataloader: {args.reference} "
           f"transforms, {args.workers} workers", flush=True)
     peak = matmul_rate(device)
-    runners = {
-        "dataloader": dataloader_runner(images, labels, device, workers=args.workers,
-                                        reference=args.reference),
-        "ours": ours_runner(images, labels, device, amp=args.amp, compile=args.compile),
-    }
-    times = timed(runners, args.steps, args.repeat, device)
+    batches = {"dataloader": loader_batches(images, labels, device, workers=args.workers,
+                                            reference=args.reference),
+               "ours": our_batches(images, labels, device)}
+    data_times = timed({k: runner(b, None) for k, b in batches.items()}, args.batches,
+                       args.repeat, device)
+    report(f"data path, {args.batches} batches", data_times, "dataloader", "ours",
+           {k: 0.0 for k in data_times}, peak)
+    if device.type == "cpu":
+        inline = loader_batches(images, labels, device, workers=0, reference=args.reference)
+        print(f"data path CPU time per batch, one thread: dataloader's per-item transforms "
+              f"{cpu_ms_per_batch(inline, args.batches):.1f} ms, ours "
+              f"{cpu_ms_per_batch(batches['ours'], args.batches):.1f} ms", flush=True)
+    steps = {"dataloader": plain_step(device),
+             "ours": our_step(device, amp=args.amp, compile=args.compile)}
+    times = timed({k: runner(batches[k], steps[k]) for k in steps}, args.steps, args.repeat,
+                  device)
     flops = step_flops(device) * args.steps
-    report(f"{args.steps} steps", times, "dataloader", "ours", {k: flops for k in times}, peak)
+    report(f"training, {args.steps} steps", times, "dataloader", "ours",
+           {k: flops for k in times}, peak)
     for name, values in times.items():
-        per_step = sorted(values)[len(values) // 2] / args.steps
-        print(f"{name:<10} {per_step * 1e3:8.1f} ms/step = "
-              f"{1 / (per_step * steps_per_epoch):.4f} epochs/s (training steps only)")
+        per_step = statistics.median(values) / args.steps
+        print(f"{name:<10} {per_step * 1e3:8.1f} ms/step, {per_step * steps_per_epoch:8.1f} s per "
+              f"epoch of training steps")
     kind = "TF32" if device.type == "cuda" else "float32"
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s ({kind})")
 
