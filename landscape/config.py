@@ -21,7 +21,8 @@ SYNTHETIC = ("two_gaussians", "sinusoid", "spiral")
 IMAGES = ("mnist", "kmnist", "svhn", "cifar10", "cifar100")
 DATASETS = SYNTHETIC + IMAGES
 MODELS = ("mlp", "mlp_bn", "resnet18", "resnet44")
-OBJECTIVES = ("flood", "iflood")
+OBJECTIVES = ("flood", "iflood", "adaflood")
+SCHEDULES = ("adaptive",)  # None: b stays fixed
 LOSSES = ("logistic", "ce")
 OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("off", "bf16")
@@ -151,11 +152,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Flooding (paper Eq. 1, on the batch mean) or iFlood (per sample); b = 0 is the plain loss."""
+    """Flooding (paper Eq. 1, on the batch mean), iFlood (per sample) or AdaFlood (a level per
+    sample, Bae et al. 2023; adaflood.py); b = 0 is the plain loss. With schedule "adaptive", b is
+    the starting level and changes during training (schedule.py)."""
 
     kind: str = "flood"
     flood: float = 0.0
     loss: str | None = None  # None: logistic for binary data sets (paper Sec. 4.1), else softmax CE
+    # Added after run-file format 1; None = unused, and left out of the JSON (see RunConfig.to_json).
+    schedule: str | None = None            # None: b fixed; "adaptive": schedule.py
+    schedule_step: float | None = None     # adaptive: alpha, the change of b
+    schedule_threshold: float | None = None  # adaptive: lambda, the validation-accuracy margin
+    schedule_max: float | None = None      # adaptive: b is clipped to [0, schedule_max]
+    adaflood_gamma: float | None = None    # adaflood: the correction gamma in (0, 1)
+    adaflood_folds: int | None = None      # adaflood: folds of the auxiliary models
 
     def __post_init__(self) -> None:
         _choice(self.kind, OBJECTIVES, "objective")
@@ -163,6 +173,55 @@ class ObjectiveConfig:
                f"flood level must be a finite number >= 0, got {self.flood}")
         if self.loss is not None:
             _choice(self.loss, LOSSES, "loss")
+        if self.schedule is not None:
+            _choice(self.schedule, SCHEDULES, "flood schedule")
+            _check(self.kind != "adaflood", "--flood-schedule adaptive does not apply to adaflood "
+                                            "(its levels are per sample and fixed)")
+        else:
+            _check(self.schedule_step is None and self.schedule_threshold is None
+                   and self.schedule_max is None,
+                   "--flood-step/--flood-threshold/--flood-max need --flood-schedule adaptive")
+        for value, what in ((self.schedule_step, "--flood-step"),
+                            (self.schedule_threshold, "--flood-threshold"),
+                            (self.schedule_max, "--flood-max")):
+            _check(value is None or (math.isfinite(value) and value >= 0),
+                   f"{what} must be a finite number >= 0, got {value}")
+        if self.kind == "adaflood":
+            _check(self.flood == 0, "adaflood sets a level per sample; --flood does not apply")
+        else:
+            _check(self.adaflood_gamma is None and self.adaflood_folds is None,
+                   "--adaflood-gamma/--adaflood-folds need --objective adaflood")
+        _check(self.adaflood_gamma is None or 0 < self.adaflood_gamma < 1,
+               f"--adaflood-gamma must be in (0, 1), got {self.adaflood_gamma}")
+        _check(self.adaflood_folds is None or self.adaflood_folds >= 2,
+               f"--adaflood-folds must be at least 2, got {self.adaflood_folds}")
+
+    def resolved(self, loss: str) -> ObjectiveConfig:
+        """With the loss and the defaults of the schedule's or AdaFlood's parameters explicit."""
+        changes: dict[str, Any] = {"loss": loss}
+        if self.schedule == "adaptive":
+            for key, default in ADAPTIVE_DEFAULTS.items():
+                if getattr(self, key) is None:
+                    changes[key] = default
+        if self.kind == "adaflood":
+            for key, default in ADAFLOOD_DEFAULTS.items():
+                if getattr(self, key) is None:
+                    changes[key] = default
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        """The objective in run names: kind and b (the starting b, marked, when adaptive)."""
+        if self.kind == "adaflood":
+            return f"adaflood-gamma{self.adaflood_gamma or ADAFLOOD_DEFAULTS['adaflood_gamma']:g}"
+        return f"{self.kind}{self.flood:g}" + ("-adaptive" if self.schedule else "")
+
+
+# alpha = 0.01 is one step of the paper's grids; lambda = 0.01 asks for more than one point of
+# accuracy on a 100-point validation set; b_max = 0.5 as the reproduction study (and Table 2's grid).
+ADAPTIVE_DEFAULTS = {"schedule_step": 0.01, "schedule_threshold": 0.01, "schedule_max": 0.5}
+# gamma = 0.5 as Bae et al. (2023) recommend; two folds: each auxiliary model sees half the data.
+ADAFLOOD_DEFAULTS = {"adaflood_gamma": 0.5, "adaflood_folds": 2}
 
 
 @dataclass(frozen=True)
@@ -270,7 +329,7 @@ class RunConfig:
             self,
             data=self.data.resolved(augment=self.augment),
             model=self.model.resolved(self.data.name),
-            objective=dataclasses.replace(self.objective, loss=loss),
+            objective=self.objective.resolved(loss),
         )
 
     @property
@@ -283,12 +342,16 @@ class RunConfig:
         parts = [self.data.name]
         if self.data.noise:
             parts.append(f"noise{self.data.noise:g}")
-        parts += [self.model.name, f"{self.objective.kind}{self.objective.flood:g}",
-                  f"seed{self.seed}"]
+        parts += [self.model.name, self.objective.label, f"seed{self.seed}"]
         return "-".join(parts)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        raw = dataclasses.asdict(self)
+        # Objective options added after format 1 are left out while unused, so that every config
+        # written before them keeps its JSON and its digest (result files compare digests).
+        raw["objective"] = {k: v for k, v in raw["objective"].items()
+                            if v is not None or k not in LATER_OBJECTIVE_FIELDS}
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
@@ -312,6 +375,10 @@ class RunConfig:
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+
+LATER_OBJECTIVE_FIELDS = ("schedule", "schedule_step", "schedule_threshold", "schedule_max",
+                          "adaflood_gamma", "adaflood_folds")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The training objectives: flooding (Ishida et al. 2020, Eq. 1) and iFlood (Xie et al. 2022).
+"""The training objectives: flooding (Ishida et al. 2020, Eq. 1), iFlood (Xie et al. 2022) and
+AdaFlood (Bae et al. 2023: a level per sample, from adaflood.py).
 
 The surrogate losses of paper Sec. 3.1: softmax cross-entropy, and the logistic loss
 log(1 + exp(-t g(x))) with t = +-1 for binary data scored by one output unit.
@@ -38,10 +39,14 @@ def flooded_objective(losses: torch.Tensor, b: torch.Tensor | float,
 
     "flood": flooding of the batch mean, |mean_i l_i - b| + b (Eq. 1).
     "iflood": flooding of each sample, mean_i |l_i - b| + b (Xie et al. 2022).
+    "adaflood": each sample at its own level, mean_i |l_i - theta_i| + theta_i (Bae et al. 2023):
+    b holds the levels theta, shaped as the losses.
     """
     if kind == "flood":
         return flood(losses.mean(dim=-1), b)
     if kind == "iflood":
         b = torch.as_tensor(b, dtype=losses.dtype, device=losses.device)
         return flood(losses, b.unsqueeze(-1) if b.dim() else b).mean(dim=-1)
+    if kind == "adaflood":
+        return flood(losses, b).mean(dim=-1)
     raise ValueError(f"unknown objective {kind!r}")

@@ -16,6 +16,7 @@ Layout (format "landscape-run", version 1; checkpoints/README.md documents it fo
     /snapshot/state/<key>  the model's state dict at that step (before its update)
     /resume/slot{0,1}/...  model and optimizer state after epoch e, in slot e % 2
     /data/flipped_<split>  int64: indices of the flipped labels of each split
+    /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
 Crash safety: every dataset is created and its space allocated when the file is made (under a
 temporary name, renamed when complete). An epoch then only writes raw data into allocated space and
@@ -69,8 +70,10 @@ def _preallocated(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: n
 
 def create_run(path: Path, config: RunConfig, execution: Execution, *, device: str,
                metric_names: Iterable[str], model_layout: Layout, optim_layout: Layout,
-               flipped: Mapping[str, np.ndarray]) -> None:
-    """Make a complete, empty run file at `path` (built under a temporary name, then renamed)."""
+               flipped: Mapping[str, np.ndarray],
+               arrays: Mapping[str, np.ndarray] | None = None) -> None:
+    """Make a complete, empty run file at `path` (built under a temporary name, then renamed).
+    `arrays` go under /data beside the flipped labels (AdaFlood's per-sample levels)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -111,6 +114,8 @@ def create_run(path: Path, config: RunConfig, execution: Execution, *, device: s
         data = f.create_group("data")
         for split, idx in flipped.items():
             data.create_dataset(f"flipped_{split}", data=np.asarray(idx, dtype=np.int64))
+        for name, values in (arrays or {}).items():
+            data.create_dataset(name, data=np.asarray(values))
     os.replace(partial, path)
 
 
@@ -137,8 +142,7 @@ class RunWriter:
                     ) -> None:
         """Write epoch `epoch`'s row, state and (if taken this epoch) snapshot; then commit it."""
         d = self._datasets
-        for name, value in metrics.items():
-            d[f"metrics/{name}"][epoch] = value
+        self.write_metrics(epoch, metrics)
         if epoch in self.saved_epochs:
             slot = self.saved_epochs.index(epoch)
             for key, tensor in model_state.items():
@@ -159,9 +163,10 @@ class RunWriter:
         self.file.flush()
 
     def write_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """Metrics of an epoch that will not be committed (the one a run diverged in)."""
+        """An epoch's metrics, uncommitted (write_epoch commits; a diverged epoch stays so)."""
         for name, value in metrics.items():
-            self._datasets[f"metrics/{name}"][epoch] = value
+            if f"metrics/{name}" in self._datasets:  # a file made before a metric existed
+                self._datasets[f"metrics/{name}"][epoch] = value   # continues without it
 
     def set_status(self, status: str) -> None:
         assert status in STATUSES
@@ -277,6 +282,13 @@ class Run:
     def flipped(self, split: str) -> np.ndarray:
         with self._file() as f:
             return f[f"data/flipped_{split}"][()]
+
+    def data_array(self, name: str) -> np.ndarray:
+        """A per-sample array stored under /data when the run was made (e.g. flood_levels)."""
+        with self._file() as f:
+            if name not in f["data"]:
+                raise BadInput(f"{self.path}: no /data/{name} (made by another objective?)")
+            return f["data"][name][()]
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, {self.status}, epoch {self.epochs_done}/{self.epochs})"

@@ -19,12 +19,14 @@ import torch
 
 from . import data as data_module
 from . import distributed
+from .adaflood import per_sample_arrays
 from .config import Execution, RunConfig
 from .device import describe, resolve_device
 from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
                        optimizer_layout)
 from .errors import BadInput
 from .models import build_model, count_parameters, output_units
+from .schedule import resume_state
 from .store import Run, RunWriter, create_run, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Member, train_group
 
@@ -52,7 +54,8 @@ def expand(base: RunConfig, floods: Sequence[float], seeds: Sequence[int], *,
 
 def sweep_name(config: RunConfig) -> str:
     parts = [config.data.name] + ([f"noise{config.data.noise:g}"] if config.data.noise else [])
-    return "-".join(parts + [config.model.name, config.objective.kind])
+    adaptive = ["adaptive"] if config.objective.schedule else []
+    return "-".join(parts + [config.model.name, config.objective.kind] + adaptive)
 
 
 def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
@@ -102,15 +105,18 @@ def _start(path: Path, action: str) -> int:
 
 def _member(path: Path, config: RunConfig, start: int) -> Member:
     writer = RunWriter(path)
+    levels = Run(path).data_array("flood_levels") if config.objective.kind == "adaflood" else None
     if start < 0:
-        return Member(config, writer)
+        return Member(config, writer, levels=levels)
     run = Run(path)
     model_state, optim_state = run.resume_state()
-    val_acc = run.metric("val_acc")
+    metrics = run.metrics()
+    val_acc = metrics["val_acc"]
     return Member(config, writer, start_epoch=run.epochs_done, fresh=False,
                   model_state=model_state, optim_state=optim_state if run.epochs_done > 0 else None,
                   best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
-                  snapshot_taken=run.snapshot() is not None)
+                  snapshot_taken=run.snapshot() is not None, levels=levels,
+                  schedule=resume_state(config.objective, metrics))
 
 
 def requested_chunk(ensemble: str) -> int | None:
@@ -244,8 +250,10 @@ def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_m
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
                for s in ("train", "val", "test")}
+    arrays = (per_sample_arrays(config, dataset, device=device, progress=execution.progress)
+              if config.objective.kind == "adaflood" else None)
     create_run(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
                model_layout=layout_of(state),
                optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
                    config.optim.name, config.optim.momentum, params).items()},
-               flipped=flipped)
+               flipped=flipped, arrays=arrays)

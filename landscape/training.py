@@ -24,12 +24,14 @@ from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
 from .flooding import flooded_objective, per_sample_loss, predictions
 from .models import build_model, output_units
 from .progress import progress_bar
+from .schedule import AdaptiveRule, LevelState, update
 from .store import RunWriter
 
 # Per split: loss and accuracy on the labels used (noisy where noise was added), on the clean
 # labels, and accuracy on the flipped points against their noisy labels (memorization).
 SPLIT_METRICS = ("loss", "acc", "loss_clean", "acc_clean", "acc_flipped")
-STEP_METRICS = ("batch_loss", "batch_objective", "ascent_fraction", "lr", "seconds")
+# flood_level: the b an epoch trained with (the adaptive schedule's; AdaFlood: the mean level).
+STEP_METRICS = ("batch_loss", "batch_objective", "ascent_fraction", "lr", "seconds", "flood_level")
 METRIC_NAMES = tuple(f"{s}_{m}" for s in ("train", "val", "test") for m in SPLIT_METRICS) + STEP_METRICS
 
 
@@ -45,6 +47,8 @@ class Member:
     optim_state: dict | None = None
     best_val: float = -math.inf          # best validation accuracy so far (test policy "best")
     snapshot_taken: bool = False
+    schedule: LevelState | None = None   # adaptive b: the state after start_epoch (None: fresh)
+    levels: np.ndarray | None = None     # AdaFlood: each training sample's level [n_train]
     status: str = "running"
     pending_snapshot: tuple | None = field(default=None, repr=False)
 
@@ -142,7 +146,14 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
     if members[0].optim_state:
         load_optimizer_states(optimizer, ensemble, [m.optim_state for m in members])
     K = len(members)
-    b = torch.tensor([m.config.objective.flood for m in members], device=device, dtype=dtype)
+    rule = AdaptiveRule.of(config.objective)  # the same for the group (sweep.group_key)
+    if rule is not None:
+        for m in members:
+            m.schedule = m.schedule or LevelState(m.config.objective.flood)
+    b = torch.tensor([m.schedule.level if m.schedule else m.config.objective.flood
+                      for m in members], device=device, dtype=dtype)
+    theta = (torch.as_tensor(np.stack([m.levels for m in members])).to(device=device, dtype=dtype)
+             if config.objective.kind == "adaflood" else None)             # [K, n_train]
     chunk = eval_chunk(config.model, data.input_shape, K, device=device)
     n_train = data.size("train")
     steps = math.ceil(n_train / batch_size)
@@ -153,6 +164,13 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
     precision = autocast(device, amp)
     train_forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward
     nhwc = device.type == "cuda" and K == 1 and len(data.input_shape) == 3
+
+    def flood_level() -> torch.Tensor:
+        """[K] float64: each member's b in the epoch now training (AdaFlood: its mean level)."""
+        if theta is not None:
+            return theta.mean(-1).double().cpu()
+        return torch.tensor([m.schedule.level if m.schedule else m.config.objective.flood
+                             for m in members], dtype=torch.float64)
 
     def commit(epoch: int, metrics: dict[str, torch.Tensor]) -> None:
         for k, m in enumerate(members):
@@ -180,7 +198,8 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
         with precision:
             metrics = measure(ensemble, data, config, chunk, lambda val: test_wanted(0, val))
         metrics.update(batch_loss=nan, batch_objective=nan, ascent_fraction=nan, seconds=nan,
-                       lr=torch.full((K,), config.optim.lr_at(1), dtype=torch.float64))
+                       lr=torch.full((K,), config.optim.lr_at(1), dtype=torch.float64),
+                       flood_level=flood_level())
         commit(0, metrics)
 
     # -- epochs ---------------------------------------------------------------------------------
@@ -212,7 +231,8 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
                     logits = train_forward(xb, shared=False).to(dtype)  # [K, B, C]
                 losses = per_sample_loss(logits, yb, config.objective.loss)  # [K, B]
                 batch_loss = losses.mean(-1).detach()
-                objective = flooded_objective(losses, b, config.objective.kind)
+                level = b if theta is None else theta.gather(1, idx)   # [K] or AdaFlood's [K, B]
+                objective = flooded_objective(losses, level, config.objective.kind)
                 if pending.any():
                     below = (batch_loss < b).cpu() & pending
                     for k in below.nonzero().flatten().tolist():
@@ -225,8 +245,9 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
                 optimizer.step()
                 loss_sum += batch_loss
                 objective_sum += objective.detach()
-                if config.objective.kind == "iflood":  # share of samples on the ascent side
-                    ascent_sum += (losses.detach() < b[:, None]).to(dtype).mean(-1)
+                if config.objective.kind != "flood":  # share of samples on the ascent side
+                    per_sample = level if theta is not None else b[:, None]
+                    ascent_sum += (losses.detach() < per_sample).to(dtype).mean(-1)
                 else:
                     ascent_sum += (batch_loss < b).to(dtype)
             metrics = {"batch_loss": loss_sum / steps, "batch_objective": objective_sum / steps,
@@ -237,6 +258,12 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
                                        lambda val: test_wanted(epoch, val)))
             metrics["lr"] = torch.full((K,), lr, dtype=torch.float64)
             metrics["seconds"] = torch.full((K,), time.perf_counter() - tic, dtype=torch.float64)
+            metrics["flood_level"] = flood_level()
+            if rule is not None:  # the level of the next epoch (schedule.py)
+                for k, m in enumerate(members):
+                    m.schedule = update(m.schedule, rule, train_acc=float(metrics["train_acc"][k]),
+                                        val_acc=float(metrics["val_acc"][k]))
+                    b[k] = m.schedule.level
             diverged = ~torch.isfinite(metrics["batch_loss"]) | ~torch.isfinite(metrics["train_loss"])
             for k in diverged.nonzero().flatten().tolist():
                 m = members[k]

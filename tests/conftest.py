@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 
@@ -49,3 +50,13 @@ TINY_TRAIN_ARGS = ("--data", "two_gaussians", "--noise", "0.1", "--n-train", "40
 @pytest.fixture
 def tiny_args():
     return TINY_TRAIN_ARGS
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: with one thread no OpenMP synchronisation costs more than the math (several
+    times faster on a busy 2-core machine). Use: pytestmark = pytest.mark.usefixtures(...)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -57,8 +57,19 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--flood", "floods", multiple=True, metavar="B",
               help="Flood level(s): numbers, comma lists or ranges start:stop:step (inclusive); "
                    "several make a sweep. Default 0 (no flooding).")
-@click.option("--objective", type=click.Choice(["flood", "iflood"]), default="flood",
-              show_default=True, help="flood: |J-b|+b on the batch mean; iflood: per sample.")
+@click.option("--objective", type=click.Choice(["flood", "iflood", "adaflood"]), default="flood",
+              show_default=True, help="flood: |J-b|+b on the batch mean; iflood: per sample; "
+              "adaflood: a level per sample from auxiliary models (Bae et al. 2023).")
+@click.option("--flood-schedule", type=click.Choice(["fixed", "adaptive"]), default="fixed",
+              show_default=True, help="adaptive: from zero training error on, b moves by "
+              "--flood-step with the validation accuracy (README: Adaptive flood level); --flood "
+              "is then the starting b.")
+@click.option("--flood-step", type=float, metavar="ALPHA", help="Adaptive: change of b (0.01).")
+@click.option("--flood-threshold", type=float, metavar="LAMBDA",
+              help="Adaptive: validation-accuracy change that moves b (0.01).")
+@click.option("--flood-max", type=float, metavar="B", help="Adaptive: largest b (0.5).")
+@click.option("--adaflood-gamma", type=float, help="AdaFlood: correction gamma in (0, 1) (0.5).")
+@click.option("--adaflood-folds", type=int, help="AdaFlood: folds, one auxiliary model each (2).")
 @click.option("--loss", type=click.Choice(["logistic", "ce"]),
               help="Surrogate loss (default: logistic for binary data, softmax CE otherwise).")
 @click.option("--seeds", type=int, help="Train seeds 0..N-1 (a sweep over trials).")
@@ -113,7 +124,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train(data_name, noise, model_name, depth, width, floods, objective, loss, seeds, seed,
+def train(data_name, noise, model_name, depth, width, floods, objective, flood_schedule,
+          flood_step, flood_threshold, flood_max, adaflood_gamma, adaflood_folds, loss, seeds, seed,
           data_seed, epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_milestones,
           augment, save_every, save_epochs, save_kind, eval_test, sizes, n_train, n_val, n_test,
           sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, download, amp, compile_,
@@ -124,6 +136,8 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
     Examples:
       landscape train --data two_gaussians --noise 0.1 --flood 0.3
       landscape train --data spiral --noise 0.05 --flood 0:0.5:0.01 --seeds 10
+      landscape train --data two_gaussians --noise 0.1 --flood-schedule adaptive --seeds 3
+      landscape train --data two_gaussians --noise 0.1 --objective adaflood --seeds 3
       landscape train --data mnist --data-dir ../shared/data --flood 0 0.02 --epochs 100
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
       torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
@@ -162,7 +176,11 @@ def train(data_name, noise, model_name, depth, width, floods, objective, loss, s
                         n_test=n_test, sinusoid_input=sinusoid_input, spiral_tau=spiral_tau,
                         val_fraction=val_fraction),
         model=ModelConfig(name=model_name or defaults["model"], depth=depth, width=width),
-        objective=ObjectiveConfig(kind=objective, loss=loss),
+        objective=ObjectiveConfig(
+            kind=objective, loss=loss,
+            schedule=None if flood_schedule == "fixed" else flood_schedule,
+            schedule_step=flood_step, schedule_threshold=flood_threshold, schedule_max=flood_max,
+            adaflood_gamma=adaflood_gamma, adaflood_folds=adaflood_folds),
         optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
                           batch_size=batch_size or defaults["batch_size"],
