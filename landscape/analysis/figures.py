@@ -10,8 +10,10 @@ other folders are searched for both):
 | 5.2 | gradients (Fig. 4) | gradnorm result files (`landscape gradnorm`) |
 | 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder |
 | 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
+| sharpness | test loss vs Hessian eigenvalue, trace, average-case sharpness (beyond the paper) | sharpness result files (`landscape sharpness`) |
 
-Sections 5.2-5.4 need their result files because making them evaluates models. Every section asked
+Sections 5.2-5.4 and sharpness need their result files because making them evaluates models.
+"all" means the paper's sections (2 to 5.4); sharpness is drawn when asked for by name. Every section asked
 for must find its inputs, or nothing is drawn and one line names what is missing.
 """
 
@@ -31,17 +33,22 @@ from .flatness import KIND as SLICE_KIND
 from .flatness_plot import plot_flatness
 from .gradnorm import KIND as GRADNORM_KIND
 from .gradnorm import plot_gradnorm
+from .sharpness import KIND as SHARPNESS_KIND
+from .sharpness_plot import plot_sharpness
 
-SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")
+PAPER_SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")  # what "all" draws
+SECTIONS = PAPER_SECTIONS + ("sharpness",)
 RESULT_SECTION = {f"landscape-{memorization.KIND}": "5.1", f"landscape-{GRADNORM_KIND}": "5.2",
-                  f"landscape-{SLICE_KIND}": "5.3", f"landscape-{mse.KIND}": "5.4"}
+                  f"landscape-{SLICE_KIND}": "5.3", f"landscape-{mse.KIND}": "5.4",
+                  f"landscape-{SHARPNESS_KIND}": "sharpness"}
 STEMS = {"2": "fig2_learning_curves", "5.1": "fig3_memorization", "5.2": "fig4_gradients",
-         "5.3": "fig5_flatness", "5.4": "thm1_mse"}
+         "5.3": "fig5_flatness", "5.4": "thm1_mse", "sharpness": "sharpness"}
 NEEDS = {"2": "runs with the test loss at every epoch (landscape train --eval-test every)",
          "5.1": "sweeps over b or a memorization result file (landscape memorization)",
          "5.2": "gradnorm result files (landscape gradnorm)",
          "5.3": "slice result files (landscape flatness)",
-         "5.4": "mse result files (landscape mse)"}
+         "5.4": "mse result files (landscape mse)",
+         "sharpness": "sharpness result files (landscape sharpness)"}
 
 
 @dataclass
@@ -61,7 +68,7 @@ def file_kind(path: Path) -> str:
         return "run"
     if fmt not in RESULT_SECTION:
         raise BadInput(f"{path} is neither a landscape run file nor a result file of "
-                       "memorization, gradnorm, flatness or mse")
+                       "memorization, gradnorm, flatness, mse or sharpness")
     return RESULT_SECTION[fmt]
 
 
@@ -119,7 +126,7 @@ def _curves_builder(runs: list[Run], notes: list[str]):
 
 
 PLOTS = {"5.1": memorization.plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
-         "5.4": mse.plot_mse}
+         "5.4": mse.plot_mse, "sharpness": plot_sharpness}
 REPORTS = {"5.1": memorization.report, "5.4": mse.report}
 
 

@@ -60,8 +60,22 @@ def cli() -> None:
     """
 
 
+def analysis_options(command):
+    """The options the analysis commands share: figure formats, device and progress bar (newer
+    commands use this; the older ones declare the same three themselves)."""
+    for option in reversed((
+            click.option("--format", "formats", default="pdf,png", show_default=True,
+                         help="Figure formats, comma-separated."),
+            click.option("--device", default="auto", show_default=True,
+                         help="auto, cpu, cuda or cuda:N."),
+            click.option("--quiet", "-q", is_flag=True, help="No progress bar."))):
+        command = option(command)
+    return command
+
+
 # Each command lives in its own module of this package and registers itself on `cli`.
-COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness", "figures")
+COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness", "figures",
+            "sharpness")
 
 
 def main() -> None:

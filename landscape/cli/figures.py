@@ -10,10 +10,10 @@ from . import CONTEXT, cli
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--section", "sections", required=True, multiple=True,
-              type=click.Choice(["2", "5.1", "5.2", "5.3", "5.4", "all"]),
+              type=click.Choice(["2", "5.1", "5.2", "5.3", "5.4", "sharpness", "all"]),
               help="2: learning curves (Fig. 2); 5.1: memorization (Fig. 3); 5.2: gradients "
-                   "(Fig. 4); 5.3: flatness (Fig. 5); 5.4: Theorem 1 (MSE); all of them. "
-                   "Repeatable.")
+                   "(Fig. 4); 5.3: flatness (Fig. 5); 5.4: Theorem 1 (MSE); all: these five. "
+                   "sharpness: test loss vs Hessian measures (landscape sharpness). Repeatable.")
 @click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True,
               help="Folder for the figures and their data files (CSV).")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
@@ -25,17 +25,17 @@ def figures(paths, sections, out, formats):
     PATHS are run files, sweep folders, result files or folders holding any of them. Sections 2
     (learning curves; runs trained with --eval-test every) and 5.1 (memorization) read runs; 5.1
     also takes a memorization result. 5.2, 5.3 and 5.4 read the result files of `landscape
-    gradnorm`, `landscape flatness` and `landscape mse`. A section without its inputs is named in
-    one error line and nothing is drawn.
+    gradnorm`, `landscape flatness` and `landscape mse`, sharpness those of `landscape
+    sharpness`. A section without its inputs is named in one error line and nothing is drawn.
 
     \b
     Example:
       landscape figures checkpoints/study results/ --section all --out figures/
       landscape figures checkpoints/two_gaussians-noise0.1-mlp-flood --section 5.1
     """
-    from ..analysis.figures import SECTIONS, build_figures
+    from ..analysis.figures import PAPER_SECTIONS, build_figures
     from ..analysis.plotting import parse_formats
 
-    sections = SECTIONS if "all" in sections else tuple(dict.fromkeys(sections))
+    sections = PAPER_SECTIONS if "all" in sections else tuple(dict.fromkeys(sections))
     for line in build_figures(paths, sections, out, formats=parse_formats(formats)):
         click.echo(line)

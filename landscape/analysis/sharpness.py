@@ -1,0 +1,253 @@
+"""Sharpness of the loss around a trained model, beyond the paper's 1-D slices (Sec. 5.3): the top
+Hessian eigenvalue, the Hessian trace and the average-case sharpness, at every saved epoch of runs
+with and without flooding, against test loss as the gradients of Sec. 5.2.
+
+L(theta) is the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the
+checkpoint's running statistics; only parameters are perturbed), H its Hessian over all parameters:
+
+- lambda_max: power iteration v <- Hv / ||Hv|| from a seeded Gaussian start, the estimate being the
+  Rayleigh quotient v.Hv; it stops when that changes by less than `tolerance` (relative) or after
+  `iterations` products. It finds the eigenvalue of largest magnitude, which is the top one where
+  the curvature is mostly positive (near a minimum); a negative value says it was not.
+- trace: Hutchinson (1989), tr(H) = E[z.Hz] for Rademacher z (entries +-1): the mean over `probes`
+  seeded draws, with its standard error (std / sqrt(probes)).
+- average-case sharpness: E_d[L(theta + sigma d)] - L(theta) for Gaussian d filter-normalized to
+  theta (filternorm.py, Li et al. 2018: ||d_f|| = ||theta_f|| for each filter; biases and BN
+  weights left out by default), from `draws` antithetic pairs +-d. The pair has the same
+  expectation and cancels the first-order term sigma g.d exactly, so for small sigma the estimate
+  is sigma^2 / 2 times the mean of d.Hd over the draws, up to O(sigma^4).
+
+Hessian-vector products Hv are forward-over-reverse (torch.func.jvp of torch.func.grad) on the
+parameter dict, accumulated over chunks of rows (each chunk's gradient of sum(losses) / n), so
+memory is bounded by the chunk; several vectors (trace probes) go through vmap at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from ..data import Dataset, Split
+from ..ensemble import Ensemble, MemberData, eval_chunk
+from ..errors import BadInput
+from ..flooding import per_sample_loss
+from ..progress import progress_bar
+from ..store import Run
+from ..training import evaluate
+from .filternorm import Normalization, gaussian_directions, parameters_of
+from .loading import check_same_architecture, dataset_for, model_for, write_result
+from .selection import early_stopping_epoch
+from .stacking import models_at_once
+
+KIND = "sharpness"
+PROBE_BATCH = 8  # trace probes per vmapped product: memory grows with it, speed up to ~8
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """What the numbers depend on; recorded as attributes of the result file."""
+
+    split: str = "train"
+    iterations: int = 100        # power iteration: most Hessian-vector products
+    tolerance: float = 1e-4      # ... stops when the Rayleigh quotient changes less (relative)
+    probes: int = 100            # Hutchinson: Rademacher vectors
+    draws: int = 10              # average-case sharpness: antithetic pairs of directions
+    sigma: float = 0.1           # ... their scale (1 = one filter norm)
+    seed: int = 0                # the start vector, the probes and the directions
+    normalization: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "test"):
+            raise BadInput(f"unknown split {self.split!r}; use train or test")
+        for name in ("iterations", "probes", "draws"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise BadInput(f"--sigma must be a number > 0, got {self.sigma}")
+        if not 0 <= self.tolerance < 1:
+            raise BadInput(f"tolerance must be in [0, 1), got {self.tolerance}")
+
+    def attrs(self) -> dict:
+        return {"split": self.split, "iterations": self.iterations, "tolerance": self.tolerance,
+                "probes": self.probes, "draws": self.draws, "sigma": self.sigma,
+                "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval"}
+
+
+def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
+    """Inner products of P stacked vectors: {name: [P, ...]} x2 -> [P]."""
+    return sum((a[k] * b[k]).flatten(1).sum(1) for k in a)
+
+
+def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, split: Split, loss: str,
+                 rows: int) -> Callable[[Tensors], Tensors]:
+    """v -> Hv for stacked vectors {name: [P, *shape]}, H the Hessian of the split's mean loss at
+    params, accumulated over chunks of `rows` rows."""
+    n = len(split)
+
+    def chunk_loss(p: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_sample_loss(functional_call(model, (p, buffers), (x,)), y, loss).sum() / n
+
+    gradient = grad(chunk_loss)
+
+    def product(vectors: Tensors) -> Tensors:
+        total = {k: torch.zeros_like(v) for k, v in vectors.items()}
+        for start in range(0, n, rows):
+            x, y = split.inputs(slice(start, start + rows)), split.y[start:start + rows]
+            one = lambda v: jvp(lambda p: gradient(p, x, y), (params,), (v,))[1]  # noqa: E731
+            for k, hv in vmap(one)(vectors).items():
+                total[k] += hv
+        return total
+
+    return product
+
+
+def top_eigenvalue(hvp: Callable[[Tensors], Tensors], params: Tensors, *, iterations: int,
+                   tolerance: float, seed: int) -> tuple[float, int]:
+    """(lambda_max, products used) by power iteration from a seeded Gaussian start."""
+    generator = torch.Generator().manual_seed(seed)
+    v = {k: torch.randn(p.shape, generator=generator).to(p)[None] for k, p in params.items()}
+    v = {k: t / _dot(v, v).sqrt() for k, t in v.items()}
+    estimate = math.nan
+    for step in range(1, iterations + 1):
+        hv = hvp(v)
+        previous, estimate = estimate, float(_dot(v, hv))
+        norm = _dot(hv, hv).sqrt()
+        if float(norm) == 0:  # v in the null space: the loss is flat along it
+            return 0.0, step
+        v = {k: t / norm for k, t in hv.items()}
+        if abs(estimate - previous) <= tolerance * abs(estimate):
+            break
+    return estimate, step
+
+
+def hessian_trace(hvp: Callable[[Tensors], Tensors], params: Tensors, *, probes: int,
+                  seed: int) -> tuple[float, float]:
+    """(Hutchinson's estimate of tr H, its standard error) from `probes` Rademacher vectors."""
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, probes, PROBE_BATCH):
+        count = min(PROBE_BATCH, probes - start)
+        z = {k: (torch.randint(0, 2, (count, *p.shape), generator=generator) * 2 - 1).to(p)
+             for k, p in params.items()}
+        values.append(_dot(z, hvp(z)))
+    samples = torch.cat(values).double()
+    stderr = float(samples.std() / math.sqrt(probes)) if probes > 1 else math.nan
+    return float(samples.mean()), stderr
+
+
+def split_losses(model: nn.Module, states: Sequence[Tensors], dataset: Dataset, split: str,
+                 loss: str, *, at_once: int, rows: int) -> np.ndarray:
+    """The split's mean loss under each state dict [len(states)], `at_once` models stacked."""
+    out = []
+    dtype = next(iter(states[0].values())).dtype
+    device = next(iter(states[0].values())).device
+    for start in range(0, len(states), at_once):
+        chunk = list(states[start:start + at_once])
+        ensemble = Ensemble(model, chunk, device=device, dtype=dtype)
+        data = MemberData([dataset], [0] * len(chunk))
+        out.append(evaluate(ensemble, data, split, loss, rows)["loss"].cpu().numpy())
+    return np.concatenate(out)
+
+
+def average_sharpness(model: nn.Module, params: Tensors, buffers: Tensors, dataset: Dataset,
+                      loss: str, options: SharpnessOptions, *, at_once: int, rows: int
+                      ) -> tuple[float, float, float]:
+    """(E[L(theta + sigma d)] - L(theta), its standard error over the draws, L(theta))."""
+    directions = gaussian_directions(params, options.seed, options.normalization,
+                                     count=options.draws)
+    points = [{**params, **buffers}] + [
+        {**{k: p + sign * options.sigma * d[k] for k, p in params.items()}, **buffers}
+        for d in directions for sign in (1, -1)]
+    losses = split_losses(model, points, dataset, options.split, loss, at_once=at_once,
+                          rows=rows)
+    pairs = (losses[1::2] + losses[2::2]) / 2 - losses[0]  # [draws]: antithetic means
+    stderr = pairs.std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else math.nan
+    return float(pairs.mean()), float(stderr), float(losses[0])
+
+
+MEASURES = ("lambda_max", "power_iterations", "trace", "trace_stderr", "avg_sharpness",
+            "avg_sharpness_stderr", "loss")
+
+
+def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
+                  epochs: Sequence[int], progress: bool = True) -> dict[str, np.ndarray]:
+    """MEASURES at each of `epochs` (saved) of one run, with the run's test loss and accuracy
+    there (its metrics); 1-D arrays over the epochs, with "epoch"."""
+    missing = [e for e in epochs if e not in run.saved_epochs]
+    if missing:
+        raise BadInput(f"{run.path}: epoch(s) {', '.join(map(str, missing))} were not saved; "
+                       "train with --save-every/--save-epochs/--save all")
+    dataset = dataset_for(run, device=device)
+    model = model_for(run, dataset, device=device)
+    loss = run.config.objective.loss
+    at_once = models_at_once(run.config.model, sum(p.numel() for p in model.parameters()), device)
+    rows = eval_chunk(run.config.model, dataset.input_shape, at_once, device=device)
+    # double backward keeps every layer's activations, for each vmapped probe
+    grad_rows = max(1, eval_chunk(run.config.model, dataset.input_shape, PROBE_BATCH,
+                                  device=device) // (2 * (run.config.model.depth or 8)))
+    out = {k: np.full(len(epochs), np.nan) for k in MEASURES}
+    with progress_bar(list(enumerate(epochs)), enabled=progress, label=run.name) as bar:
+        for i, epoch in bar:
+            params, buffers = parameters_of(model, run.state_dict(epoch, device))
+            hvp = hvp_function(model, params, buffers, dataset.split(options.split), loss,
+                               grad_rows)
+            out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
+                hvp, params, iterations=options.iterations, tolerance=options.tolerance,
+                seed=options.seed)
+            out["trace"][i], out["trace_stderr"][i] = hessian_trace(
+                hvp, params, probes=options.probes, seed=options.seed)
+            out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
+                average_sharpness(model, params, buffers, dataset, loss, options,
+                                  at_once=at_once, rows=rows))
+    metrics = run.metrics()
+    out["test_loss"] = metrics["test_loss"][list(epochs)]
+    out["test_acc"] = metrics["test_acc"][list(epochs)]
+    out["epoch"] = np.asarray(epochs, dtype=np.int64)
+    return out
+
+
+def flooded(run: Run) -> bool:
+    """Whether the run trained with flooding of any kind (fixed b > 0, adaptive, AdaFlood)."""
+    o = run.config.objective
+    return o.flood > 0 or o.schedule is not None or o.kind == "adaflood"
+
+
+def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = SharpnessOptions(),
+              *, device: torch.device, epochs: Sequence[int] | None = None,
+              progress: bool = True) -> Path:
+    """The measures at the saved epochs (all, or `epochs` and each run's early-stopping epoch
+    where saved, so that its marker is exact) of every run, written to `out`: long-format rows
+    over (run, epoch), per-run arrays, the options and the runs as attributes."""
+    runs = list(runs)
+    check_same_architecture(runs)
+    rows, stops = [], []
+    for index, run in enumerate(runs):
+        if not run.saved_epochs:
+            raise BadInput(f"{run.path}: no saved epochs yet")
+        stop = early_stopping_epoch(run.metric("val_acc"))
+        wanted = list(run.saved_epochs) if epochs is None else sorted(
+            set(epochs) | ({stop} if stop in run.saved_epochs else set()))
+        values = run_sharpness(run, options, device=device, epochs=wanted, progress=progress)
+        values["run"] = np.full(len(wanted), index, dtype=np.int64)
+        rows.append(values)
+        stops.append(stop)
+    arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    arrays.update(run_name=np.array([run.name for run in runs]),
+                  flooded=np.array([flooded(run) for run in runs]),
+                  flood=np.array([run.config.objective.flood for run in runs]),
+                  early_stopping_epoch=np.array(stops, dtype=np.int64),
+                  marked_epoch=np.array([min(r["epoch"], key=lambda e: (abs(e - s), e))
+                                         for r, s in zip(rows, stops)], dtype=np.int64))
+    attrs = {**options.attrs(), "runs": [str(run.path) for run in runs],
+             "config_digests": [run.config.digest() for run in runs],
+             "objectives": [run.config.objective.label for run in runs],
+             "split_size": len(dataset_for(runs[0], device=device).split(options.split))}
+    return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)

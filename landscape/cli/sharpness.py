@@ -1,0 +1,73 @@
+"""`landscape sharpness`: top Hessian eigenvalue, Hessian trace and average-case sharpness at every
+saved epoch, against test loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import CONTEXT, analysis_options, cli
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--epochs", default=None, metavar="E,E",
+              help="Only these saved epochs (and each run's early-stopping epoch, where saved). "
+              "Default: every saved epoch.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Whose mean loss: the training set (as trained, noisy labels) or the test set.")
+@click.option("--iterations", type=int, default=100, show_default=True,
+              help="Power iteration: at most N Hessian-vector products (stops earlier when the "
+              "eigenvalue changes by less than 1e-4, relative).")
+@click.option("--probes", type=int, default=100, show_default=True,
+              help="Hutchinson's trace: N Rademacher vectors.")
+@click.option("--draws", type=int, default=10, show_default=True,
+              help="Average-case sharpness: N antithetic pairs of Gaussian directions.")
+@click.option("--sigma", type=float, default=0.1, show_default=True,
+              help="Average-case sharpness: the directions' scale (1 = each filter's norm).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the start vector, the probes and the directions.")
+@click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
+              show_default=True, help="Directions normalized per filter or per tensor.")
+@click.option("--include-biasbn", is_flag=True,
+              help="Perturb biases and BatchNorm weights too, each as one filter.")
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Folder for the result file (NAME.h5) and the figure beside it.")
+@click.option("--name", default="sharpness", show_default=True, help="File name stem.")
+@click.option("--skip-epochs", type=int, default=10, show_default=True,
+              help="Leave the first N epochs out of the figure (as the paper's Fig. 4).")
+@analysis_options
+def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, normalization,
+              include_biasbn, out, name, skip_epochs, formats, device, quiet):
+    """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
+    Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
+    sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
+    plotted against test loss as the paper's Fig. 4 (Sec. 5.2). The model is in eval mode.
+
+    PATHS are run files or sweep folders. Writes OUT/NAME.h5 and OUT/NAME.{pdf,png,csv}; `landscape
+    figures OUT/NAME.h5 --section sharpness` redraws the figure.
+
+    \b
+    Example:
+      landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save every:5 --name pair
+      landscape sharpness checkpoints/pair --out results/pair
+    """
+    from ..analysis.filternorm import Normalization
+    from ..analysis.plotting import parse_formats
+    from ..analysis.sharpness import SharpnessOptions, sharpness as compute
+    from ..analysis.sharpness_plot import plot_sharpness
+    from ..device import resolve_device
+    from ..store import open_runs
+    from .train import _csv_ints
+
+    formats = parse_formats(formats)
+    options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
+                               sigma=sigma, seed=seed,
+                               normalization=Normalization(normalization, include_biasbn))
+    result = compute(open_runs(paths), Path(out) / f"{name}.h5", options,
+                     device=resolve_device(device), epochs=_csv_ints(epochs, "--epochs") or None,
+                     progress=not quiet)
+    click.echo(f"sharpness: {result}")
+    for path in plot_sharpness(result, Path(out) / name, formats, skip_epochs=skip_epochs):
+        click.echo(f"figure: {path}")
