@@ -179,14 +179,18 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
     against the gradient amplitude of the training loss (left) and of the test loss (right).
     "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped;
-    large black markers at each run's early-stopping epoch (the saved epoch nearest to it).
+    large black markers at each run's early-stopping epoch (the computed epoch nearest to it),
+    drawn even when it falls in the dropped epochs (small data sets peak early). The amplitudes
+    span orders of magnitude (a memorizing model's training gradient goes to ~0): log x axes.
     Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
 
     attrs, a = read_result(result_path, KIND)
+    computed = json.loads(attrs["splits"])
     keep = a["epoch"] > skip_epochs
     if not keep.any():
         raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot")
@@ -196,7 +200,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in a["run_name"]]
     for r, flood in enumerate(a["flood"]):
         mine = keep & (a["run"] == r)
-        stop = mine & (a["epoch"] == a["marked_epoch"][r])
+        stop = (a["run"] == r) & (a["epoch"] == a["marked_epoch"][r])
         marker = "o" if flood > 0 else "+"
         for (row, metric), (col, grad) in itertools.product(enumerate(("test_loss", "test_acc")),
                                                             enumerate(("train_grad", "test_grad"))):
@@ -208,9 +212,11 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                          else dict(color=colours))
                 ax.scatter(a[grad][where], a[metric][where], marker=marker, s=size,
                            linewidths=width, zorder=3 if size > 12 else 2, **style)
+            if grad.split("_")[0] in computed:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
             ax.set_xlabel(f"gradient amplitude, {grad.split('_')[0]} loss")
             ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy"))
-    computed = json.loads(attrs["splits"])
     for col, split in enumerate(SPLITS):
         if split not in computed:
             for ax in axes[:, col]:
@@ -220,9 +226,10 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                       label=f"b = {b:g}") for b in dict.fromkeys(a["flood"].tolist())]
     axes[0, 0].legend(handles=handles, loc="best")
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
-    fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}); "
-                 "large black: early-stopping epoch")
-    plotted = np.flatnonzero(keep)
+    fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "
+                 f"epochs <= {skip_epochs} left out\nlarge black: early-stopping epoch",
+                 fontsize=7)
+    plotted = np.flatnonzero(keep | (a["epoch"] == a["marked_epoch"][a["run"]]))
     csv = {"run": [names[r] for r in a["run"][plotted]], "flood": a["flood"][a["run"][plotted]],
            **{k: a[k][plotted] for k in ("epoch", "train_grad", "test_grad", "test_loss",
                                          "test_acc")},
