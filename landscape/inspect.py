@@ -33,7 +33,7 @@ def describe_run(run: Run) -> str:
         f"  data          {c.data.name}, noise {c.data.noise:g}, seed {c.data.seed}",
         f"  model         {c.model.name}" + (f" {c.model.depth} x {c.model.width}"
                                               if c.model.depth is not None else ""),
-        f"  objective     {c.objective.kind}, b = {c.objective.flood:g}, {c.objective.loss} loss",
+        f"  objective     {_objective_text(c.objective)}, {c.objective.loss} loss",
         f"  optimizer     {c.optim.name}, lr {c.optim.lr:g}, batch {c.optim.batch_size}, "
         f"momentum {c.optim.momentum:g}, weight decay {c.optim.weight_decay:g}"
         + (f", milestones {list(c.optim.milestones)}" if c.optim.milestones else ""),
@@ -53,6 +53,15 @@ def describe_run(run: Run) -> str:
         lines.append(f"  best val acc  {_fmt(m['val_acc'][best])} at epoch {best}, test acc there "
                      f"{_fmt(m['test_acc'][best])}")
     return "\n".join(lines)
+
+
+def _objective_text(o) -> str:
+    if o.kind == "adaflood":
+        return f"adaflood, gamma {o.adaflood_gamma:g}, {o.adaflood_folds} folds"
+    if o.schedule == "adaptive":
+        return (f"{o.kind}, adaptive b from {o.flood:g} (step {o.schedule_step:g}, threshold "
+                f"{o.schedule_threshold:g}, max {o.schedule_max:g})")
+    return f"{o.kind}, b = {o.flood:g}"
 
 
 def status_text(run: Run) -> str:

@@ -97,12 +97,14 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, split: Spl
 
     gradient = grad(chunk_loss)
 
+    def chunk_product(v: Tensors, x: torch.Tensor, y: torch.Tensor) -> Tensors:
+        return jvp(lambda p: gradient(p, x, y), (params,), (v,))[1]  # d/dt grad(theta + t v)
+
     def product(vectors: Tensors) -> Tensors:
         total = {k: torch.zeros_like(v) for k, v in vectors.items()}
         for start in range(0, n, rows):
             x, y = split.inputs(slice(start, start + rows)), split.y[start:start + rows]
-            one = lambda v: jvp(lambda p: gradient(p, x, y), (params,), (v,))[1]  # noqa: E731
-            for k, hv in vmap(one)(vectors).items():
+            for k, hv in vmap(chunk_product, in_dims=(0, None, None))(vectors, x, y).items():
                 total[k] += hv
         return total
 
