@@ -31,15 +31,14 @@ from torch.func import functional_call
 from .. import distributed
 from ..config import ModelConfig
 from ..data import Dataset
-from ..ensemble import Ensemble, MemberData, eval_chunk
+from ..ensemble import Ensemble, eval_chunk
 from ..errors import BadInput
 from ..progress import progress_bar
 from ..store import Run
-from ..training import evaluate
 from .filternorm import Normalization, gaussian_directions, parameters_of
 from .loading import check_same_architecture, dataset_for, model_for, read_result, state_at
 from .loading import write_result
-from .stacking import models_at_once
+from . import stacking
 
 KIND = "slice"
 BN_STATS = ("checkpoint", "recompute")
@@ -134,31 +133,38 @@ def evaluate_points(template: nn.Module, state: dict[str, torch.Tensor],
                     bn_stats: str = "checkpoint") -> dict[str, np.ndarray]:
     """Train and test loss and accuracy at theta + sum_j coords[p, j] * directions[j] for every
     point p (coords [P, D]): `members` points stacked as one vmapped Ensemble, or one at a time
-    (members = 1, the fast choice for wide models on a CPU). Each perturbed parameter set is built
-    once and evaluated on both splits; buffers (BN running statistics) are never perturbed."""
+    (members = 1, the fast choice on a CPU). Each perturbed parameter set is written once into the
+    ensemble's own stacked tensors (allocated once per call, not per point) and evaluated on both
+    splits; buffers (BN running statistics) are never perturbed."""
     params, buffers = parameters_of(template, state)
     dtype = next(iter(params.values())).dtype
     if bn_stats == "recompute":
         members, stat_model = 1, statistics_model(template)
-    rows = eval_chunk(model_config, data.input_shape, members)
+    members = max(1, min(members, len(coords)))
+    rows = eval_chunk(model_config, data.input_shape, members, device=data.train.y.device)
+    slots: dict[int, Ensemble] = {}  # by size: the last chunk may be smaller
     out = {k: np.full(len(coords), np.nan) for k in METRICS}
     for start in range(0, len(coords), members):
-        states = []
-        for c in coords[start:start + members].tolist():
-            point = {}
-            for n, theta in params.items():  # theta + sum_j c_j d_j, one fused op per direction
-                for a, d in zip(c, directions):
-                    theta = torch.add(theta, d[n], alpha=a)
-                point[n] = theta
-            point_buffers = (bn_statistics(stat_model, point, buffers, data.train.x, rows)
-                             if bn_stats == "recompute" else buffers)
-            states.append({**point, **point_buffers})
-        ensemble = Ensemble(template, states, device=data.train.x.device, dtype=dtype)
-        shared = MemberData([data], [0] * len(states))
+        chunk = coords[start:start + members].tolist()
+        if len(chunk) not in slots:
+            slots[len(chunk)] = Ensemble(template, [state] * len(chunk),
+                                         device=data.train.y.device, dtype=dtype)
+        ensemble = slots[len(chunk)]
+        with torch.no_grad():
+            for k, c in enumerate(chunk):
+                for n, theta in params.items():  # theta + sum_j c_j d_j
+                    slot = ensemble.params[n][k].copy_(theta)
+                    for a, d in zip(c, directions):
+                        slot.add_(d[n], alpha=a)
+                if bn_stats == "recompute":
+                    point = {n: p[k] for n, p in ensemble.params.items()}
+                    fresh = bn_statistics(stat_model, point, buffers, data.train.x, rows)
+                    for n, value in fresh.items():
+                        ensemble.buffers[n][k].copy_(value)
         for split in ("train", "test"):
-            measured = evaluate(ensemble, shared, split, loss, rows)
-            for metric in ("loss", "acc"):
-                out[f"{split}_{metric}"][start:start + len(states)] = measured[metric].cpu().numpy()
+            split_loss, split_acc, _ = stacking.split_loss(ensemble, data.split(split), loss, rows)
+            out[f"{split}_loss"][start:start + len(chunk)] = split_loss.numpy()
+            out[f"{split}_acc"][start:start + len(chunk)] = split_acc.numpy()
     return out
 
 
@@ -242,8 +248,8 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
         params, _ = parameters_of(template, state)
         directions = gaussian_directions(params, options.direction_seed, options.normalization,
                                          count=2 if options.two_d else 1)
-        step = members or models_at_once(run.config.model, sum(p.numel() for p in params.values()),
-                                         device)
+        step = members or stacking.models_at_once(
+            run.config.model, sum(p.numel() for p in params.values()), device)
         if world.size > 1:  # points for every rank (a GPU would stack a whole slice in one chunk)
             step = min(step, math.ceil(len(plan.todo) / world.size))
         chunks = [plan.todo[i:i + step] for i in range(0, len(plan.todo), step)]
