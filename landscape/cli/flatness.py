@@ -46,13 +46,14 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     (solid red). Each model's numbers go to OUT/<run>.<snapshot|last>.slice.h5 (.surface.h5 with
     --2d; loss-landscape's dataset names), the figure to OUT/flatness.{pdf,png,csv}
     (flatness-2d with --2d). A killed computation resumes on the next call; a file made with
-    other parameters is refused unless --overwrite.
+    other parameters is refused unless --overwrite. Give surfaces their own --out folder:
+    `landscape figures` draws one figure per folder of result files.
 
     \b
     Example:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --name pair
       landscape flatness checkpoints/pair --out results/pair
-      landscape flatness checkpoints/pair --2d --points 31 --out results/pair
+      landscape flatness checkpoints/pair --2d --points 31 --out results/pair/surface
     """
     from ..analysis.filternorm import Normalization
     from ..analysis.flatness import SliceOptions, flatness as compute
