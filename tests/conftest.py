@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
+from landscape.store import RunWriter
+from landscape.sweep import train
 
 TESTS = Path(__file__).parent
 MNIST_SUBSET = TESTS / "data"
@@ -40,6 +42,23 @@ def landscape_cli(*args: str, check: bool = False, timeout: float = 300,
     if check and result.returncode != 0:
         raise AssertionError(f"landscape {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result
+
+
+def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkeypatch) -> None:
+    """`train` stopped by KeyboardInterrupt after `commits` run-file epoch commits: what killing
+    it between two commits leaves behind."""
+    write_epoch, done = RunWriter.write_epoch, []
+
+    def interrupted(self, epoch, *args, **kwargs):
+        if len(done) == commits:
+            raise KeyboardInterrupt
+        done.append(epoch)
+        return write_epoch(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(configs, out=out, execution=Execution(ensemble=ensemble, progress=False))
+    monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
 
 
 TINY_TRAIN_ARGS = ("--data", "two_gaussians", "--noise", "0.1", "--n-train", "40", "--n-val", "20",

@@ -13,10 +13,10 @@ import torch
 from landscape.config import Execution, ObjectiveConfig
 from landscape.errors import BadInput
 from landscape.schedule import AdaptiveRule, LevelState, levels, update
-from landscape.store import Run, RunWriter
+from landscape.store import Run
 from landscape.sweep import expand, train
 
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RULE = AdaptiveRule(step=0.1, threshold=0.05, max_level=0.25)
@@ -80,18 +80,9 @@ def test_stacked_members_follow_their_own_levels_and_resume_exactly(tmp_path, mo
     assert len(set(trajectories)) == len(trajectories), "members should differ in their b"
     assert any(len(set(t)) > 2 for t in trajectories), "the rule never moved b twice"
 
-    write_epoch, commits = RunWriter.write_epoch, []
-
-    def interrupted(self, epoch, *args, **kwargs):  # killed in epoch 9, after its first commit
-        if len(commits) == 9 * 4 + 1:
-            raise KeyboardInterrupt
-        commits.append(epoch)
-        return write_epoch(self, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(configs, out=tmp_path / "cut", execution=Execution(ensemble="4", progress=False))
-    monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
+    # killed in epoch 9, after its first commit
+    train_interrupted(configs, tmp_path / "cut", commits=9 * 4 + 1, ensemble="4",
+                      monkeypatch=monkeypatch)
     resumed = train(configs, out=tmp_path / "cut", resume=True,
                     execution=Execution(ensemble="4", progress=False))
     for a, b in zip(resumed.paths, stacked.paths):

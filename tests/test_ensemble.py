@@ -16,23 +16,16 @@ from landscape.ensemble import auto_chunk_size, balanced_chunks
 from landscape.errors import BadInput
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.models import build_model, count_parameters
-from landscape.store import Run, RunWriter
+from landscape.store import Run
 from landscape.sweep import expand, train
 from landscape.training import epoch_generator
 
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
 
 FLOODS = [0.0, 0.3, 0.6]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: with one thread no OpenMP synchronisation costs more than the math (several
-    times faster on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _base(model: str = "mlp", **overrides):
@@ -113,18 +106,9 @@ def test_resuming_an_interrupted_stacked_sweep(tmp_path, monkeypatch):
     configs = expand(_base(save="every:2"), FLOODS, [0, 1])
     reference = train(configs, out=tmp_path / "ref",
                       execution=Execution(ensemble="6", progress=False))
-    write_epoch, commits = RunWriter.write_epoch, []
-
-    def interrupted(self, epoch, *args, **kwargs):  # killed in epoch 3, after 2 of 6 commits
-        if len(commits) == 3 * 6 + 2:
-            raise KeyboardInterrupt
-        commits.append(epoch)
-        return write_epoch(self, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(configs, out=tmp_path / "cut", execution=Execution(ensemble="6", progress=False))
-    monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
+    # killed in epoch 3, after 2 of its 6 commits
+    train_interrupted(configs, tmp_path / "cut", commits=3 * 6 + 2, ensemble="6",
+                      monkeypatch=monkeypatch)
     done = sorted(Run(p).epochs_done for p in sorted((tmp_path / "cut").rglob("*.h5")))
     assert done == [2, 2, 2, 2, 3, 3]  # two groups of members, resumed from different epochs
     resumed = train(configs, out=tmp_path / "cut", resume=True,
