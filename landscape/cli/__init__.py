@@ -4,6 +4,7 @@ where the results went. Errors are one line on stderr: exit code 2 for bad input
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -61,8 +62,7 @@ def cli() -> None:
 
 
 def analysis_options(command):
-    """The options the analysis commands share: figure formats, device and progress bar (newer
-    commands use this; the older ones declare the same three themselves)."""
+    """The options the analysis commands share: figure formats, device and progress bar."""
     for option in reversed((
             click.option("--format", "formats", default="pdf,png", show_default=True,
                          help="Figure formats, comma-separated."),
@@ -71,6 +71,27 @@ def analysis_options(command):
             click.option("--quiet", "-q", is_flag=True, help="No progress bar."))):
         command = option(command)
     return command
+
+
+def normalization_options(command):
+    """--normalization and --include-biasbn, handed to the command as one `normalization`
+    argument (an analysis.filternorm.Normalization)."""
+
+    @functools.wraps(command)
+    def wrapped(*args, normalization, include_biasbn, **kwargs):
+        from ..analysis.filternorm import Normalization
+
+        return command(*args, normalization=Normalization(normalization, include_biasbn), **kwargs)
+
+    for option in reversed((
+            click.option("--normalization", type=click.Choice(["filter", "layer"]),
+                         default="filter", show_default=True,
+                         help="Filter normalization per filter (the paper's text) or per tensor "
+                         "(the authors' demo code)."),
+            click.option("--include-biasbn", is_flag=True,
+                         help="Include biases and BatchNorm weights too, each as one filter."))):
+        wrapped = option(wrapped)
+    return wrapped
 
 
 # Each command lives in its own module of this package and registers itself on `cli`.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli
+from . import CONTEXT, analysis_options, cli, normalization_options
 
 
 @cli.command(context_settings=CONTEXT)
@@ -23,19 +23,13 @@ from . import CONTEXT, cli
 @click.option("--bn-stats", type=click.Choice(["checkpoint", "recompute"]), default="checkpoint",
               show_default=True, help="BatchNorm running statistics: the checkpoint's, or "
               "re-estimated from the training inputs at each perturbed point.")
-@click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
-              show_default=True, help="Scale the direction per filter or per tensor.")
-@click.option("--include-biasbn", is_flag=True,
-              help="Perturb biases and BatchNorm weights too, each as one filter.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result files and the figure.")
 @click.option("--overwrite", is_flag=True,
               help="Recompute result files made with other parameters instead of refusing.")
-@click.option("--format", "formats", default="pdf,png", show_default=True,
-              help="Figure formats, comma-separated.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization, include_biasbn,
+@normalization_options
+@analysis_options
+def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization,
              out, overwrite, formats, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
@@ -55,7 +49,6 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
       landscape flatness checkpoints/pair --out results/pair
       landscape flatness checkpoints/pair --2d --points 31 --out results/pair/surface
     """
-    from ..analysis.filternorm import Normalization
     from ..analysis.flatness import SliceOptions, flatness as compute
     from ..analysis.flatness_plot import plot_flatness
     from ..analysis.plotting import parse_formats
@@ -66,7 +59,7 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     formats = parse_formats(formats)
     options = SliceOptions(points=points, span=span, direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
-                           normalization=Normalization(normalization, include_biasbn))
+                           normalization=normalization)
     results = compute(open_runs(paths), options, Path(out), device=resolve_device(device),
                       overwrite=overwrite, progress=not quiet)
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli
+from . import CONTEXT, analysis_options, cli, normalization_options
 
 
 @cli.command(context_settings=CONTEXT)
@@ -16,21 +16,14 @@ from . import CONTEXT, cli
 @click.option("--epochs", "epochs", default=None, metavar="E,E",
               help="Only these saved epochs (and each run's early-stopping epoch, where saved). "
               "Default: every saved epoch.")
-@click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
-              show_default=True, help="Scale gradients per filter (the paper's text) or per "
-              "tensor (the authors' demo code).")
-@click.option("--include-biasbn", is_flag=True,
-              help="Count biases and BatchNorm weights too, each as one filter.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result file (NAME.h5) and the figure beside it.")
 @click.option("--name", default="gradnorm", show_default=True, help="File name stem.")
 @click.option("--skip-epochs", type=int, default=10, show_default=True,
               help="Leave the first N epochs out of the figure (the paper drops 10).")
-@click.option("--format", "formats", default="pdf,png", show_default=True,
-              help="Figure formats, comma-separated.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, skip_epochs, formats,
+@normalization_options
+@analysis_options
+def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, formats,
              device, quiet):
     """Gradient amplitude of the full training and test loss at every saved epoch of the runs
     (paper Sec. 5.2, Fig. 4), against test loss and test accuracy.
@@ -46,7 +39,6 @@ def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, sk
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save all --name pair
       landscape gradnorm checkpoints/pair --out results/pair
     """
-    from ..analysis.filternorm import Normalization
     from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm
     from ..analysis.plotting import parse_formats
     from ..device import resolve_device
@@ -56,7 +48,7 @@ def gradnorm(paths, splits, epochs, normalization, include_biasbn, out, name, sk
 
     formats = parse_formats(formats)
     result = compute(open_runs(paths), Path(out) / f"{name}.h5", device=resolve_device(device),
-                     normalization=Normalization(normalization, include_biasbn),
+                     normalization=normalization,
                      splits=splits or ("train", "test"),
                      epochs=_csv_ints(epochs, "--epochs") or None, progress=not quiet)
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInput
-from . import CONTEXT, cli
+from . import CONTEXT, analysis_options, cli
 
 
 def parse_epoch(text: str) -> int | str:
@@ -37,10 +37,7 @@ def parse_epoch(text: str) -> int | str:
               help="Seed of the M index draws.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result file (RUN-mse.h5) and the figure beside it.")
-@click.option("--format", "formats", default="pdf,png", show_default=True,
-              help="Figure formats: pdf, png, svg (comma list).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@analysis_options
 def mse(path, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, draw_seed, out,
         formats, device, quiet):
     """Theorem 1 on a trained model g: the MSE of the empirical risk R^ and of the flooded risk

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli
+from . import CONTEXT, analysis_options, cli, normalization_options
 
 
 @cli.command(context_settings=CONTEXT)
@@ -28,18 +28,15 @@ from . import CONTEXT, analysis_options, cli
               help="Average-case sharpness: the directions' scale (1 = each filter's norm).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the start vector, the probes and the directions.")
-@click.option("--normalization", type=click.Choice(["filter", "layer"]), default="filter",
-              show_default=True, help="Directions normalized per filter or per tensor.")
-@click.option("--include-biasbn", is_flag=True,
-              help="Perturb biases and BatchNorm weights too, each as one filter.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result file (NAME.h5) and the figure beside it.")
 @click.option("--name", default="sharpness", show_default=True, help="File name stem.")
 @click.option("--skip-epochs", type=int, default=10, show_default=True,
               help="Leave the first N epochs out of the figure (as the paper's Fig. 4).")
+@normalization_options
 @analysis_options
 def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, normalization,
-              include_biasbn, out, name, skip_epochs, formats, device, quiet):
+              out, name, skip_epochs, formats, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
     Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
     sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
@@ -50,10 +47,9 @@ def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, norm
 
     \b
     Example:
-      landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save every:5 --name pair
+      landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save-every 5 --name pair
       landscape sharpness checkpoints/pair --out results/pair
     """
-    from ..analysis.filternorm import Normalization
     from ..analysis.plotting import parse_formats
     from ..analysis.sharpness import SharpnessOptions, sharpness as compute
     from ..analysis.sharpness_plot import plot_sharpness
@@ -64,7 +60,7 @@ def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, norm
     formats = parse_formats(formats)
     options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
                                sigma=sigma, seed=seed,
-                               normalization=Normalization(normalization, include_biasbn))
+                               normalization=normalization)
     result = compute(open_runs(paths), Path(out) / f"{name}.h5", options,
                      device=resolve_device(device), epochs=_csv_ints(epochs, "--epochs") or None,
                      progress=not quiet)
