@@ -41,13 +41,13 @@ from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from landscape.data import Split, Standardize
 from landscape.data.augment import random_crop_flip
 from landscape.data.images import STATS
-from landscape.device import autocast, channels_last, describe, resolve_device
+from landscape.device import autocast, channels_last, describe
 from landscape.ensemble import Ensemble
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.models import build_model
 from landscape.training import epoch_generator, make_optimizer
 
-from sweep import matmul_rate, report, timed  # benchmarks/sweep.py, same folder
+from sweep import matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
 
 MEAN, STD = STATS["cifar10"]
 MEAN_CHW, STD_CHW = (torch.tensor(v)[:, None, None] for v in STATS["cifar10"])
@@ -203,15 +203,11 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=42_500)
     parser.add_argument("--steps", type=int, default=6, help="steps timed per repeat (333 = epoch)")
     parser.add_argument("--batches", type=int, default=50, help="batches timed, data path alone")
-    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--reference", choices=("plain", "torchvision"), default="plain")
     parser.add_argument("--amp", choices=("off", "bf16"), default="off", help="ours only")
     parser.add_argument("--compile", action="store_true", help="ours only")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-
-    device = resolve_device(args.device)
+    args, device = parse_with_device(parser)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.train_size, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, args.train_size)

@@ -29,11 +29,11 @@ from landscape.analysis.flatness import evaluate_points
 from landscape.analysis.stacking import models_at_once
 from landscape.config import RunConfig
 from landscape.data import load
-from landscape.device import describe, resolve_device
+from landscape.device import describe
 from landscape.flooding import per_sample_loss, predictions
 from landscape.models import build_model, count_parameters
 
-from sweep import config_for, matmul_rate, report, timed  # benchmarks/sweep.py, same folder
+from sweep import config_for, matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
 
 
 def slice_runners(config: RunConfig, points: int, device: torch.device
@@ -76,13 +76,7 @@ def main() -> None:
     parser.add_argument("--widths", default="32,500", help="MLP widths, comma-separated")
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--points", type=int, default=51, help="alphas of the slice")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = parse_with_device(parser)
     peak = matmul_rate(device)
     print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; {args.points}-point slice, train "

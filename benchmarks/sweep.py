@@ -57,6 +57,18 @@ def matmul_rate(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
     return 2 * n ** 3 * repeat / (time.perf_counter() - tic)
 
 
+def parse_with_device(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    """Adds the options every benchmark takes (--repeat, --device, --threads), parses the command
+    line and applies --threads."""
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args, resolve_device(args.device)
+
+
 def config_for(width: int, depth: int, epochs: int) -> RunConfig:
     return RunConfig(DataConfig("two_gaussians", noise=0.1), ModelConfig("mlp", depth=depth,
                                                                           width=width),
@@ -166,13 +178,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="epochs (steps) per model")
     parser.add_argument("--sweep-epochs", type=int, default=10,
                         help="epochs of the end-to-end sweep (0: skip it)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    args, device = parse_with_device(parser)
     floods = [round(0.5 * i / max(args.floods - 1, 1), 4) for i in range(args.floods)]
     peak = matmul_rate(device)
     print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
