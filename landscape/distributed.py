@@ -71,8 +71,24 @@ def join() -> World:
             raise BadInput(f"WORLD_SIZE is {world.size} but there is no {', '.join(missing)}: "
                            "launch the ranks with torchrun")
         dist.init_process_group("gloo", timeout=WAIT)
-        atexit.register(dist.destroy_process_group)
+        atexit.register(leave, together=False)  # a failure outside the exchanges
     return world
+
+
+def leave(*, together: bool) -> None:
+    """Leave the process group, if this process joined one. `together`: every rank is known to be
+    at this same point (the command ended, or failed in an exchange), so the ranks first wait for
+    one another. Without that wait, a rank that tears its gloo connections down while a peer is
+    still at work can abort in native code at exit ("terminate called without an active
+    exception"): 5 of 24 two-rank sweeps on a 2-core CPU did, none of 30 with the barrier."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer's process has ended: nobody left to wait for
+            pass
+    dist.destroy_process_group()
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:

@@ -23,6 +23,7 @@ class Group(click.Group):
         try:
             super().main(args=args, prog_name=prog_name or "landscape", standalone_mode=False,
                          **kwargs)
+            _leave_process_group(together=True)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.Abort:
@@ -33,6 +34,7 @@ class Group(click.Group):
             click.echo(f"landscape: error: {e.format_message()}{hint}", err=True)
             sys.exit(2)
         except LandscapeError as e:
+            _leave_process_group(together=getattr(e, "exchanged", False))
             click.echo(f"landscape: error: {e}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
@@ -45,6 +47,14 @@ class Group(click.Group):
                        "for the traceback)", err=True)
             sys.exit(1)
         sys.exit(0)
+
+
+def _leave_process_group(*, together: bool) -> None:
+    """Under torchrun, leave the process group before exiting (distributed.leave); only commands
+    that can join one import landscape.distributed, and --help should not import torch."""
+    module = sys.modules.get("landscape.distributed")
+    if module is not None:
+        module.leave(together=together)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
