@@ -68,7 +68,15 @@ def status_text(run: Run) -> str:
     if run.status == "diverged":
         return (f"diverged in epoch {run.epochs_done + 1} (NaN/inf loss); epochs 0-"
                 f"{run.epochs_done} of {run.epochs} are valid")
+    if run.status == "running" and not run.in_progress:
+        return (f"unfinished, epoch {run.epochs_done} of {run.epochs} (not being written now: "
+                "continue it with `landscape train ... --resume`)")
     return f"{run.status}, epoch {run.epochs_done} of {run.epochs}"
+
+
+def status_word(run: Run) -> str:
+    """The stored status, with "running" split into being trained now and stopped."""
+    return "unfinished" if run.status == "running" and not run.in_progress else run.status
 
 
 def _epochs_text(epochs: tuple[int, ...]) -> str:
@@ -82,14 +90,14 @@ def describe_paths(paths: Iterable[str | Path]) -> str:
     files = find_runs(paths)
     if len(files) == 1 and Path(paths[0]).is_file():
         return describe_run(Run(files[0]))
-    header = f"{'run':<56} {'status':<9} {'epoch':>9} {'train loss':>10} {'test acc':>8}"
+    header = f"{'run':<56} {'status':<10} {'epoch':>9} {'train loss':>10} {'test acc':>8}"
     rows = [header]
     for path in files:
         run = Run(path)
         m = run.metrics() if run.epochs_done >= 0 else None
         loss = _fmt(m["train_loss"][-1]) if m else "-"
         acc = _fmt(_last_finite(m["test_acc"])) if m else "-"
-        rows.append(f"{run.name:<56} {run.status:<9} {run.epochs_done:>4}/{run.epochs:<4} "
+        rows.append(f"{run.name:<56} {status_word(run):<10} {run.epochs_done:>4}/{run.epochs:<4} "
                     f"{loss:>10} {acc:>8}")
     return f"{len(files)} run files\n" + "\n".join(rows)
 

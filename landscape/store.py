@@ -210,6 +210,8 @@ class Run:
             self.metric_names = tuple(f["metrics"].keys())
             self._all_saved = tuple(int(e) for e in f["weights/epochs"][()])
             self.state_keys = tuple(k for k in f["weights"].keys() if k != "epochs")
+        # An unfinished run is either being trained now or was stopped (killed, not started).
+        self.in_progress = self.status == "running" and being_written(self.path)
 
     @property
     def name(self) -> str:
@@ -294,6 +296,18 @@ class Run:
         return f"Run({str(self.path)!r}, {self.status}, epoch {self.epochs_done}/{self.epochs})"
 
 
+def being_written(path: Path) -> bool:
+    """Whether another process holds the file open for writing, as HDF5's file lock tells (never,
+    where locking is off, e.g. HDF5_USE_FILE_LOCKING=FALSE on some network file systems)."""
+    try:
+        h5py.File(path, "r").close()
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _open_run_file(path: Path) -> h5py.File:
     if not path.exists():
         raise BadInput(f"{path}: no such file")
@@ -301,6 +315,10 @@ def _open_run_file(path: Path) -> h5py.File:
         raise BadInput(f"{path} is a folder, not a run file")
     try:
         f = h5py.File(path, "r")
+    except BlockingIOError:
+        # The trainer holds the file open for writing (a run in progress): read what it has flushed,
+        # which is consistent after every epoch (the commit is /epochs_done, written last).
+        f = h5py.File(path, "r", locking=False)
     except OSError as err:
         raise BadInput(f"{path} is not a readable HDF5 file (corrupt or truncated?): "
                        f"{str(err).splitlines()[0]}") from None

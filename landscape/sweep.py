@@ -27,7 +27,7 @@ from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_byte
 from .errors import BadInput
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
-from .store import Run, RunWriter, create_run, layout_of, write_sweep_index
+from .store import Run, RunWriter, being_written, create_run, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Member, train_group
 
 
@@ -78,6 +78,9 @@ def _config_diff(a: RunConfig, b: RunConfig) -> str:
 
 def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> str:
     """What to do with a run path: "fresh", "resume" or "skip"; bad input if it can't be decided."""
+    if path.exists() and being_written(path):
+        raise BadInput(f"{path} is being written by another process (a run in progress); wait "
+                       "for it to finish, or give this one another --out")
     if not path.exists() or overwrite:
         return "fresh"
     run = Run(path)

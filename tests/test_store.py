@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -10,7 +12,7 @@ from landscape.config import Execution
 from landscape.errors import BadInput
 from landscape.store import Run, RunWriter, create_run, find_runs, layout_of, write_sweep_index
 
-from conftest import tiny_config
+from conftest import landscape_cli, tiny_config
 
 
 def _make(path, config, state, optim):
@@ -95,6 +97,36 @@ def test_bad_files_are_bad_input(tmp_path, real_run):
     for path, message in cases.items():
         with pytest.raises(BadInput, match=message):
             Run(path)
+
+
+def test_a_run_being_written_reads_and_is_not_trained_twice(tmp_path):
+    """While another process holds a run file open for writing (a trainer at work), it can be read
+    (info shows it running) but not trained into; once that process is gone it reads as
+    unfinished."""
+    from landscape.sweep import train
+
+    config = tiny_config(epochs=2)
+    path = train([config], out=tmp_path).paths[0]
+    with h5py.File(path, "r+") as f:
+        f["status"][()] = np.bytes_("running")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r+'); "
+         "print('open', flush=True); time.sleep(120)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        run = Run(path)
+        assert run.in_progress and run.epochs_done == 2 and run.metric("train_loss").shape == (3,)
+        assert "running, epoch 2 of 2" in landscape_cli("info", path, check=True).stdout
+        with pytest.raises(BadInput, match="being written by another process"):
+            train([config], out=tmp_path, resume=True)
+        with pytest.raises(BadInput, match="being written by another process"):
+            train([config], out=tmp_path, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not Run(path).in_progress
+    assert "unfinished, epoch 2 of 2" in landscape_cli("info", path, check=True).stdout
 
 
 def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
