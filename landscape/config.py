@@ -98,13 +98,13 @@ class DataConfig:
         _choice(self.sizes, ("paper", "demo"), "size convention")
         for key in ("n_train", "n_val", "n_test"):
             value = getattr(self, key)
-            _check(value is None or value >= 2, f"{key} must be at least 2, got {value}")
+            _check(value is None or value >= 2, f"--{key.replace('_', '-')} must be at least 2, got {value}")
         if self.sinusoid_input is not None:
             _choice(self.sinusoid_input, ("gaussian", "disk"), "sinusoid input distribution")
-        _check(self.spiral_tau is None or self.spiral_tau >= 0, "spiral tau must be >= 0")
+        _check(self.spiral_tau is None or self.spiral_tau >= 0, f"--spiral-tau must be >= 0, got {self.spiral_tau}")
         _check(self.gaussian_dim is None or self.gaussian_dim >= 1, "gaussian dim must be >= 1")
         _check(self.val_fraction is None or 0 < self.val_fraction < 1,
-               f"validation fraction must be in (0, 1), got {self.val_fraction}")
+               f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
     @property
     def num_classes(self) -> int:
@@ -139,8 +139,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _choice(self.name, MODELS, "model")
-        _check(self.depth is None or self.depth >= 0, f"depth must be >= 0, got {self.depth}")
-        _check(self.width is None or self.width >= 1, f"width must be >= 1, got {self.width}")
+        _check(self.depth is None or self.depth >= 0, f"--depth must be >= 0, got {self.depth}")
+        _check(self.width is None or self.width >= 1, f"--width must be >= 1, got {self.width}")
 
     def resolved(self, data_name: str) -> ModelConfig:
         if not self.name.startswith("mlp"):

@@ -338,7 +338,7 @@ def _open_run_file(path: Path) -> h5py.File:
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     """Run files named by paths: files as given; a sweep folder's runs in index order; any other
-    folder's *.h5 files, recursively and sorted."""
+    folder's *.h5 files, recursively and sorted, leaving out the analyses' result files."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -346,7 +346,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
             if index.is_file():
                 found.extend(p / name for name in read_sweep_index(p)["runs"])
             else:
-                found.extend(sorted(q for q in p.rglob("*.h5")))
+                found.extend(sorted(q for q in p.rglob("*.h5") if not _analysis_result(q)))
         elif p.exists():
             found.append(p)
         else:
@@ -354,6 +354,17 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     if not found:
         raise BadInput("no run files found in " + ", ".join(map(str, paths)))
     return found
+
+
+def _analysis_result(path: Path) -> bool:
+    """Whether an .h5 file is one of the analyses' result files (`landscape-slice`, ...), which a
+    folder of runs may hold beside them. Unreadable files count as runs, to be reported as such."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            fmt = f.attrs.get("format")
+    except OSError:
+        return False
+    return isinstance(fmt, str) and fmt.startswith("landscape-") and fmt != FORMAT
 
 
 def open_runs(paths: Iterable[str | Path]) -> list[Run]:

@@ -22,6 +22,7 @@ def _one_line_error(result, code=2):
     ("--data", "spiral", "--flood", "0.3:0.1:0.1"),
     ("--data", "spiral", "--flood", "1:2"),
     ("--data", "spiral", "--epochs", "0"),
+    ("--data", "spiral", "--batch-size", "0"),
     ("--data", "spiral", "--seeds", "0"),
     ("--data", "spiral", "--seed", "1", "--seeds", "2"),
     ("--data", "spiral", "--unknown-option"),

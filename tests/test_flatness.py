@@ -196,3 +196,5 @@ def test_bad_input_is_one_line_and_exit_2(pair, tmp_path):
         with pytest.raises(BadInput, match="different architectures"):
             analysis([pair[0], Run(narrow)])
     assert not list(tmp_path.glob("*.h5"))  # nothing half-written
+    with pytest.raises(BadInput, match="--points must be >= 2"):  # a slice has two ends
+        SliceOptions(points=1)

@@ -138,3 +138,8 @@ def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="no run files"):
         find_runs([tmp_path / "empty"])
+    (tmp_path / "runs" / "results").mkdir()
+    with h5py.File(tmp_path / "runs" / "results" / "gradnorm.h5", "w") as f:
+        f.attrs["format"] = "landscape-gradnorm"  # an analysis result beside the runs: not a run
+    (tmp_path / "runs" / "broken.h5").write_text("not HDF5")  # an unreadable file still counts
+    assert find_runs([tmp_path / "runs"]) == [tmp_path / "runs" / "broken.h5", real_run]

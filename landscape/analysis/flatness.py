@@ -59,8 +59,8 @@ class SliceOptions:
     normalization: Normalization = field(default_factory=Normalization)
 
     def __post_init__(self) -> None:
-        if self.points < 1 or (self.y_points is not None and self.y_points < 1):
-            raise BadInput(f"--points must be >= 1, got {self.points}")
+        if self.points < 2 or (self.y_points is not None and self.y_points < 2):  # [-span, span]
+            raise BadInput(f"--points must be >= 2, got {self.points}")
         if not (math.isfinite(self.span) and self.span > 0):
             raise BadInput(f"--span must be a finite number > 0, got {self.span}")
         if self.direction_seed < 0:

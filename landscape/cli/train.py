@@ -183,7 +183,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
             adaflood_gamma=adaflood_gamma, adaflood_folds=adaflood_folds),
         optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
-                          batch_size=batch_size or defaults["batch_size"],
+                          batch_size=defaults["batch_size"] if batch_size is None else batch_size,
                           epochs=epochs if epochs is not None else defaults["epochs"]),
         augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
         dtype=dtype)
