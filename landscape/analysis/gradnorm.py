@@ -164,7 +164,8 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     computed = json.loads(attrs["splits"])
     keep = a["epoch"] > skip_epochs
     if not keep.any():
-        raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot")
+        raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot; "
+                       "lower --skip-epochs to draw the early ones")
     cmap = colormaps["viridis"]
     shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
     fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
