@@ -83,6 +83,28 @@ def analysis_options(command):
     return command
 
 
+def per_epoch_options(name: str):
+    """The options of the analyses that measure every saved epoch (gradnorm, sharpness): which
+    epochs, where the result file and figure go, and how many early epochs the figure leaves out."""
+
+    def decorate(command):
+        for option in reversed((
+                click.option("--epochs", default=None, metavar="E,E",
+                             help="Only these saved epochs (and each run's early-stopping epoch, "
+                             "where saved). Default: every saved epoch."),
+                click.option("--out", type=click.Path(file_okay=False), default="results",
+                             show_default=True,
+                             help="Folder for the result file (NAME.h5) and the figure beside it."),
+                click.option("--name", default=name, show_default=True, help="File name stem."),
+                click.option("--skip-epochs", type=int, default=10, show_default=True,
+                             help="Leave the first N epochs out of the figure (the paper's Fig. 4 "
+                             "drops 10)."))):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def normalization_options(command):
     """--normalization and --include-biasbn, handed to the command as one `normalization`
     argument (an analysis.filternorm.Normalization)."""

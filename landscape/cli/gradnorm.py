@@ -6,21 +6,14 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, normalization_options
+from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_options
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--split", "splits", type=click.Choice(["train", "test"]), multiple=True,
               help="Gradient of the training or the test loss (repeatable). Default: both.")
-@click.option("--epochs", "epochs", default=None, metavar="E,E",
-              help="Only these saved epochs (and each run's early-stopping epoch, where saved). "
-              "Default: every saved epoch.")
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (NAME.h5) and the figure beside it.")
-@click.option("--name", default="gradnorm", show_default=True, help="File name stem.")
-@click.option("--skip-epochs", type=int, default=10, show_default=True,
-              help="Leave the first N epochs out of the figure (the paper drops 10).")
+@per_epoch_options("gradnorm")
 @normalization_options
 @analysis_options
 def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, formats,

@@ -7,14 +7,11 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, normalization_options
+from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_options
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--epochs", default=None, metavar="E,E",
-              help="Only these saved epochs (and each run's early-stopping epoch, where saved). "
-              "Default: every saved epoch.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Whose mean loss: the training set (as trained, noisy labels) or the test set.")
 @click.option("--iterations", type=int, default=100, show_default=True,
@@ -28,11 +25,7 @@ from . import CONTEXT, analysis_options, cli, normalization_options
               help="Average-case sharpness: the directions' scale (1 = each filter's norm).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the start vector, the probes and the directions.")
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (NAME.h5) and the figure beside it.")
-@click.option("--name", default="sharpness", show_default=True, help="File name stem.")
-@click.option("--skip-epochs", type=int, default=10, show_default=True,
-              help="Leave the first N epochs out of the figure (as the paper's Fig. 4).")
+@per_epoch_options("sharpness")
 @normalization_options
 @analysis_options
 def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, normalization,
