@@ -60,7 +60,7 @@ class Inputs:
 def file_kind(path: Path) -> str:
     """"run" or the section a result file belongs to; bad input for anything else."""
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:  # a run may be in training
             fmt = f.attrs.get("format")
     except OSError:
         raise BadInput(f"{path} is not a readable HDF5 file") from None
