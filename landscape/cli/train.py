@@ -144,7 +144,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
 
     Under torchrun each process trains its own share of the runs (README: Scale-out).
     """
-    from ..distributed import current
+    from ..distributed import current, leave
     from ..sweep import expand, train as train_runs
 
     if data_name not in DATASETS:
@@ -199,6 +199,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         if speaker:
             click.echo(f"landscape: {len(result.diverged)} run(s) diverged (NaN/inf loss): "
                        f"{', '.join(map(str, result.diverged[:3]))}", err=True)
+        leave(together=True)  # every rank knows every run's status, so all of them are here
         sys.exit(1)
 
 
