@@ -151,6 +151,14 @@ def plot_memorization(result_path: str | Path, out_stem: str | Path,
     return save_figure(fig, out_stem, csv, formats=formats)
 
 
+def _accuracy(a: float) -> str:
+    """Three decimals, more where rounding would show a training error above zero as 1.000."""
+    digits = 3
+    while a < 1 and f"{a:.{digits}f}" == f"{1:.{digits}f}" and digits < 8:
+        digits += 1
+    return f"{a:.{digits}f}"
+
+
 def report(path: str | Path) -> str:
     """Per setting and stopping rule: the chosen b of each trial and its training accuracy, and
     whether the chosen runs memorized their training set (100% training accuracy)."""
@@ -163,7 +171,8 @@ def report(path: str | Path) -> str:
             full = int(np.sum(at >= 1.0))
             lines.append(
                 f"{label}, {AT[rule]}: chosen b = {', '.join(f'{b:g}' for b in chosen)}; "
-                f"their training accuracy {', '.join(f'{a:.3f}' for a in at)} ({full} of "
+                f"their training accuracy {', '.join(map(_accuracy, at))} ({full} of "
                 f"{len(at)} at zero training error); mean training accuracy from "
-                f"{mean[0]:.3f} at b = {s['flood'][0]:g} to {mean[-1]:.3f} at b = {s['flood'][-1]:g}")
+                f"{_accuracy(mean[0])} at b = {s['flood'][0]:g} to {_accuracy(mean[-1])} at b = "
+                f"{s['flood'][-1]:g}")
     return "\n".join(lines)
