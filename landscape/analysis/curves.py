@@ -1,6 +1,7 @@
 """Learning curves (paper Fig. 2 and Fig. 6, with the training loss as in Fig. 1(c)-(d)): the training
 and test loss per epoch for each flood level of a sweep, coloured by b on a colour bar, the b = 0
-baseline black dotted; one row per setting, mean over trials.
+baseline black dotted; one row per setting, mean over trials. Where the untrained model's loss
+(epoch 0) lies far above all later ones, the y axis covers the later ones and cuts epoch 0 off.
 
 Runs need the test loss at every epoch (`landscape train --eval-test every`); sweeps default to
 `best`, which measures it only where validation accuracy improves. Such settings are left out with a
@@ -115,6 +116,11 @@ def plot_curves(runs: Sequence[Run], out_stem: str | Path,
             ax.set_title(f"{s.label}: {TITLES[k]}" if len(settings) > 1 else TITLES[k])
             ax.set_xlabel("epoch" if row == len(settings) - 1 else "")
             ax.set_ylabel(TITLES[k])
+            later = np.nanmax(s.loss[k][:, 1:]) if s.loss[k].shape[1] > 1 else np.nan
+            if np.isfinite(later) and np.nanmax(s.loss[k][:, 0]) > 1.5 * later:
+                # The untrained model's loss (e.g. ln 10 on MNIST) would flatten every later
+                # difference between flood levels into one line at the bottom: cut it off.
+                ax.set_ylim(0, 1.05 * later)
         if BASELINE in s.flood:
             axes[row, 0].legend(loc="upper right")
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="flood level b", shrink=0.8)
