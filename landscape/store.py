@@ -194,7 +194,8 @@ class Snapshot:
 class Run:
     """A run file, read-only. Opening validates it; tensors are read on demand."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, data_dir: str | Path | None = None) -> None:
+        """`data_dir`: where an image set's files are now, instead of where training read them."""
         self.path = Path(path)
         with _open_run_file(self.path) as f:
             try:
@@ -202,6 +203,7 @@ class Run:
             except Exception as err:  # any malformed config is the file's fault
                 raise BadInput(f"{self.path}: unreadable run configuration ({err})") from None
             self.execution = json.loads(f.attrs.get("execution", "{}"))
+            self.data_dir = str(data_dir) if data_dir else self.execution.get("data_dir")
             self.versions = json.loads(f.attrs.get("versions", "{}"))
             self.device = str(f.attrs.get("device", ""))
             self.created = str(f.attrs.get("created", ""))
@@ -367,8 +369,8 @@ def _analysis_result(path: Path) -> bool:
     return isinstance(fmt, str) and fmt.startswith("landscape-") and fmt != FORMAT
 
 
-def open_runs(paths: Iterable[str | Path]) -> list[Run]:
-    return [Run(p) for p in find_runs(paths)]
+def open_runs(paths: Iterable[str | Path], *, data_dir: str | Path | None = None) -> list[Run]:
+    return [Run(p, data_dir=data_dir) for p in find_runs(paths)]
 
 
 def write_sweep_index(folder: Path, runs: list[Path], grid: dict) -> None:

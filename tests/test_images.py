@@ -292,3 +292,22 @@ def test_two_epochs_of_each_resnet(tmp_path, name, model, augment):
     first, last = run.state_dict(0), run.state_dict(2)
     assert not torch.equal(first["stem.1.running_mean"], last["stem.1.running_mean"])  # BN buffers
     assert not any(k.startswith("_orig_mod") for k in last)
+
+
+def test_analyses_find_moved_image_files_with_data_dir(tmp_path):
+    """Runs record where training read an image set; after the files move, an analysis says so
+    and reads them from --data-dir."""
+    from landscape.analysis.gradnorm import gradnorm
+    from landscape.store import open_runs
+
+    write_mnist_like(tmp_path / "old" / "mnist", 50, 20)
+    config = RunConfig(DataConfig("mnist"), ModelConfig("mlp", depth=1, width=8),
+                       optim=OptimConfig(epochs=1, batch_size=16), save="all")
+    path = train([config], out=tmp_path / "runs",
+                 execution=Execution(data_dir=str(tmp_path / "old"), progress=False)).paths[0]
+    (tmp_path / "old").rename(tmp_path / "new")
+    with pytest.raises(BadInput, match="say where with --data-dir"):
+        gradnorm(open_runs([path]), tmp_path / "g.h5", device=torch.device("cpu"))
+    result = landscape_cli("gradnorm", path, "--data-dir", tmp_path / "new", "--skip-epochs", "0",
+                           "--out", tmp_path / "out", "-q", check=True)
+    assert (tmp_path / "out" / "gradnorm.h5").is_file() and "gradnorm.pdf" in result.stdout

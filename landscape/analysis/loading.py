@@ -25,16 +25,22 @@ from ..store import Run
 _DATA_CACHE: dict[tuple, data_module.Dataset] = {}
 
 
-def dataset_for(run: Run, *, device: torch.device, data_dir: str | None = None
-                ) -> data_module.Dataset:
-    """The run's data set (noisy labels as trained on), cached per (data config, dtype, device)."""
-    key = (run.config.data, run.config.dtype, str(device), data_dir)
+def dataset_for(run: Run, *, device: torch.device) -> data_module.Dataset:
+    """The run's data set (noisy labels as trained on), cached per (data config, dtype, device,
+    folder). Image sets are read from `run.data_dir`: where training read them, unless the
+    analysis was told otherwise (--data-dir)."""
+    key = (run.config.data, run.config.dtype, str(device), run.data_dir)
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) >= 4:  # bound memory: analyses rarely mix more than a few data sets
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
-        _DATA_CACHE[key] = data_module.load(run.config.data, device=device,
-                                            dtype=getattr(torch, run.config.dtype),
-                                            data_dir=data_dir or run.execution.get("data_dir"))
+        try:
+            _DATA_CACHE[key] = data_module.load(run.config.data, device=device,
+                                                dtype=getattr(torch, run.config.dtype),
+                                                data_dir=run.data_dir)
+        except BadInput as err:
+            moved = (" (if the files have moved since training, say where with --data-dir)"
+                     if run.data_dir == run.execution.get("data_dir") else "")
+            raise BadInput(f"{run.path}: its data: {err}{moved}") from None
     return _DATA_CACHE[key]
 
 

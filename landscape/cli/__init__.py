@@ -72,8 +72,12 @@ def cli() -> None:
 
 
 def analysis_options(command):
-    """The options the analysis commands share: figure formats, device and progress bar."""
+    """The options the analysis commands share: figure formats, device, progress bar, and where
+    an image set's files are now."""
     for option in reversed((
+            click.option("--data-dir", type=click.Path(file_okay=False),
+                         help="Image sets: the folder holding the files, if not where training "
+                         "read them (each run file records that folder)."),
             click.option("--format", "formats", default="pdf,png", show_default=True,
                          help="Figure formats, comma-separated."),
             click.option("--device", default="auto", show_default=True,

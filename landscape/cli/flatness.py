@@ -30,7 +30,7 @@ from . import CONTEXT, analysis_options, cli, normalization_options
 @normalization_options
 @analysis_options
 def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization,
-             out, overwrite, formats, device, quiet):
+             out, overwrite, formats, data_dir, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
     Fig. 5).
@@ -60,7 +60,7 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     options = SliceOptions(points=points, span=span, direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
                            normalization=normalization)
-    results = compute(open_runs(paths), options, Path(out), device=resolve_device(device),
+    results = compute(open_runs(paths, data_dir=data_dir), options, Path(out), device=resolve_device(device),
                       overwrite=overwrite, progress=not quiet)
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
         return

@@ -17,7 +17,7 @@ from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_o
 @normalization_options
 @analysis_options
 def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, formats,
-             device, quiet):
+             data_dir, device, quiet):
     """Gradient amplitude of the full training and test loss at every saved epoch of the runs
     (paper Sec. 5.2, Fig. 4), against test loss and test accuracy.
 
@@ -40,7 +40,7 @@ def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, forma
     from .train import _csv_ints
 
     formats = parse_formats(formats)
-    result = compute(open_runs(paths), Path(out) / f"{name}.h5", device=resolve_device(device),
+    result = compute(open_runs(paths, data_dir=data_dir), Path(out) / f"{name}.h5", device=resolve_device(device),
                      normalization=normalization,
                      splits=splits or ("train", "test"),
                      epochs=_csv_ints(epochs, "--epochs") or None, progress=not quiet)

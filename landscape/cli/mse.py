@@ -39,7 +39,7 @@ def parse_epoch(text: str) -> int | str:
               help="Folder for the result file (RUN-mse.h5) and the figure beside it.")
 @analysis_options
 def mse(path, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, draw_seed, out,
-        formats, device, quiet):
+        formats, data_dir, device, quiet):
     """Theorem 1 on a trained model g: the MSE of the empirical risk R^ and of the flooded risk
     R~ = |R^ - b| + b over a grid of b, with R estimated on a large independent pool; checks the
     per-sample identity (R^-R)^2 - (R~-R)^2 = 4(b-R^)(R-b)1[R^<b] and the claim that b <= R never
@@ -61,7 +61,7 @@ def mse(path, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, dra
     options = MseOptions(epoch=parse_epoch(epoch), samples=samples, sample_size=sample_size,
                          flood_grid=parse_flood_levels([flood_grid]) if flood_grid else (),
                          pool_size=pool_size, pool_seed=pool_seed, draw_seed=draw_seed)
-    run = Run(path)
+    run = Run(path, data_dir=data_dir)
     stem = Path(out) / f"{run.name}-mse"
     result = theorem1_check(run, options, with_extension(stem, "h5"), device=resolve_device(device),
                             progress=not quiet)

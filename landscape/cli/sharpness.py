@@ -29,7 +29,7 @@ from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_o
 @normalization_options
 @analysis_options
 def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, normalization,
-              out, name, skip_epochs, formats, device, quiet):
+              out, name, skip_epochs, formats, data_dir, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
     Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
     sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
@@ -54,7 +54,7 @@ def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, norm
     options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
                                sigma=sigma, seed=seed,
                                normalization=normalization)
-    result = compute(open_runs(paths), Path(out) / f"{name}.h5", options,
+    result = compute(open_runs(paths, data_dir=data_dir), Path(out) / f"{name}.h5", options,
                      device=resolve_device(device), epochs=_csv_ints(epochs, "--epochs") or None,
                      progress=not quiet)
     click.echo(f"sharpness: {result}")
