@@ -210,6 +210,12 @@ class ObjectiveConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def floods(self) -> bool:
+        """Whether training floods at all: a fixed b > 0, the adaptive schedule (even from b = 0)
+        or AdaFlood's per-sample levels."""
+        return self.flood > 0 or self.schedule is not None or self.kind == "adaflood"
+
+    @property
     def label(self) -> str:
         """The objective in run names: kind and b (the starting b, marked, when adaptive)."""
         if self.kind == "adaflood":

@@ -4,6 +4,7 @@ and AdaFlood's."""
 
 from __future__ import annotations
 
+import csv as csv_module
 import dataclasses
 
 import numpy as np
@@ -94,6 +95,34 @@ def test_stacked_members_follow_their_own_levels_and_resume_exactly(tmp_path, mo
                                            err_msg=name)
         for key, value in Run(a).state_dict(14).items():
             torch.testing.assert_close(value, Run(b).state_dict(14)[key], rtol=1e-10, atol=1e-12)
+
+
+def test_analyses_draw_an_adaptive_run_from_b_0_as_flooded(tmp_path):
+    """An adaptive run that starts at b = 0 floods later: gradnorm and flatness mark it "o" /
+    solid blue and name its objective, not "b = 0" (which stays the plain run's)."""
+    from landscape.analysis.flatness import SliceOptions, flatness, read_slices
+    from landscape.analysis.flatness_plot import plot_flatness
+    from landscape.analysis.gradnorm import gradnorm, plot_gradnorm
+    from landscape.analysis.loading import read_result
+    from landscape.store import open_runs
+
+    plain = tiny_config(noise=0.0, epochs=4, save="all")
+    paths = train([dataclasses.replace(_adaptive(), optim=plain.optim, save="all"), plain],
+                  out=tmp_path / "runs", execution=Execution(progress=False)).paths
+    runs = open_runs(paths)
+    cpu = torch.device("cpu")
+    _, a = read_result(gradnorm(runs, tmp_path / "g.h5", device=cpu, progress=False), "gradnorm")
+    assert a["flooded"].tolist() == [True, False]
+    assert [o.decode() if isinstance(o, bytes) else o for o in a["objective"]] == [
+        "flood0-adaptive", "flood0"]
+    csv = plot_gradnorm(tmp_path / "g.h5", tmp_path / "g", ["png"], skip_epochs=0)[-1]
+    assert csv.suffix == ".csv"
+    slices = flatness(runs, SliceOptions(points=3), tmp_path / "s", device=cpu, progress=False)
+    attrs = [s[0] for s in read_slices(slices)]
+    assert [(x["role"], x["which"]) for x in attrs] == [("flooded", "last"), ("plain", "last")]
+    with open(plot_flatness(slices, tmp_path / "f", ["png"])[-1], newline="") as f:
+        models = {row["model"] for row in csv_module.DictReader(f)}
+    assert models == {"flood0-adaptive, last epoch (4)", "b = 0, last epoch (4)"}
 
 
 def test_fixed_runs_record_their_constant_level(tmp_path):

@@ -92,7 +92,7 @@ class Checkpoint:
         """snapshot (dotted blue), flooded (solid blue) or plain (solid red) in Fig. 5."""
         if self.which == "snapshot":
             return "snapshot"
-        return "flooded" if self.run.config.objective.flood > 0 else "plain"
+        return "flooded" if self.run.config.objective.floods else "plain"
 
     def file_name(self, two_d: bool) -> str:
         return f"{self.run.name}.{self.which}.{'surface' if two_d else 'slice'}.h5"
@@ -189,6 +189,7 @@ def _plan(checkpoint: Checkpoint, options: SliceOptions, folder: Path, data: Dat
     attrs = {"run": str(run.path.resolve()), "run_name": run.name,
              "run_digest": run.config.digest(), "which": checkpoint.which,
              "role": checkpoint.role, "flood": run.config.objective.flood,
+             "objective": run.config.objective.label,
              "epoch": snap.epoch if snap else run.epochs_done, "step": snap.step if snap else -1,
              "dtype": run.config.dtype, "model_mode": "eval", "train_points": len(data.train),
              "test_points": len(data.test), **options.attrs()}
@@ -287,8 +288,11 @@ def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.nd
 
 
 def describe(attrs: dict) -> str:
-    """A model's legend label: its flood level and which state it is."""
+    """A model's legend label: its flood level (or objective, where b is not one fixed level) and
+    which state it is."""
     b = f"b = {float(attrs['flood']):g}"
+    if attrs.get("role") != "plain" and float(attrs["flood"]) == 0:  # adaptive from 0, AdaFlood
+        b = attrs.get("objective", b)
     if attrs["which"] == "snapshot":
         return f"{b}, first below b (epoch {attrs['epoch']})"
     return f"{b}, last epoch ({attrs['epoch']})"

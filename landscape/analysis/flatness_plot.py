@@ -24,7 +24,7 @@ def _colours(results: Sequence[tuple[dict, dict]]) -> list[str]:
     by_run: dict[str, str] = {}
     for attrs, _ in results:
         if attrs["run"] not in by_run:
-            flooded = float(attrs["flood"]) > 0
+            flooded = attrs.get("role", "plain") != "plain"
             first = FLOODED if flooded else PLAIN
             by_run[attrs["run"]] = first if first not in by_run.values() else next(spare)
     return [by_run[attrs["run"]] for attrs, _ in results]

@@ -119,6 +119,8 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
         run_name=np.array([run.name for run in runs]),
         run_path=np.array([str(run.path) for run in runs]),
         flood=np.array([run.config.objective.flood for run in runs]),
+        flooded=np.array([run.config.objective.floods for run in runs]),
+        objective=np.array([run.config.objective.label for run in runs]),
         early_stopping_epoch=np.array(stopping, dtype=np.int64),
         marked_epoch=np.array(marked, dtype=np.int64))
     with distributed.exchange(world):  # rank 0 writes; no rank returns before the file exists
@@ -145,6 +147,11 @@ def _nearest(computed: Sequence[int], epoch: int) -> int:
     return min(computed, key=lambda e: (abs(e - epoch), e))
 
 
+def _text(value) -> str:
+    """A string read back from an HDF5 array (bytes or str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                   formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
     """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
@@ -169,18 +176,20 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     cmap = colormaps["viridis"]
     shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
     fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in a["run_name"]]
-    for r, flood in enumerate(a["flood"]):
+    names = [_text(n) for n in a["run_name"]]
+    # Files from before the `flooded` array: only a fixed b > 0 floods.
+    flooded = a.get("flooded", a["flood"] > 0).astype(bool)
+    for r, with_flooding in enumerate(flooded):
         mine = keep & (a["run"] == r)
         stop = (a["run"] == r) & (a["epoch"] == a["marked_epoch"][r])
-        marker = "o" if flood > 0 else "+"
+        marker = "o" if with_flooding else "+"
         for (row, metric), (col, grad) in itertools.product(enumerate(("test_loss", "test_acc")),
                                                             enumerate(("train_grad", "test_grad"))):
             ax = axes[row, col]
             for where, colours, size, width in ((mine, cmap(shade(a["epoch"][mine])), 12, 0.7),
                                                 (stop, "black", 90, 1.6)):
                 # "o" hollow as the paper's; "+" has no face to leave empty
-                style = (dict(facecolors="none", edgecolors=colours) if flood > 0
+                style = (dict(facecolors="none", edgecolors=colours) if with_flooding
                          else dict(color=colours))
                 ax.scatter(a[grad][where], a[metric][where], marker=marker, s=size,
                            linewidths=width, zorder=3 if size > 12 else 2, **style)
@@ -194,8 +203,12 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
             for ax in axes[:, col]:
                 ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
     # legend in grey: the markers' colours mean epochs, not runs
-    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if b > 0 else "+",
-                      label=f"b = {b:g}") for b in dict.fromkeys(a["flood"].tolist())]
+    labels = [f"b = {b:g}" for b in a["flood"]]
+    if "objective" in a:  # adaptive from b = 0 and AdaFlood are not "b = 0"
+        labels = [_text(o) if f and b == 0 else label for o, f, b, label
+                  in zip(a["objective"], flooded, a["flood"], labels)]
+    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
+                      label=label) for label, f in dict.fromkeys(zip(labels, flooded.tolist()))]
     axes[0, 0].legend(handles=handles, loc="best")
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
     fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "

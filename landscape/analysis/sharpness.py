@@ -216,12 +216,6 @@ def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
     return out
 
 
-def flooded(run: Run) -> bool:
-    """Whether the run trained with flooding of any kind (fixed b > 0, adaptive, AdaFlood)."""
-    o = run.config.objective
-    return o.flood > 0 or o.schedule is not None or o.kind == "adaflood"
-
-
 def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = SharpnessOptions(),
               *, device: torch.device, epochs: Sequence[int] | None = None,
               progress: bool = True) -> Path:
@@ -243,7 +237,7 @@ def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = 
         stops.append(stop)
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     arrays.update(run_name=np.array([run.name for run in runs]),
-                  flooded=np.array([flooded(run) for run in runs]),
+                  flooded=np.array([run.config.objective.floods for run in runs]),
                   flood=np.array([run.config.objective.flood for run in runs]),
                   early_stopping_epoch=np.array(stops, dtype=np.int64),
                   marked_epoch=np.array([min(r["epoch"], key=lambda e: (abs(e - s), e))
