@@ -216,6 +216,12 @@ class ObjectiveConfig:
         return self.flood > 0 or self.schedule is not None or self.kind == "adaflood"
 
     @property
+    def takes_snapshot(self) -> bool:
+        """Whether the trainer keeps the model at the first step whose mini-batch loss fell below
+        b: with a fixed b > 0, and with the adaptive schedule once it has raised b above 0."""
+        return self.flood > 0 or self.schedule is not None
+
+    @property
     def label(self) -> str:
         """The objective in run names: kind and b (the starting b, marked, when adaptive)."""
         if self.kind == "adaflood":

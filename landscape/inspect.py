@@ -41,7 +41,7 @@ def describe_run(run: Run) -> str:
         f"  saved epochs  {_epochs_text(run.saved_epochs)}",
         "  snapshot      " + (f"step {snap.step} (epoch {snap.epoch}), mini-batch loss "
                               f"{snap.batch_loss:.4f} < b" if snap else
-                              ("none (b = 0)" if c.objective.flood == 0 else "not yet")),
+                              ("not yet" if c.objective.takes_snapshot else "none (b = 0)")),
         f"  device        {run.device}; torch {run.versions.get('torch', '?')}, "
         f"landscape {run.versions.get('landscape', '?')}",
     ]

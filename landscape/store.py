@@ -98,7 +98,7 @@ def create_run(path: Path, config: RunConfig, execution: Execution, *, device: s
         weights.create_dataset("epochs", data=saved)
         for key, (shape, dtype) in model_layout.items():
             _preallocated(weights, key, (len(saved), *shape), dtype, chunks=(1, *shape))
-        if config.objective.flood > 0:
+        if config.objective.takes_snapshot:
             snap = f.create_group("snapshot")
             snap.create_dataset("step", data=np.int64(-1))
             snap.create_dataset("epoch", data=np.int64(-1))
@@ -212,6 +212,8 @@ class Run:
             self.metric_names = tuple(f["metrics"].keys())
             self._all_saved = tuple(int(e) for e in f["weights/epochs"][()])
             self.state_keys = tuple(k for k in f["weights"].keys() if k != "epochs")
+            # Files of adaptive runs from b = 0 made before such runs took snapshots have no slot.
+            self.snapshot_slot = "snapshot" in f
         # An unfinished run is either being trained now or was stopped (killed, not started).
         self.in_progress = self.status == "running" and being_written(self.path)
 

@@ -118,7 +118,8 @@ def _member(path: Path, config: RunConfig, start: int) -> Member:
     return Member(config, writer, start_epoch=run.epochs_done, fresh=False,
                   model_state=model_state, optim_state=optim_state if run.epochs_done > 0 else None,
                   best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
-                  snapshot_taken=run.snapshot() is not None, levels=levels,
+                  snapshot_taken=run.snapshot() is not None or not run.snapshot_slot,
+                  levels=levels,
                   schedule=resume_state(config.objective, metrics))
 
 

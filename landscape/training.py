@@ -217,8 +217,10 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
             loss_sum = torch.zeros(K, device=device, dtype=dtype)
             objective_sum = torch.zeros_like(loss_sum)
             ascent_sum = torch.zeros_like(loss_sum)
-            pending = torch.tensor([m.config.objective.flood > 0 and not m.snapshot_taken
-                                    and m.pending_snapshot is None for m in members])
+            # While an adaptive level is 0 nothing can fall below it: no per-step check then.
+            pending = torch.tensor([m.config.objective.takes_snapshot and not m.snapshot_taken
+                                    and m.pending_snapshot is None and level > 0
+                                    for m, level in zip(members, flood_level().tolist())])
             for step in range(steps):
                 idx = orders[:, step * batch_size:(step + 1) * batch_size]  # [K, B]
                 xb, yb = data.batch(idx)                    # stored form [K, B, ...], [K, B]

@@ -97,6 +97,29 @@ def test_stacked_members_follow_their_own_levels_and_resume_exactly(tmp_path, mo
             torch.testing.assert_close(value, Run(b).state_dict(14)[key], rtol=1e-10, atol=1e-12)
 
 
+def test_an_adaptive_run_from_b_0_takes_its_snapshot_once_b_has_risen(tmp_path):
+    """The first-below-flood snapshot is taken against the level of the epoch: never while b is
+    0, at the first step of a later epoch whose mini-batch loss fell below that epoch's b; it is
+    the same whether the run trains alone or stacked with others."""
+    configs = expand(_adaptive(), [0.0, 0.1], [0])
+    alone = [Run(train([c], out=tmp_path / "alone", execution=Execution(progress=False)).paths[0])
+             for c in configs]
+    stacked = [Run(p) for p in train(configs, out=tmp_path / "stacked",
+                                     execution=Execution(ensemble="2", progress=False)).paths]
+    run, snap = alone[0], alone[0].snapshot()
+    level = run.metrics()["flood_level"]
+    assert snap is not None, "b rose above 0 and the loss fell below it: a snapshot is due"
+    assert level[snap.epoch] > 0 and 0 <= snap.batch_loss < level[snap.epoch]
+    first_raised = int(np.argmax(level > 0))  # the first epoch that trained with b > 0
+    assert 1 < first_raised <= snap.epoch
+    for a, b in zip(alone, stacked):
+        sa, sb = a.snapshot(), b.snapshot()
+        assert (sa.step, sa.epoch) == (sb.step, sb.epoch)
+        for key, value in sa.state.items():
+            torch.testing.assert_close(value, sb.state[key], rtol=1e-10, atol=1e-12)
+    assert "step" in landscape_cli("info", run.path, check=True).stdout.split("snapshot")[1]
+
+
 def test_analyses_draw_an_adaptive_run_from_b_0_as_flooded(tmp_path):
     """An adaptive run that starts at b = 0 floods later: gradnorm and flatness mark it "o" /
     solid blue and name its objective, not "b = 0" (which stays the plain run's)."""

@@ -99,9 +99,14 @@ class Checkpoint:
 
 
 def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
-    """The paper's models from runs: b > 0 gives the snapshot and the last epoch, b = 0 the last."""
-    return [Checkpoint(run, which) for run in runs
-            for which in (("snapshot", "last") if run.config.objective.flood > 0 else ("last",))]
+    """The paper's models from runs: b > 0 gives the snapshot and the last epoch, b = 0 the last;
+    an adaptive run from b = 0 gives its snapshot where b rose far enough for one to be taken."""
+    def models(run: Run) -> tuple[str, ...]:
+        o = run.config.objective
+        snapshot = o.flood > 0 or (o.takes_snapshot and run.snapshot() is not None)
+        return ("snapshot", "last") if snapshot else ("last",)
+
+    return [Checkpoint(run, which) for run in runs for which in models(run)]
 
 
 def bn_statistics(stat_model: nn.Module, params: dict[str, torch.Tensor],

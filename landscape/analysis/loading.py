@@ -58,8 +58,8 @@ def state_at(run: Run, which: int | str, *, device: torch.device) -> dict[str, t
     if which == "snapshot":
         snap = run.snapshot(device)
         if snap is None:
-            reason = ("it trained with b = 0" if run.config.objective.flood == 0 else
-                      "its mini-batch loss never fell below b")
+            reason = ("its mini-batch loss never fell below b"
+                      if run.config.objective.takes_snapshot else "it trained with b = 0")
             raise BadInput(f"{run.path} has no first-below-flood snapshot: {reason}")
         return snap.state
     if which == "last":
