@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
@@ -23,7 +24,6 @@ class Group(click.Group):
         try:
             super().main(args=args, prog_name=prog_name or "landscape", standalone_mode=False,
                          **kwargs)
-            _leave_process_group(together=True)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.Abort:
@@ -34,9 +34,8 @@ class Group(click.Group):
             click.echo(f"landscape: error: {e.format_message()}{hint}", err=True)
             sys.exit(2)
         except LandscapeError as e:
-            _leave_process_group(together=getattr(e, "exchanged", False))
             click.echo(f"landscape: error: {e}", err=True)
-            sys.exit(e.exit_code)
+            end(e.exit_code, together=getattr(e, "exchanged", False))
         except KeyboardInterrupt:
             click.echo("landscape: interrupted; a run can be continued with --resume", err=True)
             sys.exit(130)
@@ -46,15 +45,17 @@ class Group(click.Group):
             click.echo(f"landscape: internal error: {type(e).__name__}: {e} (set LANDSCAPE_DEBUG=1 "
                        "for the traceback)", err=True)
             sys.exit(1)
-        sys.exit(0)
+        end(0, together=True)
 
 
-def _leave_process_group(*, together: bool) -> None:
-    """Under torchrun, leave the process group before exiting (distributed.leave); only commands
-    that can join one import landscape.distributed, and --help should not import torch."""
+def end(code: int, *, together: bool) -> NoReturn:
+    """Exit with `code`; under torchrun, through distributed.end (`together`: every rank is at
+    this point). Only commands that can join a process group import landscape.distributed, and
+    --help should not import torch."""
     module = sys.modules.get("landscape.distributed")
     if module is not None:
-        module.leave(together=together)
+        module.end(code, together=together)
+    sys.exit(code)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

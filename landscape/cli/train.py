@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ from ..config import (AMP_MODES, DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, E
                       ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, family,
                       parse_flood_levels)
 from ..errors import BadInput
-from . import CONTEXT, cli
+from . import CONTEXT, cli, end
 
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
 
@@ -144,7 +143,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
 
     Under torchrun each process trains its own share of the runs (README: Scale-out).
     """
-    from ..distributed import current, leave
+    from ..distributed import current
     from ..sweep import expand, train as train_runs
 
     if data_name not in DATASETS:
@@ -199,8 +198,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         if speaker:
             click.echo(f"landscape: {len(result.diverged)} run(s) diverged (NaN/inf loss): "
                        f"{', '.join(map(str, result.diverged[:3]))}", err=True)
-        leave(together=True)  # every rank knows every run's status, so all of them are here
-        sys.exit(1)
+        end(1, together=True)  # every rank knows every run's status, so all of them are here
 
 
 def report_training(result) -> None:
