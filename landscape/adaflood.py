@@ -29,19 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from .config import ObjectiveConfig, RunConfig
 from .data import Dataset, Split
 from .ensemble import MemberData, eval_chunk
 from .errors import WorkFailed
-from .flooding import per_sample_loss
 from .models import build_model, output_units
-from .training import Member, train_group
+from .training import Member, sample_losses, train_group
 
 FOLD_STREAM = 0xADA  # the fold draw's own stream of the run's seed
 
@@ -98,17 +94,6 @@ class FinalState:
 
     def close(self) -> None:
         pass
-
-
-@torch.inference_mode()
-def sample_losses(model: torch.nn.Module, state: Mapping[str, torch.Tensor], split: Split,
-                  loss: str, rows: int) -> np.ndarray:
-    """Each sample's loss [n] under the weights `state` (eval mode), `rows` at a time."""
-    model.eval()
-    out = [per_sample_loss(functional_call(model, dict(state), (split.inputs(slice(s, s + rows)),)),
-                           split.y[s:s + rows], loss)
-           for s in range(0, len(split), rows)]
-    return torch.cat(out).double().cpu().numpy()
 
 
 def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.device,

@@ -360,12 +360,18 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def file_format(path: Path) -> str | None:
+    """An HDF5 file's `format` attribute ("landscape-run", "landscape-slice", ...), read without
+    the file lock (a run may be in training); OSError if it is no readable HDF5 file."""
+    with h5py.File(path, "r", locking=False) as f:
+        return f.attrs.get("format")
+
+
 def _analysis_result(path: Path) -> bool:
     """Whether an .h5 file is one of the analyses' result files (`landscape-slice`, ...), which a
     folder of runs may hold beside them. Unreadable files count as runs, to be reported as such."""
     try:
-        with h5py.File(path, "r", locking=False) as f:
-            fmt = f.attrs.get("format")
+        fmt = file_format(path)
     except OSError:
         return False
     return isinstance(fmt, str) and fmt.startswith("landscape-") and fmt != FORMAT

@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import h5py
-
 from ..errors import BadInput
 from ..store import FORMAT as RUN_FORMAT
-from ..store import SWEEP_INDEX, Run, find_runs
+from ..store import SWEEP_INDEX, Run, file_format, find_runs
 from . import curves, memorization, mse
 from .flatness import KIND as SLICE_KIND
 from .flatness_plot import plot_flatness
@@ -60,8 +58,7 @@ class Inputs:
 def file_kind(path: Path) -> str:
     """"run" or the section a result file belongs to; bad input for anything else."""
     try:
-        with h5py.File(path, "r", locking=False) as f:  # a run may be in training
-            fmt = f.attrs.get("format")
+        fmt = file_format(path)
     except OSError:
         raise BadInput(f"{path} is not a readable HDF5 file") from None
     if fmt == RUN_FORMAT:

@@ -23,7 +23,8 @@ from ..errors import BadInput
 from ..progress import progress_bar
 from ..store import Run
 from .filternorm import Normalization, amplitude
-from .loading import check_same_architecture, dataset_for, model_for, read_result, write_result
+from .loading import (check_same_architecture, dataset_for, model_for, read_result, text,
+                      write_result)
 from .plotting import FORMATS, figure, save_figure
 from .selection import early_stopping_epoch
 from . import stacking
@@ -147,11 +148,6 @@ def _nearest(computed: Sequence[int], epoch: int) -> int:
     return min(computed, key=lambda e: (abs(e - epoch), e))
 
 
-def _text(value) -> str:
-    """A string read back from an HDF5 array (bytes or str)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                   formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
     """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
@@ -176,7 +172,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     cmap = colormaps["viridis"]
     shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
     fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
-    names = [_text(n) for n in a["run_name"]]
+    names = [text(n) for n in a["run_name"]]
     # Files from before the `flooded` array: only a fixed b > 0 floods.
     flooded = a.get("flooded", a["flood"] > 0).astype(bool)
     for r, with_flooding in enumerate(flooded):
@@ -205,7 +201,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     # legend in grey: the markers' colours mean epochs, not runs
     labels = [f"b = {b:g}" for b in a["flood"]]
     if "objective" in a:  # adaptive from b = 0 and AdaFlood are not "b = 0"
-        labels = [_text(o) if f and b == 0 else label for o, f, b, label
+        labels = [text(o) if f and b == 0 else label for o, f, b, label
                   in zip(a["objective"], flooded, a["flood"], labels)]
     handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
                       label=label) for label, f in dict.fromkeys(zip(labels, flooded.tolist()))]

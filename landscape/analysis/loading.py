@@ -110,6 +110,11 @@ def write_result(path: str | Path, *, kind: str, attrs: Mapping[str, Any],
     return path
 
 
+def text(value) -> str:
+    """A string read back from an HDF5 array (bytes or str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def read_result(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(attrs, arrays) of a result file written by write_result; bad input if it is not one."""
     path = Path(path)

@@ -26,16 +26,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from .. import data as data_module
 from ..config import SYNTHETIC
 from ..data import Split
 from ..ensemble import eval_chunk
 from ..errors import BadInput
-from ..flooding import per_sample_loss
-from ..progress import progress_bar
 from ..store import Run
+from ..training import sample_losses
 from .loading import dataset_for, model_for, read_result, state_at, write_result
 from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
 
@@ -152,20 +150,6 @@ def check_claims(panel: Panel, risk: float, flood: np.ndarray) -> Claims:
         best_b=float(flood[best]), best_mse=float(panel.mse_flooded[best]))
 
 
-@torch.inference_mode()
-def sample_losses(run: Run, state: dict[str, torch.Tensor], split: Split, *, model: torch.nn.Module,
-                  progress: bool = False, label: str = "") -> np.ndarray:
-    """The surrogate loss of every point of `split` under the state (float64, [n]), in row chunks."""
-    rows = eval_chunk(run.config.model, tuple(split.x.shape[1:]), 1)
-    out = []
-    with progress_bar(range(0, len(split), rows), enabled=progress, label=label) as starts:
-        for start in starts:
-            logits = functional_call(model, state, (split.x[start:start + rows],))
-            out.append(per_sample_loss(logits, split.y[start:start + rows],
-                                       run.config.objective.loss).double().cpu())
-    return torch.cat(out).numpy()
-
-
 def pool_for(run: Run, options: MseOptions, *, device: torch.device) -> tuple[Split, str]:
     """The population R is measured on, and a description of it."""
     c = run.config.data
@@ -204,9 +188,10 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
     state = state_at(run, options.epoch, device=device)
     epoch = run.epochs_done if options.epoch == "last" else options.epoch
     pool, pool_text = pool_for(run, options, device=device)
-    pool_losses = sample_losses(run, state, pool, model=model, progress=progress,
+    loss, rows = run.config.objective.loss, eval_chunk(run.config.model, dataset.input_shape, 1)
+    pool_losses = sample_losses(model, state, pool, loss, rows, progress=progress,
                                 label="pool losses")
-    train_losses = sample_losses(run, state, dataset.train, model=model)
+    train_losses = sample_losses(model, state, dataset.train, loss, rows)
     risk, train_loss = float(pool_losses.mean()), float(train_losses.mean())
     size = options.sample_size or len(dataset.train)
     flood = (np.asarray(sorted(options.flood_grid), dtype=np.float64) if options.flood_grid

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import BadInput
 from .gradnorm import SKIP_EPOCHS
-from .loading import read_result
+from .loading import read_result, text
 from .plotting import FORMATS, figure, save_figure
 from .sharpness import KIND
 
@@ -40,7 +40,7 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
                        "(see --skip-epochs)")
     shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
     colours = colormaps["viridis"](shade(a["epoch"]))
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in a["run_name"]]
+    names = [text(n) for n in a["run_name"]]
     fig, axes = figure(columns=2, rows=1, cols=3, height=2.6)
     for ax, (measure, label) in zip(axes[0], PANELS.items()):
         for r, with_flooding in enumerate(a["flooded"]):
