@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -410,9 +411,30 @@ class Execution:
 
     def __post_init__(self) -> None:
         _choice(self.amp, AMP_MODES, "--amp mode")
+        check_device(self.device)
+        requested_chunk(self.ensemble)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def check_device(spec: str) -> None:
+    """The form of a device name, checked without torch (whether it exists is the device's
+    business: device.resolve_device)."""
+    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec) is not None,
+           f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def requested_chunk(ensemble: str) -> int | None:
+    """`--ensemble`: None for auto, 1 for off, else the number of members stacked per chunk."""
+    if ensemble in ("auto", "off"):
+        return None if ensemble == "auto" else 1
+    try:
+        size = int(ensemble)
+    except ValueError:
+        size = 0
+    _check(size >= 1, f"--ensemble must be auto, off or a positive number, got {ensemble!r}")
+    return size
 
 
 def parse_flood_levels(tokens: list[str] | tuple[str, ...]) -> tuple[float, ...]:

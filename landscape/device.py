@@ -6,17 +6,16 @@ import contextlib
 
 import torch
 
+from .config import check_device
 from .errors import BadInput
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """auto: the GPU when there is one, else the CPU. Asking for CUDA without one is bad input."""
+    check_device(spec)
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise BadInput(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BadInput("--device cuda was asked for but no CUDA GPU is available; use "
@@ -25,8 +24,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
             raise BadInput(f"no GPU {device.index}: {torch.cuda.device_count()} visible")
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on GPUs
         torch.backends.cudnn.allow_tf32 = True
-    elif device.type != "cpu":
-        raise BadInput(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 

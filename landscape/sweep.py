@@ -20,7 +20,7 @@ import torch
 from . import data as data_module
 from . import distributed
 from .adaflood import per_sample_arrays
-from .config import Execution, RunConfig
+from .config import Execution, RunConfig, requested_chunk
 from .device import describe, resolve_device
 from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
                        optimizer_layout)
@@ -121,19 +121,6 @@ def _member(path: Path, config: RunConfig, start: int) -> Member:
                   snapshot_taken=run.snapshot() is not None or not run.snapshot_slot,
                   levels=levels,
                   schedule=resume_state(config.objective, metrics))
-
-
-def requested_chunk(ensemble: str) -> int | None:
-    """`--ensemble`: None for auto, 1 for off, else the number of members stacked per chunk."""
-    if ensemble in ("auto", "off"):
-        return None if ensemble == "auto" else 1
-    try:
-        size = int(ensemble)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise BadInput(f"--ensemble must be auto, off or a positive number, got {ensemble!r}")
-    return size
 
 
 def chunk_size(requested: int | None, config: RunConfig, dataset: data_module.Dataset,

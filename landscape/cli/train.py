@@ -137,15 +137,12 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
       landscape train --data spiral --noise 0.05 --flood 0:0.5:0.01 --seeds 10
       landscape train --data two_gaussians --noise 0.1 --flood-schedule adaptive --seeds 3
       landscape train --data two_gaussians --noise 0.1 --objective adaflood --seeds 3
-      landscape train --data mnist --data-dir ../shared/data --flood 0 0.02 --epochs 100
+      landscape train --data mnist --data-dir tests/data --flood 0 0.02 --epochs 100
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
       torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
 
     Under torchrun each process trains its own share of the runs (README: Scale-out).
     """
-    from ..distributed import current
-    from ..sweep import expand, train as train_runs
-
     if data_name not in DATASETS:
         raise BadInput(f"unknown data set {data_name!r}; choose from {', '.join(DATASETS)}")
     if seeds is not None and seed is not None:
@@ -186,9 +183,13 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
                           epochs=epochs if epochs is not None else defaults["epochs"]),
         augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
         dtype=dtype)
-    configs = expand(base, levels, seed_list, data_seed=data_seed)
     execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
                           download=download, amp=amp, compile=compile_)
+    # torch comes in only now: a mistyped option is answered before its seconds of import
+    from ..distributed import current
+    from ..sweep import expand, train as train_runs
+
+    configs = expand(base, levels, seed_list, data_seed=data_seed)
     result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
                         overwrite=overwrite, name=name)
     speaker = current().rank == 0  # under torchrun, rank 0 reports for all ranks
