@@ -11,7 +11,8 @@
 #   tables_<scale>   sweeps for `landscape table` (with and without early stopping), one table
 # Everything generated goes under checkpoints/study-<scale>/ (git-ignored): runs/, results/,
 # figures/ and tables/. Identical train lines are run once; finished runs are skipped (--resume).
-# Environment: DEVICE (default auto), FORMATS (default pdf,png).
+# Environment: DEVICE (default auto), FORMATS (default pdf,png), DATA_DIR (paper scale: the folder
+# holding mnist/ with the official MNIST files, default data; see README, Image data sets).
 set -euo pipefail
 scale=${1:-small}
 case $scale in small|paper) ;; *) echo "usage: $0 [small|paper]" >&2; exit 2 ;; esac

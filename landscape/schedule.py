@@ -1,9 +1,9 @@
 """The adaptive flood level: b changes during training with the validation accuracy.
 
-The heuristic of the reproduction study (`../shared/paper/002_361d1a887ef9a852.txt`, "Improvements -
-Question 2"): once the training error is zero, raise b by alpha when the validation accuracy has
-improved by more than lambda since b last changed, lower it by alpha when it has fallen by more than
-lambda, and clip it to [0, b_max]. The study's pseudo-code leaves details open; the rule here is
+The heuristic of a reproduction study of the paper (B. Kim, Seoul National University of Science
+and Technology, slides "Improvements - Question 2"): once the training error is zero, raise b by
+alpha when the validation accuracy has improved by more than lambda since b last changed, lower it
+by alpha when it has fallen by more than lambda, and clip it to [0, b_max]. The study's pseudo-code leaves details open; the rule here is
 exact. With b_e the level used while training epoch e (1-based), train_acc_e and x_e = val_acc_e
 measured after epoch e (on the labels trained with), and x' the reference accuracy:
 

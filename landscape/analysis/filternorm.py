@@ -2,7 +2,7 @@
 in one place for the gradient amplitude (paper Sec. 5.2) and the flatness slices (Sec. 5.3).
 
 A filter is one output unit of a layer: row i of a linear weight (out, in), slice [i] of a conv
-weight (out, in, kh, kw) (DESIGN.md section 1.3). For a tensor t aligned with the parameters theta:
+weight (out, in, kh, kw) (docs/measurements.md). For a tensor t aligned with the parameters theta:
 
     direction (5.3):  d_f <- d_f / ||d_f|| * ||theta_f||
     gradient  (5.2):  g_f <- g_f * ||theta_f||,  amplitude = || all scaled g_f ||_2
