@@ -3,7 +3,7 @@ synthetic model (MLP 10 -> depth x width -> 1 on Two Gaussians, 100 training and
 points), train and test loss and accuracy at each of P points theta + alpha d, three ways:
 
   ours   landscape.analysis.flatness.evaluate_points with the stacking the library chooses for
-         the model and device (stacking.models_at_once);
+         the model and device (evaluation.models_at_once);
   other  the same function with the other choice (16 points stacked under vmap, or one by one);
   copy   the plain reference: for each alpha, load the perturbed weights into an nn.Module with
          load_state_dict, then evaluate it on both splits.
@@ -26,10 +26,11 @@ import torch
 
 from landscape.analysis.filternorm import Normalization, gaussian_directions, parameters_of
 from landscape.analysis.flatness import evaluate_points
-from landscape.analysis.stacking import models_at_once
+from landscape.analysis.loading import split_sources
 from landscape.config import RunConfig
 from landscape.data import load
 from landscape.device import describe
+from landscape.evaluation import models_at_once
 from landscape.flooding import per_sample_loss, predictions
 from landscape.models import build_model, count_parameters
 
@@ -52,7 +53,7 @@ def slice_runners(config: RunConfig, points: int, device: torch.device
     module = build_model(config.model, data.input_shape, 1).to(device).eval()
 
     def ours(k: int, members: int = chosen) -> np.ndarray:
-        got = evaluate_points(template, state, directions, alphas[:k], data, loss, config.model,
+        got = evaluate_points(template, state, directions, alphas[:k], split_sources(data), loss,
                               members=members)
         return np.stack([got[m] for m in ("train_loss", "train_acc", "test_loss", "test_acc")], 1)
 

@@ -34,10 +34,12 @@ import torch
 
 from .config import ObjectiveConfig, RunConfig
 from .data import Dataset, Split
-from .ensemble import MemberData, eval_chunk
+from .ensemble import MemberData
 from .errors import WorkFailed
+from .evaluation import rows_for, sample_losses
 from .models import build_model, output_units
-from .training import Member, sample_losses, train_group
+from .sources import as_source
+from .training import Member, train_group
 
 FOLD_STREAM = 0xADA  # the fold draw's own stream of the run's seed
 
@@ -109,7 +111,7 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
     template = build_model(aux.model, dataset.input_shape,
                            output_units(dataset.num_classes, aux.objective.loss))
     template = template.to(device=device, dtype=getattr(torch, aux.dtype))
-    rows = eval_chunk(aux.model, dataset.input_shape, 1, device=device)
+    rows = rows_for(template, dataset.input_shape, 1, device)
     losses = np.empty(n)
     for fs in stacks.values():
         members = [Member(aux, FinalState(aux.optim.epochs)) for _ in fs]
@@ -119,7 +121,8 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
         if "diverged" in statuses:
             raise WorkFailed(f"{config.name}: an AdaFlood auxiliary model diverged (NaN/inf loss)")
         for f, m in zip(fs, members):
-            losses[folds == f] = sample_losses(template, m.writer.state, draws[f].val,
+            held_out = as_source(draws[f].val, device=device, dtype=None)
+            losses[folds == f] = sample_losses(template, m.writer.state, held_out,
                                                aux.objective.loss, rows)
     return losses, folds
 

@@ -2,17 +2,50 @@
 AdaFlood (Bae et al. 2023: a level per sample, from adaflood.py).
 
 The surrogate losses of paper Sec. 3.1: softmax cross-entropy, and the logistic loss
-log(1 + exp(-t g(x))) with t = +-1 for binary data scored by one output unit.
+log(1 + exp(-t g(x))) with t = +-1 for binary data scored by one output unit. Measurements also
+take a user's loss: a callable (logits [n, C], y [n]) -> per-sample losses [n].
+
+`flood` and `iflood` are the drop-ins for any training loop (README: Your own model):
+
+    loss = landscape.flood(F.cross_entropy(model(x), y), b=0.02)          # flooding
+    loss = landscape.iflood(F.cross_entropy(model(x), y, reduction="none"), b=0.02)  # iFlood
 """
 
 from __future__ import annotations
 
+from typing import Callable, Union
+
 import torch
 import torch.nn.functional as F
 
+LOSSES = ("cross_entropy", "logistic")
+Loss = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
-def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Surrogate loss of each sample. logits [..., n, C], y [..., n] int -> [..., n]."""
+
+def check_loss(loss: Loss) -> Loss:
+    """A loss name we know or a callable; anything else is bad input."""
+    from .errors import BadInput
+
+    if callable(loss) or loss in LOSSES:
+        return loss
+    raise BadInput(f"unknown loss {loss!r}; use cross_entropy, logistic or a callable "
+                   "(logits, y) -> per-sample losses")
+
+
+def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Surrogate loss of each sample. logits [..., n, C], y [..., n] int -> [..., n]. A callable
+    loss sees 2-D logits [m, C] (stacked members' rows flattened into one batch) and y [m]."""
+    if callable(loss):
+        c = logits.shape[-1]
+        flat_y = y.expand(logits.shape[:-1] + y.shape[logits.dim() - 1:]).reshape(
+            -1, *y.shape[logits.dim() - 1:])
+        out = loss(logits.reshape(-1, c), flat_y)
+        if out.shape != flat_y.shape[:1]:
+            from .errors import BadInput
+            raise BadInput(f"the loss callable must return one loss per sample (shape "
+                           f"[{flat_y.shape[0]}]), got shape {list(out.shape)}; use "
+                           "reduction='none'")
+        return out.reshape(logits.shape[:-1])
     if loss == "logistic":
         margin = (2 * y - 1).to(logits.dtype) * logits[..., 0]
         return F.softplus(-margin)
@@ -21,16 +54,24 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.T
     return -log_p.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
-def predictions(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """Predicted labels [..., n] from logits [..., n, C]."""
-    if loss == "logistic":
+def predictions(logits: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Predicted labels [..., n] from logits [..., n, C]: the sign of a single score (the
+    logistic loss, or any loss on one output unit), else the arg max."""
+    if loss == "logistic" or logits.shape[-1] == 1:
         return (logits[..., 0] > 0).to(torch.int64)
     return logits.argmax(dim=-1)
 
 
 def flood(objective: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
-    """|J - b| + b (Eq. 1): descent above the flood level b, ascent below it; J itself when b = 0."""
+    """|J - b| + b (Eq. 1): descent above the flood level b, ascent below it; J itself when b = 0.
+    J is the mini-batch objective (the batch's mean loss)."""
     return (objective - b).abs() + b
+
+
+def iflood(losses: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """mean_i |l_i - b| + b (iFlood, Xie et al. 2022): flooding of each sample's loss l_i
+    (per-sample losses [..., n], e.g. reduction="none") -> [...]."""
+    return flooded_objective(losses, b, "iflood")
 
 
 def flooded_objective(losses: torch.Tensor, b: torch.Tensor | float,

@@ -11,14 +11,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from .config import RunConfig
-from .data import Split
 from .data.augment import random_crop_flip
 from .device import autocast, channels_last
 from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
@@ -79,19 +77,6 @@ def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim
         return cls(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return cls(params, **kwargs)
-
-
-@torch.inference_mode()
-def sample_losses(model: torch.nn.Module, state: Mapping[str, torch.Tensor], split: Split,
-                  loss: str, rows: int, *, progress: bool = False, label: str = "") -> np.ndarray:
-    """Each point's loss [n] (float64) under the weights `state`, eval mode, `rows` at a time."""
-    model.eval()
-    out = []
-    with progress_bar(range(0, len(split), rows), enabled=progress, label=label) as starts:
-        for start in starts:
-            logits = functional_call(model, dict(state), (split.inputs(slice(start, start + rows)),))
-            out.append(per_sample_loss(logits, split.y[start:start + rows], loss).double().cpu())
-    return torch.cat(out).numpy()
 
 
 @torch.inference_mode()

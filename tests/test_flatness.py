@@ -13,7 +13,8 @@ from landscape.analysis.filternorm import Normalization, gaussian_directions, pa
 from landscape.analysis.flatness import (SliceOptions, bn_statistics, evaluate_points, flatness,
                                          statistics_model)
 from landscape.analysis.gradnorm import gradnorm
-from landscape.analysis.loading import dataset_for, model_for, read_result, state_at
+from landscape.analysis.loading import (dataset_for, model_for, read_result, split_sources,
+                                        state_at)
 from landscape.config import Execution, ModelConfig
 from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss, predictions
@@ -76,10 +77,8 @@ def test_batched_slice_equals_a_weight_copy_loop(pair):
     template, directions = _directions(run, state)
     alphas = np.linspace(-1, 1, 7)[:, None]
     data = dataset_for(run, device=CPU)
-    stacked = evaluate_points(template, state, directions, alphas, data, "logistic",
-                              run.config.model, members=4)
-    looped = evaluate_points(template, state, directions, alphas, data, "logistic",
-                             run.config.model, members=1)
+    stacked = evaluate_points(template, state, directions, alphas, split_sources(data), "logistic", members=4)
+    looped = evaluate_points(template, state, directions, alphas, split_sources(data), "logistic", members=1)
     for i, (alpha,) in enumerate(alphas):
         copied = {k: v + alpha * directions[0][k] if k in directions[0] else v
                   for k, v in state.items()}
@@ -103,7 +102,7 @@ def test_surface_grid_is_y_by_x_and_its_x_axis_is_the_slice(pair, tmp_path):
     state = state_at(pair[0], "last", device=CPU)
     template, directions = _directions(pair[0], state, count=2)
     corner = evaluate_points(template, state, directions, np.array([[0.5, -1.0]]),
-                             dataset_for(pair[0], device=CPU), "logistic", pair[0].config.model,
+                             split_sources(dataset_for(pair[0], device=CPU)), "logistic",
                              members=1)
     assert np.isclose(a["test_loss"][0, 3], corner["test_loss"][0], rtol=1e-6)  # (x=0.5, y=-1)
 
@@ -146,10 +145,8 @@ def test_bn_running_statistics_are_never_perturbed(bn_run):
     template, directions = _directions(bn_run, state)
     data = dataset_for(bn_run, device=CPU)
     alphas = np.array([[-0.5], [0.0], [0.5]])
-    kept = evaluate_points(template, state, directions, alphas, data, "logistic",
-                           bn_run.config.model, members=2)
-    recomputed = evaluate_points(template, state, directions, alphas, data, "logistic",
-                                 bn_run.config.model, members=2, bn_stats="recompute")
+    kept = evaluate_points(template, state, directions, alphas, split_sources(data), "logistic", members=2)
+    recomputed = evaluate_points(template, state, directions, alphas, split_sources(data), "logistic", members=2, bn_stats="recompute")
     for key, value in before.items():
         assert torch.equal(state[key], value), key
         if "running" in key:
@@ -157,7 +154,8 @@ def test_bn_running_statistics_are_never_perturbed(bn_run):
     assert np.isclose(kept["train_loss"][1], bn_run.metrics()["train_loss"][-1], rtol=1e-5)
     assert not np.allclose(kept["train_loss"], recomputed["train_loss"])
     params, buffers = parameters_of(template, state)
-    fresh = bn_statistics(statistics_model(template), params, buffers, data.train.x, rows=1000)
+    fresh = bn_statistics(statistics_model(template), params, buffers,
+                          split_sources(data)["train"], rows=1000)
     hidden = data.train.x @ params["1.weight"].T                # the first BN layer's input
     torch.testing.assert_close(fresh["2.running_mean"], hidden.mean(0))
     torch.testing.assert_close(fresh["2.running_var"], hidden.var(0))

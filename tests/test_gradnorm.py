@@ -10,7 +10,8 @@ from landscape.analysis.filternorm import Normalization
 from landscape.analysis.gradnorm import gradnorm, plot_gradnorm, run_amplitudes
 from landscape.analysis.loading import dataset_for, model_for, read_result
 from landscape.analysis.selection import early_stopping_epoch
-from landscape.analysis.stacking import split_loss
+from landscape.evaluation import mean_loss
+from landscape.sources import as_source
 from landscape.ensemble import Ensemble
 from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss
@@ -71,12 +72,13 @@ def test_chunked_and_stacked_gradients_equal_one_pass(pair):
     template = model_for(run, data, device=CPU)
     states = [run.state_dict(e) for e in (3, 9)]
     together = Ensemble(template, states, device=CPU, dtype=torch.float32)
-    loss_chunks, acc_chunks, g_chunks = split_loss(together, data.test, "logistic", 7,
+    test = as_source(data.test, device=CPU, dtype=None)
+    loss_chunks, acc_chunks, g_chunks = mean_loss(together, test, "logistic", 7,
                                                    gradients=True)
     for k, state in enumerate(states):
         alone = Ensemble(template, [state], device=CPU, dtype=torch.float32)
-        loss_one, acc_one, g_one = split_loss(alone, data.test, "logistic", 10_000, gradients=True)
-        plain = split_loss(alone, data.test, "logistic", 10_000)
+        loss_one, acc_one, g_one = mean_loss(alone, test, "logistic", 10_000, gradients=True)
+        plain = mean_loss(alone, test, "logistic", 10_000)
         assert plain[2] is None and plain[0] == loss_one[0] and plain[1] == acc_one[0]
         for name in g_one:
             torch.testing.assert_close(g_chunks[name][k], g_one[name][0], rtol=1e-4, atol=1e-7)

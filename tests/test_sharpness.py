@@ -18,6 +18,7 @@ from landscape.analysis.sharpness import (KIND, SharpnessOptions, average_sharpn
                                           hessian_trace, hvp_function, top_eigenvalue)
 from landscape.data import Split, load
 from landscape.flooding import per_sample_loss
+from landscape.sources import as_source
 
 from analysis_runs import train_pair
 from conftest import landscape_cli
@@ -83,8 +84,8 @@ def test_average_sharpness_at_small_sigma_is_half_the_curvature_along_the_draws(
     = s^2 / 2 d.Hd + O(s^4) for each draw d (ReLU kinks are not crossed at s = 1e-5)."""
     model, params, buffers, _, H, data = exact
     options = SharpnessOptions(sigma=1e-5, draws=4, seed=3)
-    value, _, _ = average_sharpness(model, params, buffers, data, "logistic", options,
-                                    at_once=8, rows=16)
+    value, _, _ = average_sharpness(model, params, buffers, as_source(data.train, device=CPU,
+                                    dtype=None), "logistic", options, at_once=8, rows=16)
     directions = gaussian_directions(params, 3, Normalization(), count=4)
     flat = torch.stack([torch.cat([d[k].flatten() for k in params]) for d in directions])
     curvature = float(torch.einsum("di,ij,dj->d", flat, H, flat).mean())
@@ -98,8 +99,8 @@ def test_average_sharpness_equals_a_slow_loop(pair):
     model = model_for(run, data, device=CPU)
     params, buffers = parameters_of(model, run.state_dict(14))
     options = SharpnessOptions(sigma=0.3, draws=3, seed=5, split="test")
-    value, stderr, base = average_sharpness(model, params, buffers, data, "logistic", options,
-                                            at_once=4, rows=64)
+    value, stderr, base = average_sharpness(model, params, buffers, as_source(
+        data.test, device=CPU, dtype=None), "logistic", options, at_once=4, rows=64)
     module = model_for(run, data, device=CPU)
     pair_means = []
     with torch.no_grad():

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,16 +29,18 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import distributed
-from ..config import ModelConfig
 from ..data import Dataset
-from ..ensemble import Ensemble, eval_chunk
+from ..ensemble import Ensemble
 from ..errors import BadInput
+from ..flooding import Loss
 from ..progress import progress_bar
+from ..sources import Source
 from ..store import Run
+from ..evaluation import mean_loss, models_at_once, rows_of
 from .filternorm import Normalization, gaussian_directions, parameters_of
-from .loading import check_same_architecture, dataset_for, model_for, read_result, state_at
+from .loading import (check_same_architecture, dataset_for, model_for, read_result,
+                      split_sources, state_at)
 from .loading import write_result
-from . import stacking
 
 KIND = "slice"
 BN_STATS = ("checkpoint", "recompute")
@@ -110,16 +112,16 @@ def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
 
 
 def bn_statistics(stat_model: nn.Module, params: dict[str, torch.Tensor],
-                  buffers: dict[str, torch.Tensor], x: torch.Tensor, rows: int
+                  buffers: dict[str, torch.Tensor], source: Source, rows: int
                   ) -> dict[str, torch.Tensor]:
-    """BatchNorm running statistics re-estimated at `params` from inputs x: `stat_model` is in
-    train mode with momentum None (a cumulative average over row chunks; exact with one chunk), and
-    functional_call updates the fresh buffers we pass in place."""
+    """BatchNorm running statistics re-estimated at `params` from the source's inputs:
+    `stat_model` is in train mode with momentum None (a cumulative average over batches; exact
+    with one batch), and functional_call updates the fresh buffers we pass in place."""
     fresh = {k: (torch.ones_like(v) if k.endswith("running_var") else torch.zeros_like(v))
              for k, v in buffers.items()}
     with torch.no_grad():
-        for start in range(0, len(x), rows):
-            functional_call(stat_model, {**params, **fresh}, (x[start:start + rows],))
+        for x, _ in source.batches(rows):
+            functional_call(stat_model, {**params, **fresh}, (x,))
     return fresh
 
 
@@ -132,28 +134,30 @@ def statistics_model(template: nn.Module) -> nn.Module:
     return model
 
 
-def evaluate_points(template: nn.Module, state: dict[str, torch.Tensor],
-                    directions: Sequence[dict[str, torch.Tensor]], coords: np.ndarray,
-                    data: Dataset, loss: str, model_config: ModelConfig, *, members: int,
+def evaluate_points(template: nn.Module, state: Mapping[str, torch.Tensor],
+                    directions: Sequence[Mapping[str, torch.Tensor]], coords: np.ndarray,
+                    sources: Mapping[str, Source], loss: Loss, *, members: int = 1,
                     bn_stats: str = "checkpoint") -> dict[str, np.ndarray]:
-    """Train and test loss and accuracy at theta + sum_j coords[p, j] * directions[j] for every
-    point p (coords [P, D]): `members` points stacked as one vmapped Ensemble, or one at a time
-    (members = 1, the fast choice on a CPU). Each perturbed parameter set is written once into the
-    ensemble's own stacked tensors (allocated once per call, not per point) and evaluated on both
-    splits; buffers (BN running statistics) are never perturbed."""
+    """Loss and accuracy on every source (`<name>_loss`, `<name>_acc`) at theta + sum_j
+    coords[p, j] * directions[j] for every point p (coords [P, D]): `members` points stacked as one
+    vmapped Ensemble, or one at a time (members = 1, the fast choice on a CPU). Each perturbed
+    parameter set is written once into the ensemble's own stacked tensors (allocated once per
+    call, not per point) and evaluated on every source; buffers (BN running statistics) are never
+    perturbed, or, with bn_stats "recompute", re-estimated at each point from the "train" source."""
     params, buffers = parameters_of(template, state)
-    dtype = next(iter(params.values())).dtype
+    first = next(iter(params.values()))
     if bn_stats == "recompute":
         members, stat_model = 1, statistics_model(template)
     members = max(1, min(members, len(coords)))
-    rows = eval_chunk(model_config, data.input_shape, members, device=data.train.y.device)
+    rows = {name: rows_of(template, source, members, first.device)
+            for name, source in sources.items()}
     slots: dict[int, Ensemble] = {}  # by size: the last chunk may be smaller
-    out = {k: np.full(len(coords), np.nan) for k in METRICS}
+    out = {f"{name}_{m}": np.full(len(coords), np.nan) for name in sources for m in ("loss", "acc")}
     for start in range(0, len(coords), members):
         chunk = coords[start:start + members].tolist()
         if len(chunk) not in slots:
-            slots[len(chunk)] = Ensemble(template, [state] * len(chunk),
-                                         device=data.train.y.device, dtype=dtype)
+            slots[len(chunk)] = Ensemble(template, [dict(state)] * len(chunk),
+                                         device=first.device, dtype=first.dtype)
         ensemble = slots[len(chunk)]
         with torch.no_grad():
             for k, c in enumerate(chunk):
@@ -163,13 +167,14 @@ def evaluate_points(template: nn.Module, state: dict[str, torch.Tensor],
                         slot.add_(d[n], alpha=a)
                 if bn_stats == "recompute":
                     point = {n: p[k] for n, p in ensemble.params.items()}
-                    fresh = bn_statistics(stat_model, point, buffers, data.train.x, rows)
+                    fresh = bn_statistics(stat_model, point, buffers, sources["train"],
+                                          rows["train"])
                     for n, value in fresh.items():
                         ensemble.buffers[n][k].copy_(value)
-        for split in ("train", "test"):
-            split_loss, split_acc, _ = stacking.split_loss(ensemble, data.split(split), loss, rows)
-            out[f"{split}_loss"][start:start + len(chunk)] = split_loss.numpy()
-            out[f"{split}_acc"][start:start + len(chunk)] = split_acc.numpy()
+        for name, source in sources.items():
+            split_loss, split_acc, _ = mean_loss(ensemble, source, loss, rows[name])
+            out[f"{name}_loss"][start:start + len(chunk)] = split_loss.numpy()
+            out[f"{name}_acc"][start:start + len(chunk)] = split_acc.numpy()
     return out
 
 
@@ -227,7 +232,7 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
              members: int | None = None) -> list[Path]:
     """Slices (or surfaces) of the paper's models of `runs` into one result file each under
     `out`, resuming files that a killed computation left; returns the files, in model order.
-    `members`: points evaluated at once (default: stacking.models_at_once).
+    `members`: points evaluated at once (default: evaluation.models_at_once).
 
     Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
     the file (README: Scale-out)."""
@@ -254,7 +259,7 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
         params, _ = parameters_of(template, state)
         directions = gaussian_directions(params, options.direction_seed, options.normalization,
                                          count=2 if options.two_d else 1)
-        step = members or stacking.models_at_once(
+        step = members or models_at_once(
             run.config.model, sum(p.numel() for p in params.values()), device)
         if world.size > 1:  # points for every rank (a GPU would stack a whole slice in one chunk)
             step = min(step, math.ceil(len(plan.todo) / world.size))
@@ -267,8 +272,8 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
                 with distributed.exchange(world) as done:
                     if chunk is not None:
                         done.value = chunk, evaluate_points(
-                            template, state, directions, grid[chunk][:, :len(directions)], data,
-                            run.config.objective.loss, run.config.model, members=step,
+                            template, state, directions, grid[chunk][:, :len(directions)],
+                            split_sources(data), run.config.objective.loss, members=step,
                             bn_stats=options.bn_stats)
                 for chunk, values in filter(None, done.values):  # every rank's chunk of the round
                     for k in METRICS:

@@ -3,8 +3,8 @@ and test loss at every saved epoch, against test loss and accuracy.
 
 The amplitude is the l2 norm of the filter-normalized gradient (filternorm.py; DESIGN.md 1.3) of
 the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the checkpoint's
-running statistics), accumulated over row chunks at bounded memory (stacking.split_loss).
-Several saved epochs are stacked as one Ensemble where that pays (GPUs; stacking.models_at_once).
+running statistics), accumulated over row chunks at bounded memory (evaluation.mean_loss).
+Several saved epochs are stacked as one Ensemble where that pays (GPUs; evaluation.models_at_once).
 """
 
 from __future__ import annotations
@@ -12,26 +12,59 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import distributed
-from ..ensemble import Ensemble, eval_chunk
+from ..ensemble import Ensemble
 from ..errors import BadInput
+from ..flooding import Loss
 from ..progress import progress_bar
+from ..sources import Source
 from ..store import Run
+from ..evaluation import mean_loss, models_at_once, rows_of
 from .filternorm import Normalization, amplitude
-from .loading import (check_same_architecture, dataset_for, model_for, read_result, text,
-                      write_result)
+from .loading import (check_same_architecture, dataset_for, model_for, read_result,
+                      split_sources, text, write_result)
 from .plotting import FORMATS, figure, save_figure
 from .selection import early_stopping_epoch
-from . import stacking
 
 KIND = "gradnorm"
 SPLITS = ("train", "test")
 SKIP_EPOCHS = 10  # Fig. 4: "We remove the first 10 epochs and plot the rest."
+
+
+def amplitudes(template: nn.Module, states: Sequence[Mapping[str, torch.Tensor]],
+               sources: Mapping[str, Source], loss: Loss, normalization: Normalization, *,
+               splits: Sequence[str], members: int = 1, progress: bool = False,
+               label: str = "") -> dict[str, np.ndarray]:
+    """Per state dict: `<name>_loss` and `<name>_acc` on every source, and `<name>_grad`, the
+    gradient amplitude of its mean loss, for the sources named in `splits` (NaN for the others).
+    `members` states are stacked as one Ensemble. Returns 1-D arrays over the states."""
+    first = next(iter(states[0].values()))
+    rows = {name: rows_of(template, source, members, first.device, gradients=True)
+            for name, source in sources.items()}
+    out = {f"{name}_{m}": np.full(len(states), np.nan) for name in sources
+           for m in ("grad", "loss", "acc")}
+    starts = range(0, len(states), members)
+    with progress_bar(starts, enabled=progress, label=label) as bar:
+        for start in bar:
+            chunk = [dict(s) for s in states[start:start + members]]
+            ensemble = Ensemble(template, chunk, device=first.device, dtype=first.dtype)
+            theta = {n: p.detach() for n, p in ensemble.params.items()}
+            where = slice(start, start + len(chunk))
+            for name, source in sources.items():
+                split_loss, split_acc, grads = mean_loss(ensemble, source, loss, rows[name],
+                                                         gradients=name in splits)
+                if grads is not None:
+                    out[f"{name}_grad"][where] = amplitude(grads, theta, normalization,
+                                                           batch=1).double().cpu().numpy()
+                out[f"{name}_loss"][where] = split_loss.numpy()
+                out[f"{name}_acc"][where] = split_acc.numpy()
+    return out
 
 
 def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalization,
@@ -46,35 +79,20 @@ def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalizati
                        f"{_ranges(run.saved_epochs)}); train with --save-every/--save-epochs/--save all")
     dataset = dataset_for(run, device=device)
     template = model_for(run, dataset, device=device)
-    dtype = getattr(torch, run.config.dtype)
-    loss = run.config.objective.loss
-    members = stacking.models_at_once(run.config.model,
-                                      sum(p.numel() for p in template.parameters()), device)
-    # autograd keeps every layer's activations: a fraction of the (GPU-sized) forward working
-    # set bounds memory; cache-sized chunks gain nothing here (CPU, width 500: 1.6 s for the test
-    # gradient at 209, 2,097 or 13,421 rows on one thread; 4.7 s at 209 rows on two)
-    rows = max(1, eval_chunk(run.config.model, dataset.input_shape, members)
-               // (2 * (run.config.model.depth or 8)))
-    out = {k: np.full(len(epochs), np.nan) for k in
-           ("train_grad", "test_grad", "train_loss", "train_acc", "test_loss", "test_acc")}
-    starts = range(0, len(epochs), members)
-    with progress_bar(starts, enabled=progress, label=run.name) as bar:
+    members = models_at_once(run.config.model,
+                             sum(p.numel() for p in template.parameters()), device)
+    # states are read one chunk at a time: a long run's saved epochs need not all fit in memory
+    out: dict[str, list] = {}
+    with progress_bar(range(0, len(epochs), members), enabled=progress, label=run.name) as bar:
         for start in bar:
-            chunk = epochs[start:start + members]
-            states = [run.state_dict(e, device) for e in chunk]
-            ensemble = Ensemble(template, states, device=device, dtype=dtype)
-            theta = {n: p.detach() for n, p in ensemble.params.items()}
-            where = slice(start, start + len(chunk))
-            for name in SPLITS:
-                split_loss, split_acc, grads = stacking.split_loss(
-                    ensemble, dataset.split(name), loss, rows, gradients=name in splits)
-                if grads is not None:
-                    out[f"{name}_grad"][where] = amplitude(grads, theta, normalization,
-                                                           batch=1).double().cpu().numpy()
-                out[f"{name}_loss"][where] = split_loss.numpy()
-                out[f"{name}_acc"][where] = split_acc.numpy()
-    out["epoch"] = np.asarray(epochs, dtype=np.int64)
-    return out
+            states = [run.state_dict(e, device) for e in epochs[start:start + members]]
+            part = amplitudes(template, states, split_sources(dataset), run.config.objective.loss,
+                              normalization, splits=splits, members=members)
+            for k, v in part.items():
+                out.setdefault(k, []).append(v)
+    values = {k: np.concatenate(v) for k, v in out.items()}
+    values["epoch"] = np.asarray(epochs, dtype=np.int64)
+    return values
 
 
 def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,

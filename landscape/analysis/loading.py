@@ -20,6 +20,7 @@ from torch import nn
 from .. import data as data_module
 from ..errors import BadInput
 from ..models import build_model, output_units
+from ..sources import Source, as_source
 from ..store import Run
 
 _DATA_CACHE: dict[tuple, data_module.Dataset] = {}
@@ -68,6 +69,13 @@ def state_at(run: Run, which: int | str, *, device: torch.device) -> dict[str, t
                            f"{run.epochs}); its last epoch is not there yet")
         which = run.epochs_done
     return run.state_dict(int(which), device)
+
+
+def split_sources(data: data_module.Dataset) -> dict[str, Source]:
+    """A run's training and test splits, as the sources a slice is evaluated on (a split makes
+    its own model input: the dtype is its own)."""
+    return {name: as_source(data.split(name), device=data.train.y.device, dtype=None)
+            for name in ("train", "test")}
 
 
 def check_same_architecture(runs: Iterable[Run]) -> None:

@@ -30,10 +30,10 @@ import torch
 from .. import data as data_module
 from ..config import SYNTHETIC
 from ..data import Split
-from ..ensemble import eval_chunk
 from ..errors import BadInput
+from ..sources import as_source
 from ..store import Run
-from ..training import sample_losses
+from ..evaluation import rows_for, sample_losses
 from .loading import dataset_for, model_for, read_result, state_at, write_result
 from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
 
@@ -180,6 +180,40 @@ def default_grid(risk: float, train_loss: float) -> np.ndarray:
     return np.linspace(0.0, 2 * max(risk, train_loss), GRID_POINTS)
 
 
+@dataclass(frozen=True)
+class Check:
+    """Theorem 1 checked on one model's per-sample losses: R, the grid of b, and per panel
+    ("pool": R^ on draws from the pool; "train": on the training set, when given) the MSEs and
+    the claims."""
+
+    risk: float
+    risk_se: float
+    train_loss: float           # NaN without training data
+    flood: np.ndarray           # [G]
+    panels: dict[str, Panel]
+    claims: dict[str, Claims]
+
+    @property
+    def holds(self) -> bool:
+        return all(c.holds for c in self.claims.values())
+
+
+def check_panels(pool_losses: np.ndarray, train_losses: np.ndarray | None, *, sample_size: int,
+                 samples: int, flood_grid: Sequence[float] | None, seed: int) -> Check:
+    """Theorem 1 from per-sample losses: R = the pool's mean loss, M = `samples` draws of R^ of
+    `sample_size` each, from the pool and (if given) from the training losses."""
+    risk = float(pool_losses.mean())
+    train_loss = float(train_losses.mean()) if train_losses is not None else math.nan
+    flood = (np.asarray(sorted(flood_grid), dtype=np.float64) if flood_grid
+             else default_grid(risk, 0.0 if train_losses is None else train_loss))
+    rng = np.random.default_rng(seed)
+    given = {"pool": pool_losses, "train": train_losses}
+    panels = {name: mse_panel(draw_means(given[name], samples, sample_size, rng), risk, flood)
+              for name in PANELS if given[name] is not None}
+    return Check(risk, float(pool_losses.std(ddof=1) / math.sqrt(len(pool_losses))), train_loss,
+                 flood, panels, {name: check_claims(p, risk, flood) for name, p in panels.items()})
+
+
 def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: torch.device,
                    progress: bool = True) -> Path:
     """Theorem 1 on the run's model at options.epoch; writes the result file `out`."""
@@ -188,30 +222,30 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
     state = state_at(run, options.epoch, device=device)
     epoch = run.epochs_done if options.epoch == "last" else options.epoch
     pool, pool_text = pool_for(run, options, device=device)
-    loss, rows = run.config.objective.loss, eval_chunk(run.config.model, dataset.input_shape, 1)
-    pool_losses = sample_losses(model, state, pool, loss, rows, progress=progress,
-                                label="pool losses")
-    train_losses = sample_losses(model, state, dataset.train, loss, rows)
-    risk, train_loss = float(pool_losses.mean()), float(train_losses.mean())
+    loss, rows = run.config.objective.loss, rows_for(model, dataset.input_shape, 1, device)
+    pool_losses = sample_losses(model, state, as_source(pool, device=device, dtype=None), loss,
+                                rows, progress=progress, label="pool losses")
+    train_losses = sample_losses(model, state, as_source(dataset.train, device=device, dtype=None),
+                                 loss, rows)
     size = options.sample_size or len(dataset.train)
-    flood = (np.asarray(sorted(options.flood_grid), dtype=np.float64) if options.flood_grid
-             else default_grid(risk, train_loss))
-    rng = np.random.default_rng(options.draw_seed)
-    panels = {name: mse_panel(draw_means(losses, options.samples, size, rng), risk, flood)
-              for name, losses in zip(PANELS, (pool_losses, train_losses))}
-    claims = {name: check_claims(panel, risk, flood) for name, panel in panels.items()}
-    arrays = {"flood": flood}
-    for name, p in panels.items():
-        arrays.update({f"{name}/risk_hat": p.risk_hat, f"{name}/mse_plain": np.float64(p.mse_plain),
-                       f"{name}/mse_flooded": p.mse_flooded, f"{name}/gain": p.gain,
-                       f"{name}/below": p.below})
+    check = check_panels(pool_losses, train_losses, sample_size=size, samples=options.samples,
+                         flood_grid=options.flood_grid, seed=options.draw_seed)
     attrs = {**{k: v for k, v in dataclasses.asdict(options).items() if k != "flood_grid"},
              "epoch": str(epoch), "sample_size": size, "run": str(run.path),
              "config_digest": run.config.digest(), "pool": pool_text, "pool_points": len(pool),
-             "risk": risk, "risk_se": float(pool_losses.std(ddof=1) / math.sqrt(len(pool))),
-             "train_loss": train_loss, "train_points": len(dataset.train),
-             "loss": run.config.objective.loss,
-             "claims": {name: c.to_dict() for name, c in claims.items()}}
+             "train_points": len(dataset.train), "loss": run.config.objective.loss}
+    return write_check(out, check, attrs)
+
+
+def write_check(out: str | Path, check: Check, attrs: dict) -> Path:
+    """A Check as a result file (read_check, plot_mse and report read it)."""
+    arrays = {"flood": check.flood}
+    for name, p in check.panels.items():
+        arrays.update({f"{name}/risk_hat": p.risk_hat, f"{name}/mse_plain": np.float64(p.mse_plain),
+                       f"{name}/mse_flooded": p.mse_flooded, f"{name}/gain": p.gain,
+                       f"{name}/below": p.below})
+    attrs = {**attrs, "risk": check.risk, "risk_se": check.risk_se, "train_loss": check.train_loss,
+             "claims": {name: c.to_dict() for name, c in check.claims.items()}}
     return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
 
 

@@ -17,9 +17,9 @@ checkpoint's running statistics; only parameters are perturbed), H its Hessian o
   expectation and cancels the first-order term sigma g.d exactly, so for small sigma the estimate
   is sigma^2 / 2 times the mean of d.Hd over the draws, up to O(sigma^4).
 
-Hessian-vector products Hv are forward-over-reverse (torch.func.jvp of torch.func.grad) on the
-parameter dict, accumulated over chunks of rows (each chunk's gradient of sum(losses) / n), so
-memory is bounded by the chunk; several vectors (trace probes) go through vmap at once.
+Hessian-vector products Hv are reverse over reverse (a backward pass through each chunk's
+gradient graph, hvp_function), accumulated over chunks of rows and divided by n, so memory is
+bounded by the chunk unless the graphs fit in memory, where they are built once and kept.
 """
 
 from __future__ import annotations
@@ -32,22 +32,22 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call
 
-from ..data import Dataset, Split
-from ..ensemble import Ensemble, MemberData, eval_chunk
+from ..data import Split
 from ..errors import BadInput
-from ..flooding import per_sample_loss
+from ..flooding import Loss, per_sample_loss
 from ..progress import progress_bar
+from ..sources import Source, as_source
 from ..store import Run
-from ..training import evaluate
+from ..evaluation import layers, losses_at, models_at_once, row_numbers, rows_of
 from .filternorm import Normalization, gaussian_directions, parameters_of
-from .loading import check_same_architecture, dataset_for, model_for, write_result
+from .loading import check_same_architecture, dataset_for, model_for, split_sources, write_result
 from .selection import early_stopping_epoch
-from .stacking import models_at_once
 
 KIND = "sharpness"
-PROBE_BATCH = 8  # trace probes per vmapped product: memory grows with it, speed up to ~8
+PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
+GRAPH_NUMBERS = 1 << 27  # gradient graphs kept across Hessian-vector products (512 MB in float32)
 Tensors = dict[str, torch.Tensor]
 
 
@@ -86,27 +86,51 @@ def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
     return sum((a[k] * b[k]).flatten(1).sum(1) for k in a)
 
 
-def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, split: Split, loss: str,
-                 rows: int) -> Callable[[Tensors], Tensors]:
-    """v -> Hv for stacked vectors {name: [P, *shape]}, H the Hessian of the split's mean loss at
-    params, accumulated over chunks of `rows` rows."""
-    n = len(split)
+def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Source | Split,
+                 loss: Loss, rows: int) -> Callable[[Tensors], Tensors]:
+    """v -> Hv for stacked vectors {name: [P, *shape]}, H the Hessian of the data's mean loss at
+    params (eval mode), in chunks of `rows` rows (a DataLoader keeps its own batches).
 
-    def chunk_loss(p: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return per_sample_loss(functional_call(model, (p, buffers), (x,)), y, loss).sum() / n
+    Reverse over reverse, as PyHessian: each chunk's gradient is built once with its graph
+    (create_graph) and every product is one backward pass through it. The graphs are kept across
+    products while they fit in GRAPH_NUMBERS, which removes a forward and a backward pass from
+    every product; beyond that each product rebuilds them chunk by chunk."""
+    first = next(iter(params.values()))
+    source = as_source(data, device=first.device, dtype=first.dtype)
+    leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
+    names, inputs = list(leaves), list(leaves.values())
+    model.eval()
 
-    gradient = grad(chunk_loss)
+    def gradient(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        total = per_sample_loss(functional_call(model, (leaves, buffers), (x,)), y, loss).sum()
+        return list(torch.autograd.grad(total, inputs, create_graph=True))
 
-    def chunk_product(v: Tensors, x: torch.Tensor, y: torch.Tensor) -> Tensors:
-        return jvp(lambda p: gradient(p, x, y), (params,), (v,))[1]  # d/dt grad(theta + t v)
+    cache: list[list[torch.Tensor]] | None = []
+    n = held = 0
+    with torch.enable_grad():
+        for x, y in source.batches(rows):
+            n += len(y)
+            # double backward keeps a few numbers per unit of every layer for each row
+            held += len(y) * 4 * row_numbers(model, tuple(x.shape[1:])) * layers(model)
+            if cache is not None and held <= GRAPH_NUMBERS:
+                cache.append(gradient(x, y))
+            else:
+                cache = None
 
     def product(vectors: Tensors) -> Tensors:
+        count = len(next(iter(vectors.values())))
         total = {k: torch.zeros_like(v) for k, v in vectors.items()}
-        for start in range(0, n, rows):
-            x, y = split.inputs(slice(start, start + rows)), split.y[start:start + rows]
-            for k, hv in vmap(chunk_product, in_dims=(0, None, None))(vectors, x, y).items():
-                total[k] += hv
-        return total
+        with torch.enable_grad():
+            grads = cache if cache is not None else (gradient(x, y) for x, y in
+                                                     source.batches(rows))
+            for g in grads:
+                for p in range(count):
+                    hv = torch.autograd.grad(g, inputs, [vectors[k][p] for k in names],
+                                             retain_graph=True, allow_unused=True)
+                    for k, h in zip(names, hv):
+                        if h is not None:  # None: the gradient does not depend on k
+                            total[k][p] += h
+        return {k: t / n for k, t in total.items()}
 
     return product
 
@@ -145,22 +169,8 @@ def hessian_trace(hvp: Callable[[Tensors], Tensors], params: Tensors, *, probes:
     return float(samples.mean()), stderr
 
 
-def split_losses(model: nn.Module, states: Sequence[Tensors], dataset: Dataset, split: str,
-                 loss: str, *, at_once: int, rows: int) -> np.ndarray:
-    """The split's mean loss under each state dict [len(states)], `at_once` models stacked."""
-    out = []
-    dtype = next(iter(states[0].values())).dtype
-    device = next(iter(states[0].values())).device
-    for start in range(0, len(states), at_once):
-        chunk = list(states[start:start + at_once])
-        ensemble = Ensemble(model, chunk, device=device, dtype=dtype)
-        data = MemberData([dataset], [0] * len(chunk))
-        out.append(evaluate(ensemble, data, split, loss, rows)["loss"].cpu().numpy())
-    return np.concatenate(out)
-
-
-def average_sharpness(model: nn.Module, params: Tensors, buffers: Tensors, dataset: Dataset,
-                      loss: str, options: SharpnessOptions, *, at_once: int, rows: int
+def average_sharpness(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,
+                      loss: Loss, options: SharpnessOptions, *, at_once: int, rows: int
                       ) -> tuple[float, float, float]:
     """(E[L(theta + sigma d)] - L(theta), its standard error over the draws, L(theta))."""
     directions = gaussian_directions(params, options.seed, options.normalization,
@@ -168,8 +178,7 @@ def average_sharpness(model: nn.Module, params: Tensors, buffers: Tensors, datas
     points = [{**params, **buffers}] + [
         {**{k: p + sign * options.sigma * d[k] for k, p in params.items()}, **buffers}
         for d in directions for sign in (1, -1)]
-    losses = split_losses(model, points, dataset, options.split, loss, at_once=at_once,
-                          rows=rows)
+    losses = losses_at(model, points, source, loss, at_once=at_once, rows=rows)
     pairs = (losses[1::2] + losses[2::2]) / 2 - losses[0]  # [draws]: antithetic means
     stderr = pairs.std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else math.nan
     return float(pairs.mean()), float(stderr), float(losses[0])
@@ -191,23 +200,21 @@ def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
     model = model_for(run, dataset, device=device)
     loss = run.config.objective.loss
     at_once = models_at_once(run.config.model, sum(p.numel() for p in model.parameters()), device)
-    rows = eval_chunk(run.config.model, dataset.input_shape, at_once, device=device)
-    # double backward keeps every layer's activations, for each vmapped probe
-    grad_rows = max(1, eval_chunk(run.config.model, dataset.input_shape, PROBE_BATCH,
-                                  device=device) // (2 * (run.config.model.depth or 8)))
+    source = split_sources(dataset)[options.split]
+    rows = rows_of(model, source, at_once, device)
+    grad_rows = rows_of(model, source, 1, device, gradients=True)
     out = {k: np.full(len(epochs), np.nan) for k in MEASURES}
     with progress_bar(list(enumerate(epochs)), enabled=progress, label=run.name) as bar:
         for i, epoch in bar:
             params, buffers = parameters_of(model, run.state_dict(epoch, device))
-            hvp = hvp_function(model, params, buffers, dataset.split(options.split), loss,
-                               grad_rows)
+            hvp = hvp_function(model, params, buffers, source, loss, grad_rows)
             out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
                 hvp, params, iterations=options.iterations, tolerance=options.tolerance,
                 seed=options.seed)
             out["trace"][i], out["trace_stderr"][i] = hessian_trace(
                 hvp, params, probes=options.probes, seed=options.seed)
             out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
-                average_sharpness(model, params, buffers, dataset, loss, options,
+                average_sharpness(model, params, buffers, source, loss, options,
                                   at_once=at_once, rows=rows))
     metrics = run.metrics()
     out["test_loss"] = metrics["test_loss"][list(epochs)]
