@@ -17,3 +17,8 @@ class WorkFailed(LandscapeError):
     """The work itself failed, e.g. a run diverged (exit code 1)."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's preemption notice), raised where the program is, like Ctrl-C: the
+    epoch in flight is abandoned uncommitted and the run files are closed on the way out."""

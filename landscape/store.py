@@ -19,18 +19,24 @@ Layout (format "landscape-run", version 1; checkpoints/README.md documents it fo
     /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
 Crash safety: every dataset is created and its space allocated when the file is made (under a
-temporary name, renamed when complete). An epoch then only writes raw data into allocated space and
+fresh temporary name created exclusively, then linked to its name: files.py). An epoch then only writes raw data into allocated space and
 finishes by writing /epochs_done, an 8-byte write that commits it; no HDF5 metadata changes after
 creation. The resume state alternates between two slots, so the committed slot is never the one
 being written. Killing the trainer at any moment loses at most the epoch in flight.
+
+Integrity: the arrays (metrics, weights, snapshot and resume state, /data) carry HDF5's fletcher32
+checksum, so a corrupted byte is an error naming the dataset, never other numbers; the scalars
+and attributes are validated when a file is opened. Files written before the checksums open as
+they are. A reader may catch a metric's chunk while the trainer rewrites it: a checksum that fails
+is read again before it counts as corruption.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -42,6 +48,7 @@ import torch
 from . import __version__
 from .config import Execution, RunConfig
 from .errors import BadInput
+from .files import WriteLock, being_written, os_error, publish, temporary, write_text
 
 FORMAT = "landscape-run"
 FORMAT_VERSION = 1
@@ -61,25 +68,52 @@ def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
 
 def _preallocated(group: h5py.Group, name: str, shape: tuple[int, ...], dtype: np.dtype,
                   chunks: tuple[int, ...] | None = None) -> h5py.Dataset:
-    """A dataset whose file space exists now (sparse, unwritten), so later writes touch no metadata."""
+    """A dataset whose file space exists now (sparse, unwritten), so later writes touch no metadata;
+    checksummed unless it is a scalar (which cannot be chunked). Default: one chunk."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl)
+    if shape and all(shape):
+        dcpl.set_chunk(chunks or shape)
+        dcpl.set_fletcher32()
+    return group.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+
+
+def _checked(group: h5py.Group, name: str, data: np.ndarray, chunks: bool | tuple = True) -> None:
+    """A dataset of `data` with its checksum (an empty one has no chunk to checksum)."""
+    data = np.asarray(data)
+    if data.size:
+        group.create_dataset(name, data=data, chunks=chunks, fletcher32=True)
+    else:
+        group.create_dataset(name, data=data)
+
+
+# Rows of a metric per chunk: a chunk is rewritten (whole, with its checksum) at every epoch, and
+# 64 rows keep that write within a page or two.
+METRIC_CHUNK = 64
 
 
 def create_run(path: Path, config: RunConfig, execution: Execution, *, device: str,
                metric_names: Iterable[str], model_layout: Layout, optim_layout: Layout,
                flipped: Mapping[str, np.ndarray],
-               arrays: Mapping[str, np.ndarray] | None = None) -> None:
-    """Make a complete, empty run file at `path` (built under a temporary name, then renamed).
+               arrays: Mapping[str, np.ndarray] | None = None, replace: bool = False) -> None:
+    """Make a complete, empty run file at `path` (built under a fresh temporary name, then given
+    its name; unless `replace`, bad input if another process took the name meanwhile).
     `arrays` go under /data beside the flipped labels (AdaFlood's per-sample levels)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    with temporary(path) as partial:
+        _build(partial, config, execution, device=device, metric_names=metric_names,
+               model_layout=model_layout, optim_layout=optim_layout, flipped=flipped,
+               arrays=arrays)
+        publish(partial, path, replace=replace)
+
+
+def _build(partial: Path, config: RunConfig, execution: Execution, *, device: str,
+           metric_names: Iterable[str], model_layout: Layout, optim_layout: Layout,
+           flipped: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray] | None) -> None:
     epochs = config.optim.epochs
     saved = np.asarray(config.save_epochs, dtype=np.int64)
-    with h5py.File(partial, "w") as f:
+    with h5py.File(partial, "w-", locking=False) as f:  # w-: O_EXCL, never through a link
         f.attrs.update(
             format=FORMAT, format_version=FORMAT_VERSION, name=config.name,
             config=config.to_json(), config_digest=config.digest(),
@@ -93,9 +127,10 @@ def create_run(path: Path, config: RunConfig, execution: Execution, *, device: s
         f.create_dataset("epochs_done", data=np.int64(-1))
         metrics = f.create_group("metrics")
         for name in metric_names:
-            metrics.create_dataset(name, data=np.full(epochs + 1, np.nan))
+            _checked(metrics, name, np.full(epochs + 1, np.nan),
+                     chunks=(min(epochs + 1, METRIC_CHUNK),))
         weights = f.create_group("weights")
-        weights.create_dataset("epochs", data=saved)
+        _checked(weights, "epochs", saved)
         for key, (shape, dtype) in model_layout.items():
             _preallocated(weights, key, (len(saved), *shape), dtype, chunks=(1, *shape))
         if config.objective.takes_snapshot:
@@ -113,10 +148,9 @@ def create_run(path: Path, config: RunConfig, execution: Execution, *, device: s
                     _preallocated(group, f"{prefix}/{key}", shape, dtype)
         data = f.create_group("data")
         for split, idx in flipped.items():
-            data.create_dataset(f"flipped_{split}", data=np.asarray(idx, dtype=np.int64))
+            _checked(data, f"flipped_{split}", np.asarray(idx, dtype=np.int64))
         for name, values in (arrays or {}).items():
-            data.create_dataset(name, data=np.asarray(values))
-    os.replace(partial, path)
+            _checked(data, name, np.asarray(values))
 
 
 def _to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -124,11 +158,17 @@ def _to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class RunWriter:
-    """Appends epochs to a run file made by `create_run`. One writer per file at a time."""
+    """Appends epochs to a run file made by `create_run`. One writer per file at a time: it holds
+    the file's WriteLock (bad input if another process does); readers never take it."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.file = h5py.File(self.path, "r+")
+        self.lock = WriteLock(self.path)
+        try:
+            self.file = h5py.File(self.path, "r+", locking=False)
+        except OSError as err:
+            self.lock.release()
+            raise os_error(err, self.path) from None
         self.saved_epochs = [int(e) for e in self.file["weights/epochs"][()]]
         # Dataset handles looked up once: h5py's path lookups cost more than a small model's epoch.
         self._datasets: dict[str, h5py.Dataset] = {}
@@ -141,6 +181,12 @@ class RunWriter:
                     snapshot: tuple[int, int, float, Mapping[str, torch.Tensor]] | None = None
                     ) -> None:
         """Write epoch `epoch`'s row, state and (if taken this epoch) snapshot; then commit it."""
+        try:
+            self._write_epoch(epoch, metrics, model_state, optim_state, snapshot)
+        except OSError as err:  # a full disk: the epoch stays uncommitted
+            raise os_error(err, self.path) from None
+
+    def _write_epoch(self, epoch, metrics, model_state, optim_state, snapshot) -> None:
         d = self._datasets
         self.write_metrics(epoch, metrics)
         if epoch in self.saved_epochs:
@@ -164,23 +210,43 @@ class RunWriter:
 
     def write_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """An epoch's metrics, uncommitted (write_epoch commits; a diverged epoch stays so)."""
-        for name, value in metrics.items():
-            if f"metrics/{name}" in self._datasets:  # a file made before a metric existed
-                self._datasets[f"metrics/{name}"][epoch] = value   # continues without it
+        try:
+            for name, value in metrics.items():
+                if f"metrics/{name}" in self._datasets:  # a file made before a metric existed
+                    self._datasets[f"metrics/{name}"][epoch] = value   # continues without it
+        except OSError as err:
+            raise os_error(err, self.path) from None
 
     def set_status(self, status: str) -> None:
         assert status in STATUSES
-        self._datasets["status"][()] = np.bytes_(status)
-        self.file.flush()
+        try:
+            self._datasets["status"][()] = np.bytes_(status)
+            self.file.flush()
+        except OSError as err:
+            raise os_error(err, self.path) from None
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # a disk that filled up: what was committed before stays valid
+            pass
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Metrics(dict):
+    def __init__(self, path: Path, values: dict) -> None:
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, name: str):
+        raise BadInput(f"{self.path}: no metric {name!r} (a corrupt or edited run file?)")
 
 
 @dataclass(frozen=True)
@@ -202,20 +268,69 @@ class Run:
                 self.config = RunConfig.from_json(f.attrs["config"])
             except Exception as err:  # any malformed config is the file's fault
                 raise BadInput(f"{self.path}: unreadable run configuration ({err})") from None
-            self.execution = json.loads(f.attrs.get("execution", "{}"))
+            self.execution = self._json_attr(f, "execution")
             self.data_dir = str(data_dir) if data_dir else self.execution.get("data_dir")
-            self.versions = json.loads(f.attrs.get("versions", "{}"))
+            self.versions = self._json_attr(f, "versions")
             self.device = str(f.attrs.get("device", ""))
             self.created = str(f.attrs.get("created", ""))
-            self.status = f["status"][()].decode()
-            self.epochs_done = int(f["epochs_done"][()])
-            self.metric_names = tuple(f["metrics"].keys())
-            self._all_saved = tuple(int(e) for e in f["weights/epochs"][()])
+            status, done = self._read(f, "status"), self._read(f, "epochs_done")
+            self.status = status.decode(errors="replace") if isinstance(status, bytes) else str(
+                status)
+            if not isinstance(done, (int, np.integer)):
+                raise self._fault(f"epochs_done {done!r} is not an integer")
+            self.epochs_done = int(done)
+            self.metric_names = tuple(f["metrics"].keys()) if "metrics" in f else ()
+            self._all_saved = tuple(int(e) for e in self._read(f, "weights/epochs"))
             self.state_keys = tuple(k for k in f["weights"].keys() if k != "epochs")
             # Files of adaptive runs from b = 0 made before such runs took snapshots have no slot.
             self.snapshot_slot = "snapshot" in f
+            self._validate(f)
         # An unfinished run is either being trained now or was stopped (killed, not started).
         self.in_progress = self.status == "running" and being_written(self.path)
+
+    def _fault(self, what: str) -> BadInput:
+        return BadInput(f"{self.path}: {what} (a corrupt or edited run file)")
+
+    def _json_attr(self, f: h5py.File, key: str) -> dict:
+        try:
+            value = json.loads(f.attrs.get(key, "{}"))
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise self._fault(f"attribute {key!r} is not a JSON object")
+        return value
+
+    def _read(self, f: h5py.File, name: str, index=()):
+        """Dataset `name`[index]; a checksum that fails twice more (not a chunk caught while the
+        trainer rewrote it) is corruption, as is a missing dataset."""
+        if name not in f:
+            raise self._fault(f"no dataset /{name}")
+        for attempt in range(3):
+            try:
+                return f[name][index]
+            except OSError as err:
+                if attempt == 2:
+                    raise self._fault(f"dataset /{name} fails its checksum or cannot be read "
+                                      f"({str(err).splitlines()[0]})") from None
+                time.sleep(0.05)
+
+    def _validate(self, f: h5py.File) -> None:
+        """The scalars and shapes that carry no checksum, against the run's config."""
+        epochs = self.epochs
+        if self.status not in STATUSES:
+            raise self._fault(f"status {self.status!r} is none of {', '.join(STATUSES)}")
+        if not -1 <= self.epochs_done <= epochs:
+            raise self._fault(f"epochs_done {self.epochs_done} is outside -1..{epochs}")
+        for name in self.metric_names:
+            if f["metrics"][name].shape != (epochs + 1,):
+                raise self._fault(f"metric {name!r} has shape {f['metrics'][name].shape}, "
+                                  f"not ({epochs + 1},)")
+        if list(self._all_saved) != sorted(set(self._all_saved)) or not all(
+                0 <= e <= epochs for e in self._all_saved):
+            raise self._fault("weights/epochs is not an increasing list of epochs")
+        for key in self.state_keys:
+            if f["weights"][key].shape[:1] != (len(self._all_saved),):
+                raise self._fault(f"weights/{key} does not hold {len(self._all_saved)} epochs")
 
     @property
     def name(self) -> str:
@@ -234,15 +349,17 @@ class Run:
         return _open_run_file(self.path)
 
     def metrics(self) -> dict[str, np.ndarray]:
-        """Every metric, rows 0..epochs_done."""
+        """Every metric, rows 0..epochs_done; a missing one is bad input, not a KeyError."""
+        rows = slice(0, self.epochs_done + 1)
         with self._file() as f:
-            return {k: f["metrics"][k][: self.epochs_done + 1] for k in self.metric_names}
+            return _Metrics(self.path, {k: self._read(f, f"metrics/{k}", rows)
+                                        for k in self.metric_names})
 
     def metric(self, name: str) -> np.ndarray:
         if name not in self.metric_names:
             raise BadInput(f"{self.path}: no metric {name!r}")
         with self._file() as f:
-            return f["metrics"][name][: self.epochs_done + 1]
+            return self._read(f, f"metrics/{name}", slice(0, self.epochs_done + 1))
 
     def state_dict(self, epoch: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """The model's state dict after `epoch` epochs (0 = initial weights)."""
@@ -253,7 +370,7 @@ class Run:
         slot = self._all_saved.index(epoch)
         with self._file() as f:
             # np.asarray: a 0-d tensor (BatchNorm's num_batches_tracked) reads as a numpy scalar
-            return {k: torch.from_numpy(np.asarray(f["weights"][k][slot])).to(device)
+            return {k: torch.from_numpy(np.asarray(self._read(f, f"weights/{k}", slot))).to(device)
                     for k in self.state_keys}
 
     def snapshot(self, device: torch.device | str = "cpu") -> Snapshot | None:
@@ -261,55 +378,42 @@ class Run:
         with self._file() as f:
             if "snapshot" not in f:
                 return None
-            step, epoch = int(f["snapshot/step"][()]), int(f["snapshot/epoch"][()])
+            step, epoch = int(self._read(f, "snapshot/step")), int(self._read(f, "snapshot/epoch"))
             if step < 0 or epoch > self.epochs_done:
                 return None
-            state = {k: torch.from_numpy(np.asarray(f["snapshot/state"][k][()])).to(device)
-                     for k in self.state_keys}
-            return Snapshot(step, epoch, float(f["snapshot/batch_loss"][()]), state)
+            state = {k: torch.from_numpy(np.asarray(self._read(f, f"snapshot/state/{k}"))).to(
+                device) for k in self.state_keys}
+            return Snapshot(step, epoch, float(self._read(f, "snapshot/batch_loss")), state)
 
     def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(model state, optimizer state) after epoch `epochs_done`."""
         if self.epochs_done < 0:
             raise BadInput(f"{self.path}: nothing to resume from (no epoch committed)")
+        slot = f"resume/slot{self.epochs_done % 2}"
         with self._file() as f:
-            group = f[f"resume/slot{self.epochs_done % 2}"]
-
             def read(prefix: str) -> dict[str, torch.Tensor]:
-                out: dict[str, torch.Tensor] = {}
-                if prefix in group:
-                    group[prefix].visititems(lambda k, v: out.__setitem__(
-                        k, torch.from_numpy(np.asarray(v[()]))) if isinstance(v, h5py.Dataset)
-                        else None)
-                return out
+                names: list[str] = []
+                if f"{slot}/{prefix}" in f:
+                    f[f"{slot}/{prefix}"].visititems(
+                        lambda k, v: names.append(k) if isinstance(v, h5py.Dataset) else None)
+                return {k: torch.from_numpy(np.asarray(self._read(f, f"{slot}/{prefix}/{k}")))
+                        for k in names}
 
             return read("model"), read("optim")
 
     def flipped(self, split: str) -> np.ndarray:
         with self._file() as f:
-            return f[f"data/flipped_{split}"][()]
+            return self._read(f, f"data/flipped_{split}")
 
     def data_array(self, name: str) -> np.ndarray:
         """A per-sample array stored under /data when the run was made (e.g. flood_levels)."""
         with self._file() as f:
             if name not in f["data"]:
                 raise BadInput(f"{self.path}: no /data/{name} (made by another objective?)")
-            return f["data"][name][()]
+            return self._read(f, f"data/{name}")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, {self.status}, epoch {self.epochs_done}/{self.epochs})"
-
-
-def being_written(path: Path) -> bool:
-    """Whether another process holds the file open for writing, as HDF5's file lock tells (never,
-    where locking is off, e.g. HDF5_USE_FILE_LOCKING=FALSE on some network file systems)."""
-    try:
-        h5py.File(path, "r").close()
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 def _open_run_file(path: Path) -> h5py.File:
@@ -318,10 +422,9 @@ def _open_run_file(path: Path) -> h5py.File:
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a run file")
     try:
-        f = h5py.File(path, "r")
-    except BlockingIOError:
-        # The trainer holds the file open for writing (a run in progress): read what it has flushed,
-        # which is consistent after every epoch (the commit is /epochs_done, written last).
+        # Without HDF5's lock, which would block a writer (files.py). The trainer writes only raw
+        # data into allocated space and commits by /epochs_done, written last: what a reader sees
+        # is consistent after every epoch.
         f = h5py.File(path, "r", locking=False)
     except OSError as err:
         raise BadInput(f"{path} is not a readable HDF5 file (corrupt or truncated?): "
@@ -330,7 +433,11 @@ def _open_run_file(path: Path) -> h5py.File:
     if fmt != FORMAT:
         f.close()
         raise BadInput(f"{path} is an HDF5 file but not a landscape run file")
-    version = int(f.attrs.get("format_version", -1))
+    version = f.attrs.get("format_version", -1)
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        f.close()
+        raise BadInput(f"{path}: format_version {version!r} is not an integer (a corrupt or "
+                       "edited run file)")
     if version != FORMAT_VERSION:
         f.close()
         newer = version > FORMAT_VERSION
@@ -385,9 +492,7 @@ def write_sweep_index(folder: Path, runs: list[Path], grid: dict) -> None:
     """The sweep's index: its run files (relative names) and grid, written atomically."""
     index = {"format": "landscape-sweep", "format_version": FORMAT_VERSION,
              "runs": [str(Path(r).relative_to(folder)) for r in runs], "grid": grid}
-    tmp = folder / (SWEEP_INDEX + ".partial")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, folder / SWEEP_INDEX)
+    write_text(folder / SWEEP_INDEX, json.dumps(index, indent=1))
 
 
 def read_sweep_index(folder: Path) -> dict:

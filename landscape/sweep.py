@@ -25,6 +25,7 @@ from .device import describe, resolve_device
 from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
                        optimizer_layout)
 from .errors import BadInput
+from .files import check_name, make_folder
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
 from .store import Run, RunWriter, being_written, create_run, layout_of, write_sweep_index
@@ -62,6 +63,8 @@ def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
                ) -> tuple[Path | None, list[Path]]:
     """(sweep folder or None, run file paths): out/NAME.h5 for one run, out/NAME/<run>.h5 for many."""
     names = [c.name for c in configs]
+    if name is not None:
+        check_name(name)
     if len(set(names)) != len(names):
         raise BadInput("the sweep repeats a run (same flood level and seed twice)")
     if len(configs) == 1:
@@ -182,7 +185,7 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
                                                      data_dir=execution.data_dir,
                                                      download=execution.download)
     if folder is not None and world.rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         write_sweep_index(folder, paths, grid={
             "flood": sorted({c.objective.flood for c in configs}),
             "seed": sorted({c.seed for c in configs})})
@@ -194,7 +197,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     with distributed.exchange(world) as trained:
         for p, c, a in mine:
             if a == "fresh":
-                _create(p, c, execution, datasets[(c.data, c.dtype)], device)
+                _create(p, c, execution, datasets[(c.data, c.dtype)], device,
+                        replace=overwrite)
             groups.setdefault(group_key(c), []).append((p, c, a))
 
         total = sum(len(g) for g in groups.values())
@@ -233,7 +237,9 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
 
 
 def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_module.Dataset,
-            device: torch.device) -> None:
+            device: torch.device, *, replace: bool) -> None:
+    """Make the run file. Unless `replace`, another process that made it meanwhile (e.g. during
+    AdaFlood's auxiliary training) makes this bad input instead of losing one of the two."""
     model = build_model(config.model, dataset.input_shape,
                         output_units(dataset.num_classes, config.objective.loss))
     model = model.to(getattr(torch, config.dtype))
@@ -247,4 +253,4 @@ def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_m
                model_layout=layout_of(state),
                optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
                    config.optim.name, config.optim.momentum, params).items()},
-               flipped=flipped, arrays=arrays)
+               flipped=flipped, arrays=arrays, replace=replace)

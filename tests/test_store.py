@@ -110,7 +110,7 @@ def test_a_run_being_written_reads_and_is_not_trained_twice(tmp_path):
     with h5py.File(path, "r+") as f:
         f["status"][()] = np.bytes_("running")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r+'); "
+        [sys.executable, "-c", "import sys, time; from landscape.store import RunWriter; f = RunWriter(sys.argv[1]); "
          "print('open', flush=True); time.sleep(120)", str(path)],
         stdout=subprocess.PIPE, text=True)
     try:

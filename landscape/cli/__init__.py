@@ -4,15 +4,17 @@ where the results went. Errors are one line on stderr: exit code 2 for bad input
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import signal
 import sys
 import traceback
 from typing import NoReturn
 
 import click
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, Terminated
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -21,14 +23,23 @@ class Group(click.Group):
     """Turns every failure into one line on stderr and the contract's exit code."""
 
     def main(self, args=None, prog_name=None, **kwargs):  # noqa: D401 - click's signature
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             super().main(args=args, prog_name=prog_name or "landscape", standalone_mode=False,
                          **kwargs)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("landscape: aborted", err=True)
-            sys.exit(130)
+        except (click.Abort, KeyboardInterrupt) as e:
+            # click turns Ctrl-C (and our SIGTERM) into Abort, the interrupt as its cause.
+            cause = e if isinstance(e, KeyboardInterrupt) else e.__cause__
+            if cause is None:
+                click.echo("landscape: aborted", err=True)
+                sys.exit(130)
+            what = "terminated (SIGTERM)" if isinstance(cause, Terminated) else "interrupted"
+            click.echo(f"landscape: {what}; the epoch in flight was not saved; continue with "
+                       "the same command and --resume", err=True)
+            sys.exit(143 if isinstance(cause, Terminated) else 130)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
             click.echo(f"landscape: error: {e.format_message()}{hint}", err=True)
@@ -36,9 +47,11 @@ class Group(click.Group):
         except LandscapeError as e:
             click.echo(f"landscape: error: {e}", err=True)
             end(e.exit_code, together=getattr(e, "exchanged", False))
-        except KeyboardInterrupt:
-            click.echo("landscape: interrupted; a run can be continued with --resume", err=True)
-            sys.exit(130)
+        except OSError as e:  # a write the library did not name (e.g. a figure on a full disk)
+            where = f"{e.filename}: " if e.filename else ""
+            text = os.strerror(e.errno) if e.errno and e.filename else str(e).splitlines()[0]
+            click.echo(f"landscape: error: {where}{text}", err=True)
+            sys.exit(2 if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else 1)
         except Exception as e:  # a bug: say so in one line, the traceback on request
             if os.environ.get("LANDSCAPE_DEBUG"):
                 traceback.print_exc()
@@ -46,6 +59,10 @@ class Group(click.Group):
                        "for the traceback)", err=True)
             sys.exit(1)
         end(0, together=True)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def end(code: int, *, together: bool) -> NoReturn:
@@ -136,9 +153,14 @@ COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm",
             "sharpness")
 
 
-def main() -> None:
+def commands() -> click.Group:
+    """`cli` with every command registered (each module's import registers its command)."""
     import importlib
 
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}")
-    cli.main()
+    return cli
+
+
+def main() -> None:
+    commands().main()

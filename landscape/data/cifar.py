@@ -57,7 +57,7 @@ def read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = RestrictedUnpickler(f, path).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, OverflowError) as err:
+            KeyError, OverflowError, LookupError) as err:  # LookupError: an unknown codec
         raise BadInput(f"{path} is not a readable CIFAR batch (truncated or not a pickle: "
                        f"{type(err).__name__}: {err})") from None
     if not isinstance(batch, dict):
