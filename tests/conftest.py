@@ -1,7 +1,8 @@
-"""Shared test helpers: tiny configs that train in well under a second, and the installed CLI."""
+"""Shared test helpers: tiny configs that train in well under a second, and the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from landscape.cli import commands
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
 from landscape.store import RunWriter
 from landscape.sweep import train
@@ -32,13 +34,39 @@ def tiny_config(*, data: str = "two_gaussians", noise: float = 0.1, flood: float
     return dataclasses.replace(config, **overrides)
 
 
-def landscape_cli(*args: str, check: bool = False, timeout: float = 300,
-                  cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `landscape` command (as a user would)."""
+@dataclasses.dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def landscape_cli(*args, check: bool = False, cwd: Path | None = None) -> CliResult:
+    """Run the `landscape` command in this process (click's CliRunner): the command's own code,
+    error handling and exit codes, without a second interpreter importing torch for every call.
+    `installed_cli` runs the installed script itself."""
+    from click.testing import CliRunner
+
+    with contextlib.chdir(cwd or Path.cwd()):
+        result = CliRunner().invoke(commands(), [str(a) for a in args], prog_name="landscape")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a bug the command's own handler would have hidden in one line
+    out = CliResult(result.exit_code, result.stdout, result.stderr)
+    if check and out.returncode != 0:
+        raise AssertionError(f"landscape {' '.join(map(str, args))} failed:\n{out.stderr}")
+    return out
+
+
+def installed_command() -> list[str]:
+    """The installed `landscape` script (python -m landscape where it is not on the path)."""
     exe = Path(sys.executable).with_name("landscape")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "landscape"]
-    result = subprocess.run(command + [str(a) for a in args], capture_output=True, text=True,
-                            timeout=timeout, cwd=cwd)
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "landscape"]
+
+
+def installed_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the installed `landscape` command in its own process, as a user would."""
+    result = subprocess.run(installed_command() + [str(a) for a in args], capture_output=True,
+                            text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"landscape {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result

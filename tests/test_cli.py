@@ -1,11 +1,14 @@
-"""The installed `landscape` command, as a user runs it."""
+"""The `landscape` command: in this process (CliRunner), and once as the installed script."""
+
+import subprocess
+import sys
 
 import h5py
 import pytest
 
 from landscape.store import Run
 
-from conftest import TINY_TRAIN_ARGS, landscape_cli
+from conftest import TINY_TRAIN_ARGS, installed_cli, landscape_cli
 
 
 def _one_line_error(result, code=2):
@@ -92,3 +95,42 @@ def test_help_has_examples():
     for command in ("train", "info", "demo"):
         result = landscape_cli(command, "--help", check=True)
         assert "Example" in result.stdout
+
+
+def test_the_installed_command_trains_and_reads_a_run(tmp_path):
+    trained = installed_cli("train", *TINY_TRAIN_ARGS, "--epochs", "2", "--out", tmp_path,
+                            check=True)
+    path = tmp_path / "two_gaussians-noise0.1-mlp-flood0-seed0.h5"
+    assert str(path) in trained.stdout
+    assert "complete, epoch 2 of 2" in installed_cli("info", path, check=True).stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--data", "nope"],
+                                  ["train", "--data", "spiral", "--flood", "-1"],
+                                  ["train", "--data", "spiral", "--epochs", "0"],
+                                  ["train", "--data", "spiral", "--device", "tpu"],
+                                  ["demo", "--epochs", "0"]])
+def test_help_and_bad_options_are_answered_without_importing_torch(argv):
+    """torch takes seconds to import: --help and a mistyped option must not wait for it."""
+    probe = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "
+             f"sys.argv = ['landscape', *{argv!r}]; from landscape.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == (0 if argv == ["--help"] else 2), result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_demo_draws_its_two_figures_and_keeps_its_runs(tmp_path):
+    out = tmp_path / "demo"
+    result = landscape_cli("demo", "--out", out, "--epochs", "30", "--format", "png", "-q",
+                           check=True)
+    for figure in ("learning_curves", "flatness_slice"):
+        assert f"{out / figure}.png" in result.stdout and (out / f"{figure}.png").is_file()
+        assert (out / f"{figure}.csv").is_file()
+    runs = sorted((out / "runs").glob("*.h5"))
+    assert [Run(p).saved_epochs for p in runs] == [(0, 30), (0, 30)]  # only what the figures need
+    assert Run(runs[1]).snapshot() is not None                         # the flooded run's
+    before = runs[0].stat().st_mtime_ns
+    _one_line_error(landscape_cli("demo", "--out", out, "--epochs", "30", "-q"))
+    assert runs[0].stat().st_mtime_ns == before
+    landscape_cli("demo", "--out", out, "--epochs", "30", "--format", "png", "-q", "--overwrite",
+                  check=True)

@@ -1,9 +1,8 @@
-"""Flood-level selection (DESIGN.md 1.5) against a hand-computed example, and `landscape table`."""
+"""Flood-level selection (paper Sec. 4; docs/measurements.md) against a hand-computed example, and `landscape table`."""
 
 from __future__ import annotations
 
 import math
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from landscape.analysis.selection import (early_stopping_epoch, format_table, se
                                           select_runs)
 from landscape.config import DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
 from landscape.errors import BadInput
+
+from conftest import landscape_cli
 
 
 def config(flood: float, seed: int, noise: float = 0.1) -> RunConfig:
@@ -88,18 +89,13 @@ def test_a_trial_without_baseline_is_bad_input():
         select([r for r in EXAMPLE if r[0].objective.flood > 0], early_stopping=False)
 
 
-def _landscape(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(["landscape", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_table_command_on_a_tiny_sweep(tmp_path):
-    train = _landscape("train", "--data", "two_gaussians", "--noise", "0.1", "--depth", "1",
+    train = landscape_cli("train", "--data", "two_gaussians", "--noise", "0.1", "--depth", "1",
                        "--width", "8", "--epochs", "3", "--n-test", "200", "--flood", "0", "0.5",
                        "--seeds", "2", "--out", "runs", "--name", "sweep", "-q", cwd=tmp_path)
     assert train.returncode == 0, train.stderr
     for flags in ([], ["--early-stopping"]):
-        out = _landscape("table", "runs/sweep", *flags, cwd=tmp_path)
+        out = landscape_cli("table", "runs/sweep", *flags, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         expected = format_table(select_runs([tmp_path / "runs/sweep"],
                                             early_stopping=bool(flags)))
@@ -110,6 +106,6 @@ def test_table_command_on_a_tiny_sweep(tmp_path):
 def test_table_bad_input_is_one_line_exit_2(tmp_path):
     (tmp_path / "junk.h5").write_text("not hdf5")
     for args in (["junk.h5"], ["missing"], ["junk.h5", "--format", "html"]):
-        out = _landscape("table", *args, cwd=tmp_path)
+        out = landscape_cli("table", *args, cwd=tmp_path)
         assert out.returncode == 2
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

@@ -110,9 +110,9 @@ def test_a_run_being_written_reads_and_is_not_trained_twice(tmp_path):
     with h5py.File(path, "r+") as f:
         f["status"][()] = np.bytes_("running")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from landscape.store import RunWriter; f = RunWriter(sys.argv[1]); "
-         "print('open', flush=True); time.sleep(120)", str(path)],
-        stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import sys; from landscape.store import RunWriter; f = RunWriter(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read()", str(path)],  # holds it until killed
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
         run = Run(path)

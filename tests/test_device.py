@@ -1,4 +1,5 @@
-"""The GPU speed switches on the CPU: compile plumbing, bf16 autocast, channels_last layout."""
+"""The GPU speed switches (landscape/device.py), checked on the CPU: compile plumbing, bf16 autocast,
+channels_last layout."""
 
 import numpy as np
 import torch
