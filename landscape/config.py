@@ -102,7 +102,10 @@ class DataConfig:
             _check(value is None or value >= 2, f"--{key.replace('_', '-')} must be at least 2, got {value}")
         if self.sinusoid_input is not None:
             _choice(self.sinusoid_input, ("gaussian", "disk"), "sinusoid input distribution")
-        _check(self.spiral_tau is None or self.spiral_tau >= 0, f"--spiral-tau must be >= 0, got {self.spiral_tau}")
+        _check(self.spiral_tau is None or (math.isfinite(self.spiral_tau) and self.spiral_tau >= 0),
+               f"--spiral-tau must be a finite number >= 0, got {self.spiral_tau}")
+        _check(self.gaussian_mean is None or math.isfinite(self.gaussian_mean),
+               f"gaussian mean must be finite, got {self.gaussian_mean}")
         _check(self.gaussian_dim is None or self.gaussian_dim >= 1, "gaussian dim must be >= 1")
         _check(self.val_fraction is None or 0 < self.val_fraction < 1,
                f"--val-fraction must be in (0, 1), got {self.val_fraction}")
@@ -252,7 +255,9 @@ class OptimConfig:
         _choice(self.name, OPTIMIZERS, "optimizer")
         _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}")
         _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        _check(math.isfinite(self.gamma) and self.gamma > 0, f"lr gamma must be > 0, got {self.gamma}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
@@ -334,6 +339,10 @@ class RunConfig:
                f"{self.data.num_classes} classes")
         _check(not self.model.name.startswith("resnet") or self.data.name in IMAGES,
                f"{self.model.name} needs an image data set, not {self.data.name}")
+        folds, n_train = self.objective.adaflood_folds, self.data.n_train
+        _check(folds is None or n_train is None or folds <= n_train,
+               f"--adaflood-folds {folds} is more than the {n_train} training points (each fold "
+               "holds out at least one)")
 
     def resolved(self) -> RunConfig:
         """The same config with every data-set-dependent default made explicit."""
@@ -468,9 +477,13 @@ def _parse_range(text: str) -> list[float]:
     pieces = text.split(":")
     _check(len(pieces) == 3, f"malformed flood range {text!r}: expected start:stop:step")
     start, stop, step = (_parse_number(p, text) for p in pieces)
+    _check(all(map(math.isfinite, (start, stop, step))),
+           f"malformed flood range {text!r}: start, stop and step must be finite")
     _check(step > 0, f"malformed flood range {text!r}: step must be > 0")
     _check(start <= stop, f"empty flood range {text!r}: start is above stop")
-    count = int(math.floor((stop - start) / step + 1e-9)) + 1
-    _check(count <= 100_000, f"flood range {text!r} has too many levels ({count})")
+    span = (stop - start) / step  # may overflow to inf (0:1e300:1e-300): too many either way
+    _check(span < 100_000, f"flood range {text!r} has too many levels ({span + 1:.3g}; at most "
+                           "100,000)")
+    count = int(math.floor(span + 1e-9)) + 1
     # Rounded so that 0:0.5:0.01 gives 0.07, not 0.07000000000000001 (it names files).
     return [round(start + i * step, 10) for i in range(count)]

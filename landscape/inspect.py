@@ -93,6 +93,9 @@ def describe_paths(paths: Iterable[str | Path]) -> str:
     header = f"{'run':<56} {'status':<10} {'epoch':>9} {'train loss':>10} {'test acc':>8}"
     rows = [header]
     for path in files:
+        if not path.exists():  # listed by the index of a sweep whose files are being made
+            rows.append(f"{path.stem:<56} {'not made yet':<10}")
+            continue
         run = Run(path)
         m = run.metrics() if run.epochs_done >= 0 else None
         loss = _fmt(m["train_loss"][-1]) if m else "-"

@@ -9,7 +9,7 @@ whose size the execution chooses within the device's memory (ensemble.py).
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,8 +22,8 @@ from . import distributed
 from .adaflood import per_sample_arrays
 from .config import Execution, RunConfig, requested_chunk
 from .device import describe, resolve_device
-from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, member_bytes, memory_limit,
-                       optimizer_layout)
+from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, free_memory, member_bytes,
+                       memory_limit, optimizer_layout)
 from .errors import BadInput
 from .files import check_name, make_folder
 from .models import build_model, count_parameters, output_units
@@ -140,6 +140,26 @@ def chunk_size(requested: int | None, config: RunConfig, dataset: data_module.Da
     return min(size, memory_limit(per_member, device, dtype_bytes))
 
 
+def check_fits(config: RunConfig, device: torch.device) -> None:
+    """Bad input, with the estimate, if one run cannot fit in the device's free memory: its data
+    (synthetic sets are made in memory), one member's training and the file's metric rows."""
+    shape = data_module.input_shape(config.data)
+    dtype_bytes = getattr(torch, config.dtype).itemsize
+    with torch.device("meta"):  # counts parameters without allocating them
+        n_params = count_parameters(build_model(config.model, shape,
+                                                output_units(config.data.num_classes,
+                                                             config.objective.loss)))
+    rows = sum(n or 0 for n in (config.data.n_train, config.data.n_val, config.data.n_test))
+    need = (rows * (math.prod(shape) * dtype_bytes + 16)  # inputs, noisy and clean labels
+            + member_bytes(config.model, n_params, shape, config.optim.batch_size, dtype_bytes)
+            + len(METRIC_NAMES) * 8 * (config.optim.epochs + 1))
+    free = free_memory(device)
+    if need > free:
+        raise BadInput(f"{config.name} needs about {need / 2**30:.3g} GiB of memory ({n_params:,} "
+                       f"parameters, {rows:,} data points, {config.optim.epochs:,} epochs) but "
+                       f"{device} has {free / 2**30:.3g} GiB free; choose smaller sizes")
+
+
 def group_key(config: RunConfig) -> str:
     """Runs with equal keys can train stacked: they differ at most in flood level and seeds."""
     return dataclasses.replace(
@@ -166,6 +186,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
         device = distributed.rank_device(resolve_device(execution.device), world)
         requested = requested_chunk(execution.ensemble)
         configs = [c.resolved() for c in configs]
+        for c in {group_key(c): c for c in configs}.values():
+            check_fits(c, device)
         folder, paths = plan_paths(configs, Path(out), name)
         actions = [_existing(p, c, resume=resume, overwrite=overwrite)
                    for p, c in zip(paths, configs)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from .. import data as data_module
 from ..errors import BadInput
+from ..files import publish, temporary
 from ..models import build_model, output_units
 from ..sources import Source, as_source
 from ..store import Run
@@ -100,21 +100,21 @@ def write_result(path: str | Path, *, kind: str, attrs: Mapping[str, Any],
     """An analysis result file, written atomically: arrays as datasets, parameters as attributes
     (dicts and lists as JSON) so that a result can be traced and a stale one detected."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as f:
-        f.attrs["format"] = f"landscape-{kind}"
-        f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds")
-        for key, value in attrs.items():
-            f.attrs[key] = (json.dumps(value) if isinstance(value, (dict, list, tuple))
-                            else ("" if value is None else value))
-        for key, value in arrays.items():
-            value = np.asarray(value)
-            if value.dtype.kind == "U":
-                value = value.astype(h5py.string_dtype())
-            f.create_dataset(key, data=value)
-    os.replace(partial, path)
+    # A fresh name created exclusively (never through a link), replacing the result atomically.
+    with temporary(path) as partial:
+        with h5py.File(partial, "w-", locking=False) as f:
+            f.attrs["format"] = f"landscape-{kind}"
+            f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")
+            for key, value in attrs.items():
+                f.attrs[key] = (json.dumps(value) if isinstance(value, (dict, list, tuple))
+                                else ("" if value is None else value))
+            for key, value in arrays.items():
+                value = np.asarray(value)
+                if value.dtype.kind == "U":
+                    value = value.astype(h5py.string_dtype())
+                f.create_dataset(key, data=value)
+        publish(partial, path, replace=True)
     return path
 
 

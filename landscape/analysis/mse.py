@@ -64,6 +64,10 @@ class MseOptions:
             raise BadInput(f"--pool-size must be at least 2, got {self.pool_size}")
         if any(not (math.isfinite(b) and b >= 0) for b in self.flood_grid):
             raise BadInput("flood levels must be finite and >= 0")
+        if self.draw_seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.draw_seed}")
+        if self.pool_seed is not None and self.pool_seed < 0:
+            raise BadInput(f"--pool-seed must be >= 0, got {self.pool_seed}")
 
 
 def flooded_risk(risk_hat: np.ndarray, b: np.ndarray | float) -> np.ndarray:

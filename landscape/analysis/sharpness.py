@@ -74,6 +74,8 @@ class SharpnessOptions:
             raise BadInput(f"--sigma must be a number > 0, got {self.sigma}")
         if not 0 <= self.tolerance < 1:
             raise BadInput(f"tolerance must be in [0, 1), got {self.tolerance}")
+        if self.seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.seed}")
 
     def attrs(self) -> dict:
         return {"split": self.split, "iterations": self.iterations, "tolerance": self.tolerance,

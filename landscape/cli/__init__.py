@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import NoReturn
 
@@ -23,8 +24,18 @@ class Group(click.Group):
     """Turns every failure into one line on stderr and the contract's exit code."""
 
     def main(self, args=None, prog_name=None, **kwargs):  # noqa: D401 - click's signature
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # SIGTERM (Slurm's preemption notice) as Ctrl-C, unless someone handles it already.
+        handle = (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                  and threading.current_thread() is threading.main_thread())
+        if handle:
             signal.signal(signal.SIGTERM, _terminate)
+        try:
+            self._main(args, prog_name, **kwargs)
+        finally:
+            if handle:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _main(self, args, prog_name, **kwargs):
         try:
             super().main(args=args, prog_name=prog_name or "landscape", standalone_mode=False,
                          **kwargs)
@@ -105,6 +116,13 @@ def analysis_options(command):
     return command
 
 
+def file_name(ctx, param, value):
+    """A --name option's check: one file name, so that nothing is written outside --out."""
+    from ..files import check_name
+
+    return value if value is None else check_name(value, f"--{param.name}")
+
+
 def per_epoch_options(name: str):
     """The options of the analyses that measure every saved epoch (gradnorm, sharpness): which
     epochs, where the result file and figure go, and how many early epochs the figure leaves out."""
@@ -117,7 +135,8 @@ def per_epoch_options(name: str):
                 click.option("--out", type=click.Path(file_okay=False), default="results",
                              show_default=True,
                              help="Folder for the result file (NAME.h5) and the figure beside it."),
-                click.option("--name", default=name, show_default=True, help="File name stem."),
+                click.option("--name", default=name, show_default=True, callback=file_name,
+                             help="File name stem."),
                 click.option("--skip-epochs", type=int, default=10, show_default=True,
                              help="Leave the first N epochs out of the figure (the paper's Fig. 4 "
                              "drops 10)."))):

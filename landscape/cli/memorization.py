@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli
+from . import CONTEXT, cli, file_name
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result file (NAME.h5) and the figure beside it.")
-@click.option("--name", default="memorization", show_default=True, help="File name stem.")
+@click.option("--name", default="memorization", show_default=True, callback=file_name,
+              help="File name stem.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Figure formats: pdf, png, svg (comma list).")
 def memorization(paths, out, name, formats):

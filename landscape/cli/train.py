@@ -11,7 +11,7 @@ from ..config import (AMP_MODES, DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, E
                       ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, family,
                       parse_flood_levels)
 from ..errors import BadInput
-from . import CONTEXT, cli, end
+from . import CONTEXT, cli, end, file_name
 
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
 
@@ -119,7 +119,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="Sweeps: models stacked per vectorized chunk (auto, off or a number).")
 @click.option("--out", type=click.Path(file_okay=False), default="checkpoints", show_default=True,
               help="Folder for run files.")
-@click.option("--name", help="File (one run) or folder (sweep) name instead of the derived one.")
+@click.option("--name", callback=file_name,
+              help="File (one run) or folder (sweep) name instead of the derived one.")
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

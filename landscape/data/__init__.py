@@ -124,6 +124,17 @@ def to_split(x: np.ndarray, y: np.ndarray, y_clean: np.ndarray, *, device: torch
                  standardize=standardize)
 
 
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "kmnist": (1, 28, 28), "svhn": (3, 32, 32),
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+
+
+def input_shape(config: DataConfig) -> tuple[int, ...]:
+    """One input's shape for a resolved DataConfig, known before the data are made or read."""
+    if config.name == "two_gaussians":
+        return (config.gaussian_dim,)
+    return (2,) if config.name in SYNTHETIC else IMAGE_SHAPES[config.name]
+
+
 def load(config: DataConfig, *, device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, data_dir: str | None = None,
          download: bool = False) -> Dataset:
