@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import distributed
-from ..data import Dataset
+from ..config import ModelConfig
 from ..ensemble import Ensemble
 from ..errors import BadInput
 from ..flooding import Loss
@@ -39,12 +39,11 @@ from ..store import Run
 from ..evaluation import mean_loss, models_at_once, rows_of
 from .filternorm import Normalization, gaussian_directions, parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
-                      split_sources, state_at)
+                      split_sources, state_at, stored)
 from .loading import write_result
 
 KIND = "slice"
 BN_STATS = ("checkpoint", "recompute")
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")  # loss-landscape's names
 SAVE_SECONDS = 10.0  # a killed surface loses at most this much work
 
 
@@ -95,9 +94,6 @@ class Checkpoint:
         if self.which == "snapshot":
             return "snapshot"
         return "flooded" if self.run.config.objective.floods else "plain"
-
-    def file_name(self, two_d: bool) -> str:
-        return f"{self.run.name}.{self.which}.{'surface' if two_d else 'slice'}.h5"
 
 
 def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
@@ -179,10 +175,47 @@ def evaluate_points(template: nn.Module, state: Mapping[str, torch.Tensor],
 
 
 @dataclass
+class Model:
+    """One model to slice, from a run or a user's checkpoint file: what identifies it in its
+    result file (`attrs`), and what evaluating it takes."""
+
+    name: str                       # file stem: OUT/<name>.slice.h5
+    attrs: dict                     # identity; compared with an existing file's (but `ignored`)
+    template: nn.Module
+    state: dict[str, torch.Tensor]
+    sources: dict[str, Source]
+    loss: Loss
+    model_config: ModelConfig | None = None  # ours: the stacking rule knows it
+    ignored: tuple[str, ...] = ()   # attrs that may differ (where the run file lives now)
+
+
+def run_models(runs: Sequence[Run], *, device: torch.device) -> list[Model]:
+    """The paper's models of `runs` (checkpoints_of); bad input (no snapshot...) before any work."""
+    out = []
+    for checkpoint in checkpoints_of(runs):
+        run = checkpoint.run
+        data = dataset_for(run, device=device)
+        state = state_at(run, checkpoint.which, device=device)
+        snap = run.snapshot() if checkpoint.which == "snapshot" else None
+        attrs = {"run": str(run.path.resolve()), "run_name": run.name,
+                 "run_digest": run.config.digest(), "which": checkpoint.which,
+                 "role": checkpoint.role, "flood": run.config.objective.flood,
+                 "objective": run.config.objective.label,
+                 "epoch": snap.epoch if snap else run.epochs_done,
+                 "step": snap.step if snap else -1, "dtype": run.config.dtype,
+                 "model_mode": "eval", "train_points": len(data.train),
+                 "test_points": len(data.test)}
+        out.append(Model(f"{run.name}.{checkpoint.which}", attrs,
+                         model_for(run, data, device=device), state, split_sources(data),
+                         run.config.objective.loss, run.config.model, ("run", "run_name")))
+    return out
+
+
+@dataclass
 class _Plan:
     """One model's result file being filled."""
 
-    checkpoint: Checkpoint
+    model: Model
     path: Path
     attrs: dict
     arrays: dict[str, np.ndarray]
@@ -192,39 +225,26 @@ class _Plan:
         write_result(self.path, kind=KIND, attrs=self.attrs, arrays=self.arrays)
 
 
-def _plan(checkpoint: Checkpoint, options: SliceOptions, folder: Path, data: Dataset, *,
-          overwrite: bool) -> _Plan:
-    run = checkpoint.run
-    snap = run.snapshot() if checkpoint.which == "snapshot" else None
-    attrs = {"run": str(run.path.resolve()), "run_name": run.name,
-             "run_digest": run.config.digest(), "which": checkpoint.which,
-             "role": checkpoint.role, "flood": run.config.objective.flood,
-             "objective": run.config.objective.label,
-             "epoch": snap.epoch if snap else run.epochs_done, "step": snap.step if snap else -1,
-             "dtype": run.config.dtype, "model_mode": "eval", "train_points": len(data.train),
-             "test_points": len(data.test), **options.attrs()}
-    path = folder / checkpoint.file_name(options.two_d)
+def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool) -> _Plan:
+    attrs = {**model.attrs, **options.attrs()}
+    path = folder / f"{model.name}.{'surface' if options.two_d else 'slice'}.h5"
+    metrics = [f"{split}_{m}" for split in model.sources for m in ("loss", "acc")]
     x, y = options.coordinates()
     shape = (len(x),) if y is None else (len(y), len(x))
     arrays = {"xcoordinates": x, **({} if y is None else {"ycoordinates": y}),
-              **{k: np.full(shape, np.nan) for k in METRICS}}
+              **{k: np.full(shape, np.nan) for k in metrics}}
     if path.exists() and not overwrite:
         old_attrs, old = read_result(path, KIND)
-        # the model is identified by its config digest and epoch/step, not by where its run lives
-        stale = [f"{k}: {_stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
+        stale = [f"{k}: {stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
                  for k, v in attrs.items()
-                 if k not in ("run", "run_name") and _stored(old_attrs.get(k)) != _stored(v)]
+                 if k not in model.ignored and stored(old_attrs.get(k)) != stored(v)]
+        stale += [f"{k} is not in the file" for k in metrics if k not in old]
         if stale:
             raise BadInput(f"{path} was computed with other parameters ({'; '.join(stale)}); "
                            "pass --overwrite to replace it or choose another --out")
-        arrays.update({k: old[k] for k in METRICS})
-    undone = np.isnan(np.stack([arrays[k].ravel() for k in METRICS])).any(0)
-    return _Plan(checkpoint, path, attrs, arrays, np.flatnonzero(undone))
-
-
-def _stored(value):
-    """An attribute as it reads back from HDF5 (numpy scalars as Python values)."""
-    return value.item() if isinstance(value, np.generic) else value
+        arrays.update({k: old[k] for k in metrics})
+    undone = np.isnan(np.stack([arrays[k].ravel() for k in metrics])).any(0)
+    return _Plan(model, path, attrs, arrays, np.flatnonzero(undone))
 
 
 def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
@@ -232,52 +252,58 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
              members: int | None = None) -> list[Path]:
     """Slices (or surfaces) of the paper's models of `runs` into one result file each under
     `out`, resuming files that a killed computation left; returns the files, in model order.
-    `members`: points evaluated at once (default: evaluation.models_at_once).
-
-    Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
-    the file (README: Scale-out)."""
+    `members`: points evaluated at once (default: evaluation.models_at_once)."""
     runs = list(runs)
     check_same_architecture(runs)  # one seed must draw one direction for every model
     world = distributed.join()
-    plans, jobs = [], []
+    with distributed.exchange(world):  # bad input on one rank stops all
+        models = run_models(runs, device=distributed.rank_device(device, world))
+    return slice_models(models, options, out, overwrite=overwrite, progress=progress,
+                        members=members)
+
+
+def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path, *,
+                 overwrite: bool = False, progress: bool = True, members: int | None = None
+                 ) -> list[Path]:
+    """Slices (or surfaces) of `models`, one result file each under `out` (which also stores
+    the directions themselves), resuming files that a killed computation left.
+
+    Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
+    the file (README: Scale-out)."""
+    world = distributed.join()
     # every rank reads the result files before rank 0 writes; bad input on one rank stops all
     with distributed.exchange(world):
-        device = distributed.rank_device(device, world)
-        for checkpoint in checkpoints_of(runs):
-            run = checkpoint.run
-            data = dataset_for(run, device=device)
-            state = state_at(run, checkpoint.which, device=device)  # bad input: no snapshot etc.
-            plan = _plan(checkpoint, options, Path(out), data, overwrite=overwrite)
-            plans.append(plan)
-            if len(plan.todo):
-                jobs.append((plan, data, state))
+        plans = [_plan(model, options, Path(out), overwrite=overwrite) for model in models]
     x, y = options.coordinates()
     grid = np.stack(np.meshgrid(x, y if y is not None else [0.0]), -1).reshape(-1, 2)  # [P, 2]
-    for plan, data, state in jobs:
-        run = plan.checkpoint.run
-        template = model_for(run, data, device=device)
-        params, _ = parameters_of(template, state)
+    for plan in plans:
+        model = plan.model
+        params, _ = parameters_of(model.template, model.state)
         directions = gaussian_directions(params, options.direction_seed, options.normalization,
                                          count=2 if options.two_d else 1)
+        for axis, d in zip("xy", directions):  # anyone can re-evaluate or extend the result
+            plan.arrays.update({f"direction/{axis}/{n}": t.cpu().numpy() for n, t in d.items()})
+        if not len(plan.todo):
+            continue
         step = members or models_at_once(
-            run.config.model, sum(p.numel() for p in params.values()), device)
+            model.model_config, sum(p.numel() for p in params.values()), next(
+                iter(params.values())).device)
         if world.size > 1:  # points for every rank (a GPU would stack a whole slice in one chunk)
             step = min(step, math.ceil(len(plan.todo) / world.size))
         chunks = [plan.todo[i:i + step] for i in range(0, len(plan.todo), step)]
         saved = time.monotonic()
-        label = f"{run.name} ({plan.checkpoint.which})"
         rounds = distributed.in_rounds(chunks, world)  # this rank's chunk of each round, or None
-        with progress_bar(rounds, enabled=progress and world.rank == 0, label=label) as bar:
+        with progress_bar(rounds, enabled=progress and world.rank == 0, label=model.name) as bar:
             for chunk in bar:
                 with distributed.exchange(world) as done:
                     if chunk is not None:
                         done.value = chunk, evaluate_points(
-                            template, state, directions, grid[chunk][:, :len(directions)],
-                            split_sources(data), run.config.objective.loss, members=step,
-                            bn_stats=options.bn_stats)
+                            model.template, model.state, directions,
+                            grid[chunk][:, :len(directions)], model.sources, model.loss,
+                            members=step, bn_stats=options.bn_stats)
                 for chunk, values in filter(None, done.values):  # every rank's chunk of the round
-                    for k in METRICS:
-                        np.put(plan.arrays[k], chunk, values[k])  # flat indices into [ny, nx]
+                    for k, v in values.items():
+                        np.put(plan.arrays[k], chunk, v)  # flat indices into [ny, nx]
                 if world.rank == 0 and time.monotonic() - saved > SAVE_SECONDS:
                     plan.save()
                     saved = time.monotonic()
@@ -292,6 +318,11 @@ def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.nd
     results = [read_result(p, KIND) for p in paths]
     if not results:
         raise BadInput("no slice result files given")
+    for _, arrays in results:  # a user's model evaluated on its training data only
+        shape = arrays["train_loss"].shape if "train_loss" in arrays else None
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            if shape is not None:
+                arrays.setdefault(key, np.full(shape, np.nan))
     if len({int(a["directions"]) for a, _ in results}) > 1:
         raise BadInput("slices (1-D) and surfaces (2-D) cannot be drawn in one figure")
     return results
@@ -299,7 +330,9 @@ def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.nd
 
 def describe(attrs: dict) -> str:
     """A model's legend label: its flood level (or objective, where b is not one fixed level) and
-    which state it is."""
+    which state it is; a user's checkpoint by its file name."""
+    if "label" in attrs:
+        return str(attrs["label"])
     b = f"b = {float(attrs['flood']):g}"
     if attrs.get("role") != "plain" and float(attrs["flood"]) == 0:  # adaptive from 0, AdaFlood
         b = attrs.get("objective", b)

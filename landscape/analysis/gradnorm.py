@@ -28,7 +28,7 @@ from ..store import Run
 from ..evaluation import mean_loss, models_at_once, rows_of
 from .filternorm import Normalization, amplitude
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
-                      split_sources, text, write_result)
+                      reuse_result, runs_identity, split_sources, text, write_result)
 from .plotting import FORMATS, figure, save_figure
 from .selection import early_stopping_epoch
 
@@ -97,10 +97,13 @@ def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalizati
 
 def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
              normalization: Normalization = Normalization(), splits: Sequence[str] = SPLITS,
-             epochs: Sequence[int] | None = None, progress: bool = True) -> Path:
+             epochs: Sequence[int] | None = None, progress: bool = True,
+             overwrite: bool = False) -> Path:
     """Gradient amplitudes of the saved epochs (all, or `epochs` and, where saved, each run's
     early-stopping epoch, so that its marker is exact) of every run, written to `out` (an HDF5
     result: long-format rows over (run, epoch), per-run arrays, the parameters as attributes).
+    A result of the same runs and parameters at `out` is reused; another is refused unless
+    `overwrite` (loading.reuse_result).
 
     Under torchrun each rank computes a share of the (run, epoch) pairs; rank 0 gathers them into
     the file (README: Scale-out)."""
@@ -112,6 +115,10 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
     for run in runs:
         if len(run.saved_epochs) == 0:
             raise BadInput(f"{run.path}: no saved epochs yet")
+    identity = {**runs_identity(runs), **normalization.attrs(), "splits": list(splits),
+                "epochs": None if epochs is None else sorted(epochs)}
+    if reuse_result(out, KIND, identity, overwrite=overwrite):
+        return Path(out)
     world = distributed.join()
     stopping = [early_stopping_epoch(run.metric("val_acc")) for run in runs]
     wanted = [run.saved_epochs if epochs is None else sorted(
@@ -150,9 +157,18 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
                      "epochs": [[int(e) for e in r["epoch"]] for r in rows],
                      "split_sizes": [{s: len(dataset_for(run, device=device).split(s))
                                       for s in SPLITS} for run in runs],
-                     "model_mode": "eval"}
+                     "model_mode": "eval", "identity": identity}
             write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
     return Path(out)
+
+
+def refuse_empty_figure(epochs: Sequence[int], skip_epochs: int) -> None:
+    """Bad input before any work when no epoch to compute lies after the ones the figure drops."""
+    if skip_epochs < 0:
+        raise BadInput(f"--skip-epochs must be >= 0, got {skip_epochs}")
+    if epochs and max(epochs) <= skip_epochs:
+        raise BadInput(f"no epoch after the first {skip_epochs} to plot (the last is "
+                       f"{max(epochs)}); lower --skip-epochs to draw the early ones")
 
 
 def _ranges(epochs: Sequence[int]) -> str:
@@ -178,8 +194,8 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import NullFormatter
+
+    from .plotting import epoch_markers, log_axis, marker_legend
 
     attrs, a = read_result(result_path, KIND)
     computed = json.loads(attrs["splits"])
@@ -196,20 +212,13 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     for r, with_flooding in enumerate(flooded):
         mine = keep & (a["run"] == r)
         stop = (a["run"] == r) & (a["epoch"] == a["marked_epoch"][r])
-        marker = "o" if with_flooding else "+"
         for (row, metric), (col, grad) in itertools.product(enumerate(("test_loss", "test_acc")),
                                                             enumerate(("train_grad", "test_grad"))):
             ax = axes[row, col]
-            for where, colours, size, width in ((mine, cmap(shade(a["epoch"][mine])), 12, 0.7),
-                                                (stop, "black", 90, 1.6)):
-                # "o" hollow as the paper's; "+" has no face to leave empty
-                style = (dict(facecolors="none", edgecolors=colours) if with_flooding
-                         else dict(color=colours))
-                ax.scatter(a[grad][where], a[metric][where], marker=marker, s=size,
-                           linewidths=width, zorder=3 if size > 12 else 2, **style)
+            epoch_markers(ax, a[grad][mine], a[metric][mine], cmap(shade(a["epoch"][mine])),
+                          a[grad][stop], a[metric][stop], flooded=with_flooding)
             if grad.split("_")[0] in computed:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
+                log_axis(ax.xaxis)
             ax.set_xlabel(f"gradient amplitude, {grad.split('_')[0]} loss")
             ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy"))
     for col, split in enumerate(SPLITS):
@@ -221,9 +230,9 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     if "objective" in a:  # adaptive from b = 0 and AdaFlood are not "b = 0"
         labels = [text(o) if f and b == 0 else label for o, f, b, label
                   in zip(a["objective"], flooded, a["flood"], labels)]
-    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
-                      label=label) for label, f in dict.fromkeys(zip(labels, flooded.tolist()))]
-    axes[0, 0].legend(handles=handles, loc="best")
+    if "label" in a:  # a user's checkpoints: no flood level is known
+        labels = [text(label) for label in a["label"]]
+    marker_legend(axes[0, 0], labels, flooded)
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
     fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "
                  f"epochs <= {skip_epochs} left out\nlarge black: early-stopping epoch",

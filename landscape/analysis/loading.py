@@ -139,3 +139,40 @@ def read_result(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, 
     except OSError as err:
         raise BadInput(f"{path} is not a readable HDF5 file: {str(err).splitlines()[0]}") from None
     return attrs, arrays
+
+
+def stored(value):
+    """An attribute as it reads back from HDF5: numpy scalars as Python values, and dicts and
+    lists as the JSON write_result makes of them."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def runs_identity(runs: Iterable[Run]) -> dict[str, list]:
+    """What identifies the runs a result was computed from: their files, configs and progress."""
+    runs = list(runs)
+    return {"runs": [str(run.path.resolve()) for run in runs],
+            "config_digests": [run.config.digest() for run in runs],
+            "epochs_done": [run.epochs_done for run in runs]}
+
+
+def reuse_result(path: str | Path, kind: str, identity: Mapping[str, Any], *,
+                 overwrite: bool) -> bool:
+    """One rule for the analyses' result files: True when `path` holds a result of the same
+    `identity` (what determines it: inputs and parameters), to be reused as it is; bad input when
+    it holds another, unless `overwrite`. The identity is kept in the file (write_result's
+    attrs["identity"])."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return False
+    attrs, _ = read_result(path, kind)
+    old = json.loads(attrs.get("identity", "{}") or "{}")
+    new = json.loads(json.dumps(identity))  # as it will read back
+    differ = [k for k in new if old.get(k) != new[k]] or [k for k in old if k not in new]
+    if differ:
+        k = differ[0]
+        raise BadInput(f"{path} holds a result computed from other inputs or parameters ({k}: "
+                       f"{old.get(k)!r} in the file vs {new.get(k)!r} asked); pass --overwrite "
+                       "to replace it, or choose another --out or --name")
+    return True

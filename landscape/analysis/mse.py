@@ -34,7 +34,8 @@ from ..errors import BadInput
 from ..sources import as_source
 from ..store import Run
 from ..evaluation import rows_for, sample_losses
-from .loading import dataset_for, model_for, read_result, state_at, write_result
+from .loading import (dataset_for, model_for, read_result, reuse_result, runs_identity,
+                      state_at, write_result)
 from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
 
 KIND = "mse"
@@ -219,8 +220,12 @@ def check_panels(pool_losses: np.ndarray, train_losses: np.ndarray | None, *, sa
 
 
 def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: torch.device,
-                   progress: bool = True) -> Path:
-    """Theorem 1 on the run's model at options.epoch; writes the result file `out`."""
+                   progress: bool = True, overwrite: bool = False) -> Path:
+    """Theorem 1 on the run's model at options.epoch; writes the result file `out` (a result of
+    the same run and options there is reused; another is refused unless `overwrite`)."""
+    identity = {**runs_identity([run]), **dataclasses.asdict(options)}
+    if reuse_result(out, KIND, identity, overwrite=overwrite):
+        return Path(out)
     dataset = dataset_for(run, device=device)
     model = model_for(run, dataset, device=device)
     state = state_at(run, options.epoch, device=device)
@@ -237,7 +242,8 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
     attrs = {**{k: v for k, v in dataclasses.asdict(options).items() if k != "flood_grid"},
              "epoch": str(epoch), "sample_size": size, "run": str(run.path),
              "config_digest": run.config.digest(), "pool": pool_text, "pool_points": len(pool),
-             "train_points": len(dataset.train), "loss": run.config.objective.loss}
+             "train_points": len(dataset.train), "loss": run.config.objective.loss,
+             "identity": identity}
     return write_check(out, check, attrs)
 
 

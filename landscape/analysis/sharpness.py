@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..config import ModelConfig
 from ..data import Split
 from ..errors import BadInput
 from ..flooding import Loss, per_sample_loss
@@ -42,7 +43,8 @@ from ..sources import Source, as_source
 from ..store import Run
 from ..evaluation import layers, losses_at, models_at_once, row_numbers, rows_of
 from .filternorm import Normalization, gaussian_directions, parameters_of
-from .loading import check_same_architecture, dataset_for, model_for, split_sources, write_result
+from .loading import (check_same_architecture, dataset_for, model_for, reuse_result,
+                      runs_identity, split_sources, write_result)
 from .selection import early_stopping_epoch
 
 KIND = "sharpness"
@@ -190,6 +192,31 @@ MEASURES = ("lambda_max", "power_iterations", "trace", "trace_stderr", "avg_shar
             "avg_sharpness_stderr", "loss")
 
 
+def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], source: Source,
+                   loss: Loss, options: SharpnessOptions, *, model_config: ModelConfig | None,
+                   progress: bool = True, label: str = "") -> dict[str, np.ndarray]:
+    """MEASURES under each state dict (each loaded when its turn comes); 1-D arrays."""
+    first = next(iter(model.parameters()))
+    at_once = models_at_once(model_config, sum(p.numel() for p in model.parameters()),
+                             first.device)
+    rows = rows_of(model, source, at_once, first.device)
+    grad_rows = rows_of(model, source, 1, first.device, gradients=True)
+    out = {k: np.full(len(states), np.nan) for k in MEASURES}
+    with progress_bar(list(enumerate(states)), enabled=progress, label=label) as bar:
+        for i, state in bar:
+            params, buffers = parameters_of(model, state())
+            hvp = hvp_function(model, params, buffers, source, loss, grad_rows)
+            out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
+                hvp, params, iterations=options.iterations, tolerance=options.tolerance,
+                seed=options.seed)
+            out["trace"][i], out["trace_stderr"][i] = hessian_trace(
+                hvp, params, probes=options.probes, seed=options.seed)
+            out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
+                average_sharpness(model, params, buffers, source, loss, options,
+                                  at_once=at_once, rows=rows))
+    return out
+
+
 def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
                   epochs: Sequence[int], progress: bool = True) -> dict[str, np.ndarray]:
     """MEASURES at each of `epochs` (saved) of one run, with the run's test loss and accuracy
@@ -200,24 +227,10 @@ def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
                        "train with --save-every/--save-epochs/--save all")
     dataset = dataset_for(run, device=device)
     model = model_for(run, dataset, device=device)
-    loss = run.config.objective.loss
-    at_once = models_at_once(run.config.model, sum(p.numel() for p in model.parameters()), device)
-    source = split_sources(dataset)[options.split]
-    rows = rows_of(model, source, at_once, device)
-    grad_rows = rows_of(model, source, 1, device, gradients=True)
-    out = {k: np.full(len(epochs), np.nan) for k in MEASURES}
-    with progress_bar(list(enumerate(epochs)), enabled=progress, label=run.name) as bar:
-        for i, epoch in bar:
-            params, buffers = parameters_of(model, run.state_dict(epoch, device))
-            hvp = hvp_function(model, params, buffers, source, loss, grad_rows)
-            out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
-                hvp, params, iterations=options.iterations, tolerance=options.tolerance,
-                seed=options.seed)
-            out["trace"][i], out["trace_stderr"][i] = hessian_trace(
-                hvp, params, probes=options.probes, seed=options.seed)
-            out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
-                average_sharpness(model, params, buffers, source, loss, options,
-                                  at_once=at_once, rows=rows))
+    out = measure_states(model, [lambda e=e: run.state_dict(e, device) for e in epochs],
+                         split_sources(dataset)[options.split], run.config.objective.loss,
+                         options, model_config=run.config.model, progress=progress,
+                         label=run.name)
     metrics = run.metrics()
     out["test_loss"] = metrics["test_loss"][list(epochs)]
     out["test_acc"] = metrics["test_acc"][list(epochs)]
@@ -227,12 +240,17 @@ def run_sharpness(run: Run, options: SharpnessOptions, *, device: torch.device,
 
 def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = SharpnessOptions(),
               *, device: torch.device, epochs: Sequence[int] | None = None,
-              progress: bool = True) -> Path:
+              progress: bool = True, overwrite: bool = False) -> Path:
     """The measures at the saved epochs (all, or `epochs` and each run's early-stopping epoch
     where saved, so that its marker is exact) of every run, written to `out`: long-format rows
-    over (run, epoch), per-run arrays, the options and the runs as attributes."""
+    over (run, epoch), per-run arrays, the options and the runs as attributes. A result of the
+    same runs and options at `out` is reused; another is refused unless `overwrite`."""
     runs = list(runs)
     check_same_architecture(runs)
+    identity = {**runs_identity(runs), **options.attrs(),
+                "epochs": None if epochs is None else sorted(epochs)}
+    if reuse_result(out, KIND, identity, overwrite=overwrite):
+        return Path(out)
     rows, stops = [], []
     for index, run in enumerate(runs):
         if not run.saved_epochs:
@@ -254,5 +272,6 @@ def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = 
     attrs = {**options.attrs(), "runs": [str(run.path) for run in runs],
              "config_digests": [run.config.digest() for run in runs],
              "objectives": [run.config.objective.label for run in runs],
-             "split_size": len(dataset_for(runs[0], device=device).split(options.split))}
+             "split_size": len(dataset_for(runs[0], device=device).split(options.split)),
+             "identity": identity}
     return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)

@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import BadInput
 from .gradnorm import SKIP_EPOCHS
 from .loading import read_result, text
-from .plotting import FORMATS, figure, save_figure
+from .plotting import (FORMATS, epoch_markers, figure, log_axis, marker_legend, run_labels,
+                       save_figure)
 from .sharpness import KIND
 
 PANELS = {"lambda_max": "top Hessian eigenvalue", "trace": "Hessian trace (Hutchinson)",
@@ -26,12 +27,12 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
     """Test loss (y) against the top eigenvalue, the trace and the average-case sharpness (x):
     "o" = runs with flooding (fixed, adaptive or AdaFlood), "+" = without; colour = epoch
     (viridis); epochs <= skip_epochs dropped, as the paper's Fig. 4; large black markers at each
-    run's early-stopping epoch (the computed epoch nearest to it). A panel whose values are
-    positive and span more than a factor 20 has a log x axis. Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
+    run's early-stopping epoch (the computed epoch nearest to it). Runs are named as in Fig. 4
+    ("b = 0.2"). A panel whose values are positive and span more than a factor 20 has a log x
+    axis. Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.lines import Line2D
 
     attrs, a = read_result(result_path, KIND)
     keep = a["epoch"] > skip_epochs
@@ -46,23 +47,16 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
         for r, with_flooding in enumerate(a["flooded"]):
             mine = keep & (a["run"] == r)
             stop = mine & (a["epoch"] == a["marked_epoch"][r])
-            # "o" hollow as the paper's; "+" has no face to leave empty
-            face = dict(facecolors="none", edgecolors=colours[mine]) if with_flooding else dict(
-                color=colours[mine])
-            ax.scatter(a[measure][mine], a["test_loss"][mine], marker="o" if with_flooding else "+",
-                       s=12, linewidths=0.7, **face)
-            ax.scatter(a[measure][stop], a["test_loss"][stop], color="black", s=60, zorder=3,
-                       marker="o" if with_flooding else "+")
+            epoch_markers(ax, a[measure][mine], a["test_loss"][mine], colours[mine],
+                          a[measure][stop], a["test_loss"][stop], flooded=bool(with_flooding))
         values = a[measure][keep]
         if (values > 0).all() and values.max() > 20 * values.min():  # spans decades
-            ax.set_xscale("log")
+            log_axis(ax.xaxis)
         ax.set_xlabel(label)
         ax.set_ylabel("test loss")
-    # legend in grey: the markers' colours mean epochs, not runs
-    labels = dict.fromkeys(zip(json.loads(attrs["objectives"]), a["flooded"].tolist()))
-    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
-                      label=label) for label, f in labels]
-    axes[0, 0].legend(handles=handles, loc="best")
+    labels = run_labels(a["flood"], a["flooded"], json.loads(attrs["objectives"]),
+                        [text(n) for n in a["label"]] if "label" in a else None)
+    marker_legend(axes[0, 0], labels, a["flooded"])
     fig.colorbar(ScalarMappable(shade, colormaps["viridis"]), ax=axes, label="epoch", shrink=0.8)
     fig.suptitle(f"sharpness of the {attrs['split']} loss (sigma {attrs['sigma']:g}, "
                  f"{attrs['probes']} probes); large black: early-stopping epoch")

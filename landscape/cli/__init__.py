@@ -139,7 +139,10 @@ def per_epoch_options(name: str):
                              help="File name stem."),
                 click.option("--skip-epochs", type=int, default=10, show_default=True,
                              help="Leave the first N epochs out of the figure (the paper's Fig. 4 "
-                             "drops 10)."))):
+                             "drops 10)."),
+                click.option("--overwrite", is_flag=True,
+                             help="Replace a result file computed from other inputs or "
+                             "parameters (an identical one is reused)."))):
             command = option(command)
         return command
 
@@ -163,6 +166,50 @@ def normalization_options(command):
                          "(the authors' demo code)."),
             click.option("--include-biasbn", is_flag=True,
                          help="Include biases and BatchNorm weights too, each as one filter."))):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+def model_options(command):
+    """--model, --weights, --data and --loss: analyse a user's own model and checkpoint files
+    instead of run files. The command gets `paths` (run files) and `checkpoints` (a
+    usermodel.Checkpoints, or None); with --model, further PATHS are more weight files (what a
+    shell makes of `--weights ckpt/*.pt`)."""
+
+    @functools.wraps(command)
+    def wrapped(*args, paths, model, weights, user_data, loss, **kwargs):
+        from ..errors import BadInput
+
+        given = [name for name, v in (("--model", model), ("--weights", weights),
+                                      ("--data", user_data)) if v]
+        if not given:
+            if not paths:
+                raise BadInput("give run files or sweep folders (PATHS), or your own model with "
+                               "--model MODULE:FACTORY --weights FILE... --data MODULE:FACTORY")
+            return command(*args, paths=paths, checkpoints=None, **kwargs)
+        if len(given) < 3:
+            missing = [n for n in ("--model", "--weights", "--data") if n not in given]
+            raise BadInput(f"{', '.join(given)} also needs {' and '.join(missing)}")
+        from ..usermodel import open_checkpoints
+
+        return command(*args, paths=(), checkpoints=open_checkpoints(
+            model, list(weights) + list(paths), user_data, loss), **kwargs)
+
+    for option in reversed((
+            click.option("--model", metavar="MODULE:FACTORY",
+                         help="Your own model: FACTORY in MODULE (importable from the current "
+                         "folder) returns the torch.nn.Module (instead of PATHS)."),
+            click.option("--weights", multiple=True, metavar="FILE",
+                         help="Its checkpoint files (repeatable, or a quoted glob: a trajectory "
+                         "in natural order): state dicts, bare or under state_dict/model, read "
+                         "with torch.load(weights_only=True)."),
+            click.option("--data", "user_data", metavar="MODULE:FACTORY",
+                         help="Its data: FACTORY returns a pair (x, y) of tensors or a DataLoader "
+                         "(the training split), or a mapping {'train': ..., 'test': ...}."),
+            click.option("--loss", default="cross_entropy", show_default=True,
+                         metavar="NAME|MODULE:FN",
+                         help="With --model: cross_entropy, logistic, or a function (logits, y) "
+                         "-> per-sample losses."))):
         wrapped = option(wrapped)
     return wrapped
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, normalization_options
+from . import CONTEXT, analysis_options, cli, model_options, normalization_options
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--points", type=int, default=51, show_default=True,
               help="Grid points along each direction.")
 @click.option("--span", type=float, default=1.0, show_default=True,
@@ -28,8 +28,9 @@ from . import CONTEXT, analysis_options, cli, normalization_options
 @click.option("--overwrite", is_flag=True,
               help="Recompute result files made with other parameters instead of refusing.")
 @normalization_options
+@model_options
 @analysis_options
-def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization,
+def flatness(paths, checkpoints, points, span, direction_seed, two_d, bn_stats, normalization,
              out, overwrite, formats, data_dir, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
@@ -43,11 +44,16 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     other parameters is refused unless --overwrite. Give surfaces their own --out folder:
     `landscape figures` draws one figure per folder of result files.
 
+    Your own model instead of run files: --model, --weights (one model per checkpoint file,
+    OUT/<file>.slice.h5) and --data (every split it names is evaluated). Result files hold the
+    directions themselves (direction/x/<parameter>, direction/y/... with --2d).
+
     \b
-    Example:
+    Examples:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --name pair
       landscape flatness checkpoints/pair --out results/pair
       landscape flatness checkpoints/pair --2d --points 31 --out results/pair/surface
+      landscape flatness --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
     from ..analysis.flatness import SliceOptions, flatness as compute
     from ..analysis.flatness_plot import plot_flatness
@@ -60,8 +66,15 @@ def flatness(paths, points, span, direction_seed, two_d, bn_stats, normalization
     options = SliceOptions(points=points, span=span, direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
                            normalization=normalization)
-    results = compute(open_runs(paths, data_dir=data_dir), options, Path(out), device=resolve_device(device),
-                      overwrite=overwrite, progress=not quiet)
+    if checkpoints is not None:
+        from ..analysis.checkpoints import checkpoint_flatness
+
+        results = checkpoint_flatness(checkpoints, options, Path(out),
+                                      device=resolve_device(device), overwrite=overwrite,
+                                      progress=not quiet)
+    else:
+        results = compute(open_runs(paths, data_dir=data_dir), options, Path(out),
+                          device=resolve_device(device), overwrite=overwrite, progress=not quiet)
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
         return
     for path in results:

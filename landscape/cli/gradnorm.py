@@ -6,17 +6,18 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_options
+from . import CONTEXT, analysis_options, cli, model_options, normalization_options, per_epoch_options
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--split", "splits", type=click.Choice(["train", "test"]), multiple=True,
               help="Gradient of the training or the test loss (repeatable). Default: both.")
 @per_epoch_options("gradnorm")
 @normalization_options
+@model_options
 @analysis_options
-def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, formats,
+def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_epochs, overwrite, formats,
              data_dir, device, quiet):
     """Gradient amplitude of the full training and test loss at every saved epoch of the runs
     (paper Sec. 5.2, Fig. 4), against test loss and test accuracy.
@@ -27,12 +28,16 @@ def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, forma
     OUT/NAME.{pdf,png,csv}. Train with `--save all` (or a small --save-every) for one point per
     epoch.
 
+    Your own model instead of run files: --model, --weights (one point per checkpoint file)
+    and --data with train and test splits; the points' epochs are the numbers in the file names.
+
     \b
-    Example:
+    Examples:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save all --name pair
       landscape gradnorm checkpoints/pair --out results/pair
+      landscape gradnorm --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
-    from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm
+    from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm, refuse_empty_figure
     from ..analysis.plotting import parse_formats
     from ..device import resolve_device
     from ..distributed import current
@@ -40,10 +45,22 @@ def gradnorm(paths, splits, epochs, normalization, out, name, skip_epochs, forma
     from .train import _csv_ints
 
     formats = parse_formats(formats)
-    result = compute(open_runs(paths, data_dir=data_dir), Path(out) / f"{name}.h5", device=resolve_device(device),
-                     normalization=normalization,
-                     splits=splits or ("train", "test"),
-                     epochs=_csv_ints(epochs, "--epochs") or None, progress=not quiet)
+    splits = splits or ("train", "test")
+    if checkpoints is not None:
+        from ..analysis.checkpoints import checkpoint_gradnorm
+
+        refuse_empty_figure(checkpoints.epochs, skip_epochs)
+        result = checkpoint_gradnorm(checkpoints, Path(out) / f"{name}.h5",
+                                     device=resolve_device(device), normalization=normalization,
+                                     splits=splits, progress=not quiet, overwrite=overwrite)
+    else:
+        runs = open_runs(paths, data_dir=data_dir)
+        chosen = _csv_ints(epochs, "--epochs") or None
+        refuse_empty_figure([e for run in runs for e in (chosen or run.saved_epochs)],
+                            skip_epochs)
+        result = compute(runs, Path(out) / f"{name}.h5", device=resolve_device(device),
+                         normalization=normalization, splits=splits, epochs=chosen,
+                         progress=not quiet, overwrite=overwrite)
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
         return
     click.echo(f"gradient amplitudes: {result}")

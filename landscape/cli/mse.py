@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInput
-from . import CONTEXT, analysis_options, cli
+from . import CONTEXT, analysis_options, cli, model_options
 
 
 def parse_epoch(text: str) -> int | str:
@@ -21,7 +21,7 @@ def parse_epoch(text: str) -> int | str:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("path", type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(), metavar="PATH")
 @click.option("--epoch", default="last", show_default=True,
               help="The checkpoint g: an epoch number (it must be saved), last or snapshot.")
 @click.option("--samples", type=int, default=2000, show_default=True,
@@ -36,20 +36,29 @@ def parse_epoch(text: str) -> int | str:
 @click.option("--seed", "draw_seed", type=int, default=0, show_default=True,
               help="Seed of the M index draws.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (RUN-mse.h5) and the figure beside it.")
+              help="Folder for the result file (<run or weights file name>-mse.h5) and the "
+              "figure beside it.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a result file computed from other inputs or parameters (an identical "
+              "one is reused).")
+@model_options
 @analysis_options
-def mse(path, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, draw_seed, out,
-        formats, data_dir, device, quiet):
+def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, draw_seed, out,
+        overwrite, formats, data_dir, device, quiet):
     """Theorem 1 on a trained model g: the MSE of the empirical risk R^ and of the flooded risk
     R~ = |R^ - b| + b over a grid of b, with R estimated on a large independent pool; checks the
     per-sample identity (R^-R)^2 - (R~-R)^2 = 4(b-R^)(R-b)1[R^<b] and the claim that b <= R never
     raises the MSE, and repeats it with R^ measured on g's own training set. Prints whether the
     theorem's claims held on the draws; exit code 0 either way.
 
+    Your own model instead of a run file: --model, --weights (one file) and --data with
+    'train' and 'test' splits; the test split is the pool R is measured on.
+
     \b
-    Example:
+    Examples:
       landscape train --data two_gaussians --noise 0.1 --epochs 200
       landscape mse checkpoints/two_gaussians-noise0.1-mlp-flood0-seed0.h5 --samples 5000
+      landscape mse --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
     from ..analysis.mse import MseOptions, plot_mse, report, theorem1_check
     from ..analysis.plotting import parse_formats, with_extension
@@ -61,10 +70,22 @@ def mse(path, epoch, samples, sample_size, flood_grid, pool_size, pool_seed, dra
     options = MseOptions(epoch=parse_epoch(epoch), samples=samples, sample_size=sample_size,
                          flood_grid=parse_flood_levels([flood_grid]) if flood_grid else (),
                          pool_size=pool_size, pool_seed=pool_seed, draw_seed=draw_seed)
-    run = Run(path, data_dir=data_dir)
-    stem = Path(out) / f"{run.name}-mse"
-    result = theorem1_check(run, options, with_extension(stem, "h5"), device=resolve_device(device),
-                            progress=not quiet)
+    if checkpoints is not None:
+        from ..analysis.checkpoints import checkpoint_mse
+
+        stem = Path(out) / f"{checkpoints.files[0].stem}-mse"
+        result = checkpoint_mse(checkpoints, with_extension(stem, "h5"), sample_size=sample_size,
+                                samples=samples, flood_grid=options.flood_grid, seed=draw_seed,
+                                device=resolve_device(device), progress=not quiet,
+                                overwrite=overwrite)
+    else:
+        if len(paths) != 1:
+            raise BadInput(f"mse checks one run file; got {len(paths)} paths")
+        run = Run(paths[0], data_dir=data_dir)
+        stem = Path(out) / f"{run.path.stem}-mse"  # the file's name: two runs never share it
+        result = theorem1_check(run, options, with_extension(stem, "h5"),
+                                device=resolve_device(device), progress=not quiet,
+                                overwrite=overwrite)
     written = plot_mse(result, stem, formats)
     click.echo(report(result))
     click.echo(f"wrote {result} and {', '.join(map(str, written))}")

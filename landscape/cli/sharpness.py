@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_options
+from . import CONTEXT, analysis_options, cli, model_options, normalization_options, per_epoch_options
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Whose mean loss: the training set (as trained, noisy labels) or the test set.")
 @click.option("--iterations", type=int, default=100, show_default=True,
@@ -27,9 +27,10 @@ from . import CONTEXT, analysis_options, cli, normalization_options, per_epoch_o
               help="Seed of the start vector, the probes and the directions.")
 @per_epoch_options("sharpness")
 @normalization_options
+@model_options
 @analysis_options
-def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, normalization,
-              out, name, skip_epochs, formats, data_dir, device, quiet):
+def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigma, seed, normalization,
+              out, name, skip_epochs, overwrite, formats, data_dir, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
     Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
     sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
@@ -38,11 +39,16 @@ def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, norm
     PATHS are run files or sweep folders. Writes OUT/NAME.h5 and OUT/NAME.{pdf,png,csv}; `landscape
     figures OUT/NAME.h5 --section sharpness` redraws the figure.
 
+    Your own model instead of run files: --model, --weights (one point per checkpoint file)
+    and --data with the split measured and a test split.
+
     \b
-    Example:
+    Examples:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save-every 5 --name pair
       landscape sharpness checkpoints/pair --out results/pair
+      landscape sharpness --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
+    from ..analysis.gradnorm import refuse_empty_figure
     from ..analysis.plotting import parse_formats
     from ..analysis.sharpness import SharpnessOptions, sharpness as compute
     from ..analysis.sharpness_plot import plot_sharpness
@@ -54,9 +60,20 @@ def sharpness(paths, epochs, split, iterations, probes, draws, sigma, seed, norm
     options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
                                sigma=sigma, seed=seed,
                                normalization=normalization)
-    result = compute(open_runs(paths, data_dir=data_dir), Path(out) / f"{name}.h5", options,
-                     device=resolve_device(device), epochs=_csv_ints(epochs, "--epochs") or None,
-                     progress=not quiet)
+    if checkpoints is not None:
+        from ..analysis.checkpoints import checkpoint_sharpness
+
+        refuse_empty_figure(checkpoints.epochs, skip_epochs)
+        result = checkpoint_sharpness(checkpoints, Path(out) / f"{name}.h5", options,
+                                      device=resolve_device(device), progress=not quiet,
+                                      overwrite=overwrite)
+    else:
+        runs = open_runs(paths, data_dir=data_dir)
+        chosen = _csv_ints(epochs, "--epochs") or None
+        refuse_empty_figure([e for run in runs for e in (chosen or run.saved_epochs)],
+                            skip_epochs)
+        result = compute(runs, Path(out) / f"{name}.h5", options, device=resolve_device(device),
+                         epochs=chosen, progress=not quiet, overwrite=overwrite)
     click.echo(f"sharpness: {result}")
     for path in plot_sharpness(result, Path(out) / name, formats, skip_epochs=skip_epochs):
         click.echo(f"figure: {path}")
