@@ -102,10 +102,12 @@ def publish(tmp: Path, path: Path, *, replace: bool) -> None:
             os.replace(tmp, path)
         else:
             tmp.unlink()
-    except OSError as err:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise os_error(err, path) from None
+        if isinstance(err, OSError):
+            raise os_error(err, path) from None
+        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -1,0 +1,296 @@
+"""Issue 13 in-process: names and links never write outside --out, two writers, readers beside a
+writer, corrupted and edited run files, a full or read-only disk, bad option values."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from landscape import files, store
+from landscape.errors import BadInput, WorkFailed
+from landscape.store import Run, RunWriter, write_sweep_index
+from landscape.sweep import train
+
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+
+
+def _one_line_error(result, code=2):
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
+
+
+def _train_cli(out, *extra):
+    return landscape_cli("train", *TINY_TRAIN_ARGS, "--epochs", "2", "--out", out, *extra)
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/x", "..", ".", "", "a/b", "a\\b", "x" * 300])
+@pytest.mark.parametrize("sweep", [False, True])
+def test_names_stay_inside_out(tmp_path, name, sweep):
+    out = tmp_path / "a" / "b" / "out"
+    result = _train_cli(out, "--name", name, *(("--flood", "0", "0.1") if sweep else ()))
+    _one_line_error(result)
+    assert not any(tmp_path.rglob("*.h5")) and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["gradnorm", "sharpness", "memorization"])
+def test_analysis_names_stay_inside_out(tmp_path, command):
+    _train_cli(tmp_path, "--name", "r", "--save", "all")
+    for name in ("../x", "", ".."):
+        _one_line_error(landscape_cli(command, tmp_path / "r.h5", "--name", name,
+                                      "--out", tmp_path / "res"))
+    assert not (tmp_path / "res").exists() and not (tmp_path / "x.h5").exists()
+
+
+def test_links_at_temporary_paths_are_never_followed(tmp_path, monkeypatch):
+    """Links planted where the old release put its temporary files, and at the very name the
+    next temporary file will take: targets stay untouched; the planted name fails loudly."""
+    target = tmp_path / "target"
+    target.write_text("keep")
+    out = tmp_path / "out"
+    (out / "sw").mkdir(parents=True)
+    for planted in (out / "r.h5.partial", out / "sw" / "sweep.json.partial"):
+        planted.symlink_to(target)
+    _train_cli(out, "--name", "r")
+    _train_cli(out, "--name", "sw", "--flood", "0", "0.1")
+    assert target.read_text() == "keep" and Run(out / "r.h5").status == "complete"
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "fixed")
+    (out / "q.h5.fixed.partial").symlink_to(target)
+    (out / "sw" / "sweep.json.fixed.partial").symlink_to(target)
+    with pytest.raises(WorkFailed):
+        train([tiny_config(epochs=1)], out=out, name="q")
+    with pytest.raises((WorkFailed, BadInput)):
+        write_sweep_index(out / "sw", [out / "sw" / "x.h5"], grid={})
+    assert target.read_text() == "keep" and not (out / "q.h5").exists()
+
+
+def test_two_writers(tmp_path, monkeypatch):
+    """A second identical train while the first writes: the "being written" error (exit 2);
+    a run made by another process between the check and the creation is never replaced."""
+    config = tiny_config(epochs=3)
+    seen = []
+    write_epoch = RunWriter.write_epoch
+
+    def second_start(self, epoch, *args, **kwargs):
+        if not seen:
+            seen.append(_train_cli(tmp_path, "--name", self.path.stem, "--epochs", "3"))
+            seen.append(_train_cli(tmp_path, "--name", self.path.stem, "--epochs", "3",
+                                   "--resume"))
+        return write_epoch(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "write_epoch", second_start)
+    first = train([config], out=tmp_path, name="r")
+    assert first.statuses == ("complete",)
+    for result in seen:
+        _one_line_error(result)
+        assert "being written by another process" in result.stderr
+    made = tmp_path / "r.h5"
+    inode = made.stat().st_ino
+    with pytest.raises(BadInput, match="made by another process meanwhile"):
+        files.publish(_empty_file(tmp_path / "other"), made, replace=False)
+    assert made.stat().st_ino == inode and not list(tmp_path.glob("other*"))
+
+
+def _empty_file(path):
+    path.write_text("")
+    return path
+
+
+def test_readers_never_block_a_writer(tmp_path):
+    """A reader holding the file open with HDF5's own lock (h5py's default), and our readers,
+    while a writer opens, writes and commits."""
+    path = train([tiny_config(epochs=2)], out=tmp_path, name="r").paths[0]
+    holder = subprocess.Popen(  # another process: HDF5 shares one handle within a process
+        [sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r'); "
+         "print('open', flush=True); time.sleep(120)", str(path)], stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        writer = RunWriter(path)
+        writer.set_status("running")
+        assert Run(path).in_progress and files.being_written(path)
+        writer.set_status("complete")
+        writer.close()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not files.being_written(path)
+    assert train([tiny_config(epochs=2)], out=tmp_path, name="r",
+                 overwrite=True).statuses == ("complete",)
+
+
+def test_info_on_a_sweep_being_made(tmp_path):
+    folder = tmp_path / "sw"
+    folder.mkdir()
+    write_sweep_index(folder, [folder / "a.h5", folder / "b.h5"], grid={})
+    result = landscape_cli("info", folder, check=True)
+    assert result.stdout.count("not made yet") == 2
+
+
+def _flip_byte(path, dataset, slot=0):
+    with h5py.File(path, "r") as f:
+        d = f[dataset]
+        offset = (d.id.get_chunk_info(slot).byte_offset if d.chunks else d.id.get_offset())
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 3)
+        byte = fh.read(1)
+        fh.seek(offset + 3)
+        fh.write(bytes([byte[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize("dataset, read", [
+    ("metrics/train_loss", lambda run: run.metrics()),
+    ("weights/1.weight", lambda run: run.state_dict(0)),
+    ("resume/slot1/model/1.weight", lambda run: run.resume_state()),
+    ("resume/slot1/optim/1.weight/exp_avg", lambda run: run.resume_state()),
+    ("snapshot/state/1.weight", lambda run: run.snapshot()),
+    ("data/flipped_train", lambda run: run.flipped("train")),
+])
+def test_a_flipped_byte_is_an_error_naming_the_dataset(tmp_path, dataset, read):
+    path = train([tiny_config(epochs=3, flood=0.9)], out=tmp_path, name="r").paths[0]
+    with h5py.File(path, "r") as f:
+        assert dataset in f, dataset
+    assert read(Run(path)) is not None  # reads clean (a snapshot was taken: b is high)
+    _flip_byte(path, dataset)
+    with pytest.raises(BadInput, match=f"/{dataset} fails its checksum"):
+        read(Run(path))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda f: f.attrs.__setitem__("format_version", "one"), "format_version"),
+    (lambda f: f.attrs.__setitem__("format_version", 1.7), "format_version"),
+    (lambda f: f.attrs.__setitem__("execution", "{not json"), "execution"),
+    (lambda f: f.attrs.__setitem__("versions", "[1]"), "versions"),
+    (lambda f: f["status"].__setitem__((), np.bytes_("bogus")), "status"),
+    (lambda f: f.__delitem__("status"), "status"),
+    (lambda f: f["epochs_done"].__setitem__((), 10**6), "epochs_done"),
+    (lambda f: f["epochs_done"].__setitem__((), -7), "epochs_done"),
+    (lambda f: (f["metrics"].__delitem__("train_loss"),
+                f["metrics"].create_dataset("train_loss", data=[0.0])), "train_loss"),
+])
+def test_edited_attributes_are_bad_input(tmp_path, edit, match):
+    path = train([tiny_config(epochs=2)], out=tmp_path, name="r").paths[0]
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    with pytest.raises(BadInput, match=match):
+        Run(path).metrics()
+    _one_line_error(landscape_cli("info", path))
+
+
+def test_a_missing_metric_is_bad_input(tmp_path):
+    path = train([tiny_config(epochs=2)], out=tmp_path, name="r").paths[0]
+    with h5py.File(path, "r+") as f:
+        del f["metrics/test_acc"]
+    _one_line_error(landscape_cli("info", path))
+
+
+def test_files_of_the_earlier_release_open(tmp_path):
+    """The earlier release's layout: every dataset contiguous, without checksums. It opens,
+    reads and resumes as before."""
+    path = train([tiny_config(epochs=4)], out=tmp_path, name="r").paths[0]
+    expected = Run(path).metrics()
+    with h5py.File(path, "r+") as f:
+        names = []
+        f.visititems(lambda k, v: names.append(k) if isinstance(v, h5py.Dataset) else None)
+        for name in names:
+            data = f[name][()]
+            del f[name]
+            f.create_dataset(name, data=data)
+        f["epochs_done"][()] = 3  # killed after epoch 3: its resume state is in slot 1
+        f["status"][()] = np.bytes_("running")
+        assert not f["metrics/train_loss"].fletcher32
+    resumed = train([tiny_config(epochs=4)], out=tmp_path, name="r", resume=True)
+    assert resumed.statuses == ("complete",)
+    for key, values in Run(path).metrics().items():
+        if key != "seconds":
+            np.testing.assert_array_equal(values, expected[key], err_msg=key)
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_what_was_committed(tmp_path, monkeypatch):
+    calls = []
+    write = RunWriter._write_epoch
+
+    def fills_up(self, epoch, *args):
+        calls.append(epoch)
+        if len(calls) == 3:
+            _enospc()
+        return write(self, epoch, *args)
+
+    monkeypatch.setattr(RunWriter, "_write_epoch", fills_up)
+    result = _train_cli(tmp_path, "--name", "r", "--epochs", "5")
+    _one_line_error(result, code=1)
+    assert "no space left" in result.stderr and str(tmp_path / "r.h5") in result.stderr
+    monkeypatch.setattr(RunWriter, "_write_epoch", write)
+    assert Run(tmp_path / "r.h5").epochs_done == 1
+    resumed = _train_cli(tmp_path, "--name", "r", "--epochs", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_full_disk_at_creation_leaves_nothing(tmp_path, monkeypatch):
+    def half_written(partial, *args, **kwargs):
+        partial.write_bytes(b"half")
+        _enospc()
+
+    monkeypatch.setattr(store, "_build", half_written)
+    result = _train_cli(tmp_path / "out", "--name", "r")
+    _one_line_error(result, code=1)
+    assert "no space left" in result.stderr
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_read_only_out_is_one_line(tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", read_only)
+    result = _train_cli(tmp_path / "ro", "--name", "r")
+    _one_line_error(result, code=2)
+    assert "Read-only file system" in result.stderr and "ro" in result.stderr
+
+
+@pytest.mark.parametrize("extra", [
+    ("--flood", "0:inf:0.1"), ("--flood", "0:1e300:1e-300"), ("--flood", "nan"),
+    ("--objective", "adaflood", "--adaflood-folds", "1000"),
+    ("--weight-decay", "inf"), ("--weight-decay", "nan"),
+    ("--data", "spiral", "--spiral-tau", "inf"),
+    ("--epochs", str(10**12)), ("--width", str(10**8)), ("--n-test", str(10**11)),
+])
+def test_bad_values_that_slipped_through(tmp_path, extra):
+    _one_line_error(_train_cli(tmp_path / "out", *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_analysis_values(tmp_path):
+    _train_cli(tmp_path, "--name", "r", "--save", "all")
+    run = tmp_path / "r.h5"
+    for args in (("mse", run, "--seed", "-1"), ("sharpness", run, "--seed", "-1"),
+                 ("gradnorm", run, "--skip-epochs", "-1")):
+        _one_line_error(landscape_cli(*args, "--out", tmp_path / "res"))
+
+
+def test_an_unknown_codec_in_a_cifar_pickle_is_bad_input(tmp_path):
+    from landscape.data.cifar import read_batch
+
+    # A pickle whose string opcode names an encoding that does not exist.
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00aX\x05\x00\x00\x00nope!"
+                     b"\x86q\x01Rq\x02.")
+    with pytest.raises(BadInput):
+        read_batch(path, "labels")
+
+
+def test_sweep_index_is_json(tmp_path):
+    write_sweep_index(tmp_path, [tmp_path / "a.h5"], grid={"seed": [0]})
+    assert json.loads((tmp_path / "sweep.json").read_text())["runs"] == ["a.h5"]
+    assert not list(tmp_path.glob("*.partial"))
