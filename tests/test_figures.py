@@ -52,6 +52,8 @@ def test_curves_data_file_holds_the_mean_over_seeds_of_each_runs_losses(sweep, t
         for loss in ("train_loss", "test_loss"):
             np.testing.assert_allclose(table[loss][rows], np.mean([m[loss] for m in mine], 0),
                                        rtol=1e-12)
+            np.testing.assert_allclose(table[f"{loss}_std"][rows],  # the band's half width
+                                       np.std([m[loss] for m in mine], 0, ddof=1), rtol=1e-9)
 
 
 def test_curves_need_the_test_loss_every_epoch(sweep, tmp_path):
@@ -64,11 +66,11 @@ def test_curves_need_the_test_loss_every_epoch(sweep, tmp_path):
         usable([other])
 
 
-def test_every_section_through_the_installed_command(sweep, results, tmp_path):
+def test_every_section_through_the_command(sweep, results, tmp_path):
     done = landscape_cli("figures", sweep, results, "--section", "all", "--out", tmp_path,
                          "--format", "png", check=True)
-    for stem in ("fig2_learning_curves", "fig3_memorization", "fig4_gradients", "fig5_flatness",
-                 "thm1_mse"):
+    for stem in ("fig2_learning_curves", "fig3_memorization", "fig4_gradients",
+                 "fig5_flatness-slice", "thm1_mse"):
         assert (tmp_path / f"{stem}.png").is_file() and (tmp_path / f"{stem}.csv").is_file(), stem
     assert "section 5.4" in done.stdout and "HOLDS" in done.stdout
     assert (tmp_path / "fig3_memorization.h5").is_file()  # 5.1's result, made from the runs
@@ -95,3 +97,35 @@ def test_curves_refuse_the_same_run_twice(sweep, tmp_path):
     again = Run(train([runs[0].config], out=tmp_path).paths[0])
     with pytest.raises(BadInput, match="are the same run"):
         plot_curves(runs + [again], tmp_path / "curves", formats=("png",))
+
+
+def test_figures_name_slices_and_surfaces(sweep, results, tmp_path):
+    pair = [r for r in open_runs([sweep]) if r.config.seed == 0 and r.config.objective.flood in
+            (0.0, FLOODS[-1])]
+    surfaces = tmp_path / "surfaces"
+    flatness(pair, SliceOptions(points=3, two_d=True), surfaces, device=CPU, progress=False)
+    lines = build_figures([results, surfaces], ["5.3"], tmp_path / "figs", formats=("png",))
+    assert len(lines) == 2
+    assert {p.name for p in (tmp_path / "figs").glob("*.png")} == {
+        "fig5_flatness-slice.png", "fig5_flatness-surface.png"}
+
+
+def test_log_axes_label_every_decade_and_runs_are_named_by_b():
+    from landscape.analysis.plotting import figure, log_axis, run_labels
+
+    fig, axes = figure()
+    ax = axes[0, 0]
+    ax.scatter([2e-4, 3e-1], [0, 1])
+    log_axis(ax.xaxis)
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    shown = [t.get_text() for t in ax.xaxis.get_majorticklabels()
+             if low <= t.get_position()[0] <= high]
+    assert shown == ["0.001", "0.01", "0.1"]
+    assert len(ax.xaxis.get_minorticklocs()) > 20  # 2..9 x each decade
+    ax.set_xlim(0.12, 0.3)                              # within a decade: round values, labelled
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+    assert run_labels(np.array([0.0, 0.2, 0.0]), np.array([False, True, True]),
+                      ["flood0", "flood0.2", "flood0-adaptive"]) == ["b = 0", "b = 0.2",
+                                                                      "flood0-adaptive"]

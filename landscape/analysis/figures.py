@@ -8,7 +8,7 @@ other folders are searched for both):
 | 2   | learning curves (Fig. 2 / 6, Fig. 1(c)-(d)) | runs with the test loss every epoch |
 | 5.1 | memorization (Fig. 3) | memorization result files, else runs (sweeps over b), from which the result is made here (it only reads metrics) |
 | 5.2 | gradients (Fig. 4) | gradnorm result files (`landscape gradnorm`) |
-| 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder |
+| 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder: `fig5_flatness-slice`, `fig5_flatness-surface` (numbered when there are several) |
 | 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
 | sharpness | test loss vs Hessian eigenvalue, trace, average-case sharpness (beyond the paper) | sharpness result files (`landscape sharpness`) |
 
@@ -133,17 +133,30 @@ def _results_builder(section: str, results: list[Path]):
             groups: dict[Path, list[Path]] = {}
             for p in results:
                 groups.setdefault(p.parent, []).append(p)
-            jobs = [(paths, f"{len(paths)} slices in {folder}") for folder, paths in groups.items()]
+            # named by what they draw: fig5_flatness-slice, fig5_flatness-surface (-1, -2, ...)
+            kinds = [_slice_kind(paths) for paths in groups.values()]
+            jobs = [(paths, f"{len(paths)} {kind}s in {folder}", f"-{kind}")
+                    for (folder, paths), kind in zip(groups.items(), kinds)]
         else:
-            jobs = [(p, str(p)) for p in results]
+            kinds = [""] * len(results)
+            jobs = [(p, str(p), "") for p in results]
         lines = []
-        for i, (source, text) in enumerate(jobs):
-            stem = out / (STEMS[section] + (f"-{i + 1}" if len(jobs) > 1 else ""))
+        for i, (source, text, kind) in enumerate(jobs):
+            alike = [j for j, k in enumerate(kinds) if k == kinds[i]]
+            number = f"-{alike.index(i) + 1}" if len(alike) > 1 else ""
+            stem = out / f"{STEMS[section]}{kind}{number}"
             lines.append(_written(section, PLOTS[section](source, stem, formats), text))
             if section in REPORTS:
                 lines.append(REPORTS[section](source))
         return lines
     return build
+
+
+def _slice_kind(paths: list[Path]) -> str:
+    """"slice" or "surface": what a folder of flatness result files draws."""
+    from .flatness import read_slices
+
+    return "surface" if int(read_slices(paths[:1])[0][0]["directions"]) == 2 else "slice"
 
 
 def build_figures(paths: Sequence[str | Path], sections: Sequence[str], out: str | Path, *,

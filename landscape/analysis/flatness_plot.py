@@ -60,30 +60,42 @@ def plot_flatness(result_paths: Sequence[str | Path], out_stem: str | Path,
 
 def _plot_surfaces(results: Sequence[tuple[dict, dict]], out_stem: str | Path,
                    formats: Sequence[str]) -> list[Path]:
-    fig, axes = figure(columns=2, rows=len(results), cols=2, height=2.6 * len(results))
+    """Filled contours, one row per model (training loss left, test loss right), on one set of
+    levels and one colour bar for every panel, so that flatness can be compared across models."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm
+
+    fig, axes = figure(columns=2, rows=len(results), cols=2, height=2.4 * len(results) + 0.4)
+    computed = np.concatenate([a[f"{split}_loss"][np.isfinite(a[f"{split}_loss"])].ravel()
+                               for _, a in results for split in SPLITS])
+    # loss rises fast away from the minimum: levels spaced in log keep the basin visible
+    low, high = max(computed.min(), 1e-6) if len(computed) else 1e-6, max(computed.max(), 1e-5)
+    levels = np.geomspace(low, high, 16)
+    norm = BoundaryNorm(levels, ncolors=256, extend="neither")
     csv: dict[str, list] = {k: [] for k in ("model", "alpha", "beta", "train_loss", "test_loss")}
     for row, (attrs, a) in enumerate(results):
         x, y = a["xcoordinates"], a["ycoordinates"]
         for ax, split in zip(axes[row], SPLITS):
             z = a[f"{split}_loss"]                                   # [ny, nx]
+            ax.set_title(f"{describe(attrs)}: {split} loss")
             if np.isfinite(z).sum() < 4:
                 ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
                 continue
-            finite = z[np.isfinite(z)]
-            # loss rises fast away from the minimum: levels spaced in log keep the basin visible
-            levels = np.geomspace(max(finite.min(), 1e-6), finite.max(), 15)
-            contours = ax.contour(x, y, np.ma.masked_invalid(z), levels=levels, linewidths=0.7,
-                                  cmap="viridis")
-            ax.clabel(contours, fontsize=5, fmt="%.2g")
+            ax.contourf(x, y, np.ma.masked_invalid(np.clip(z, low, high)), levels=levels,
+                        norm=norm, cmap="viridis")
+            ax.contour(x, y, np.ma.masked_invalid(z), levels=levels, colors="white",
+                       linewidths=0.3)
             ax.plot(0, 0, "k+", ms=6)  # the model itself
-            ax.set_title(f"{describe(attrs)}: {split} loss")
             ax.set_xlabel(r"$\alpha$")
             ax.set_ylabel(r"$\beta$")
+            ax.set_aspect("equal")
         grid_x, grid_y = np.meshgrid(x, y)
         csv["model"] += [describe(attrs)] * grid_x.size
         csv["alpha"] += grid_x.ravel().tolist()
         csv["beta"] += grid_y.ravel().tolist()
         csv["train_loss"] += a["train_loss"].ravel().tolist()
         csv["test_loss"] += a["test_loss"].ravel().tolist()
+    fig.colorbar(ScalarMappable(norm, "viridis"), ax=axes, label="loss (levels shared by all "
+                 "panels)", shrink=0.8, format="%.3g")
     fig.suptitle(direction_caption(results[0][0]), fontsize=7)
     return save_figure(fig, out_stem, csv, formats=formats)

@@ -39,6 +39,73 @@ def figure(*, columns: int = 1, rows: int = 1, cols: int = 1, height: float | No
     return fig, axes
 
 
+def log_axis(axis) -> None:
+    """A log scale whose values can be read: a labelled tick at every decade and minor ticks at
+    2-9 times each, labelled at 2 and 5 where fewer than two decades are shown; within less than
+    one decade (where the scale is nearly linear) a few labelled round values instead. One decade
+    label alone says nothing about the points."""
+    from matplotlib.ticker import FuncFormatter, Locator, LogLocator, MaxNLocator
+
+    def decades() -> float:
+        low, high = sorted(axis.get_view_interval())
+        return float(np.log10(high / low)) if low > 0 else np.inf
+
+    class Minor(Locator):
+        def __call__(self):
+            low, high = sorted(axis.get_view_interval())
+            if decades() >= 1:
+                return LogLocator(base=10, subs=np.arange(2, 10), numticks=99).tick_values(
+                    low, high)
+            values = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+            exponent = np.log10(values[values > 0])
+            return values[values > 0][~np.isclose(exponent, np.round(exponent))]  # not decades
+
+    def minor_label(value: float, _position) -> str:
+        if decades() < 1:
+            return f"{value:.3g}"
+        mantissa = round(value / 10 ** np.floor(np.log10(value) + 1e-9))
+        return f"{value:.3g}" if decades() < 2 and mantissa in (2, 5) else ""
+
+    axis.axes.set(**{f"{axis.axis_name}scale": "log"})
+    axis.set_major_locator(LogLocator(base=10, numticks=99))
+    axis.set_minor_locator(Minor())
+    axis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:.3g}"))
+    axis.set_minor_formatter(FuncFormatter(minor_label))
+
+
+def run_labels(flood: np.ndarray, flooded: np.ndarray, objectives: Sequence[str] | None = None,
+               user: Sequence[str] | None = None) -> list[str]:
+    """Legend names of analysed runs: "b = 0.2"; the objective's name for flooding without a
+    fixed b (adaptive from b = 0, AdaFlood); a user's own names for their checkpoints."""
+    if user is not None:
+        return [str(u) for u in user]
+    labels = [f"b = {b:g}" for b in flood]
+    if objectives is not None:
+        labels = [str(o) if f and b == 0 else label
+                  for o, f, b, label in zip(objectives, flooded, flood, labels)]
+    return labels
+
+
+def epoch_markers(ax, x, y, colours, stop_x, stop_y, *, flooded: bool) -> None:
+    """One run's points of a Fig. 4-style scatter: "o" (hollow, as the paper's) with flooding,
+    "+" without, coloured by epoch; its early-stopping point (stop_x, stop_y) also as a larger
+    black marker of the same kind, hollow and drawn beneath, so that the point stays visible."""
+    marker = "o" if flooded else "+"
+    for xs, ys, colour, size, width, z in ((x, y, colours, 12, 0.7, 3),
+                                           (stop_x, stop_y, "black", 90, 1.6, 2)):
+        style = dict(facecolors="none", edgecolors=colour) if flooded else dict(color=colour)
+        ax.scatter(xs, ys, marker=marker, s=size, linewidths=width, zorder=z, **style)
+
+
+def marker_legend(ax, labels: Sequence[str], flooded: Sequence[bool]) -> None:
+    """A legend of the runs' markers, in grey: in these scatters colour means epoch, not run."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
+                      label=label) for label, f in dict.fromkeys(zip(labels, map(bool, flooded)))]
+    ax.legend(handles=handles, loc="best")
+
+
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in (text.split(",") if isinstance(text, str) else text)
                     if f.strip())

@@ -59,7 +59,7 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
     marker_legend(axes[0, 0], labels, a["flooded"])
     fig.colorbar(ScalarMappable(shade, colormaps["viridis"]), ax=axes, label="epoch", shrink=0.8)
     fig.suptitle(f"sharpness of the {attrs['split']} loss (sigma {attrs['sigma']:g}, "
-                 f"{attrs['probes']} probes); large black: early-stopping epoch")
+                 f"{attrs['probes']} probes); large black: early-stopping epoch", fontsize=7)
     plotted = np.flatnonzero(keep)
     csv = {"run": [names[r] for r in a["run"][plotted]],
            "flooded": a["flooded"][a["run"][plotted]],
