@@ -385,11 +385,17 @@ class Run:
                 device) for k in self.state_keys}
             return Snapshot(step, epoch, float(self._read(f, "snapshot/batch_loss")), state)
 
-    def resume_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(model state, optimizer state) after epoch `epochs_done`."""
+    def resume_state(self, epoch: int | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(model state, optimizer state) after `epoch`: epochs_done (default) or the one before,
+        whose slot the last commit did not touch."""
+        epoch = self.epochs_done if epoch is None else epoch
         if self.epochs_done < 0:
             raise BadInput(f"{self.path}: nothing to resume from (no epoch committed)")
-        slot = f"resume/slot{self.epochs_done % 2}"
+        if not (0 <= epoch and self.epochs_done - 1 <= epoch <= self.epochs_done):
+            raise BadInput(f"{self.path}: no resume state after epoch {epoch} (the file keeps "
+                           f"epochs {max(self.epochs_done - 1, 0)}-{self.epochs_done})")
+        slot = f"resume/slot{epoch % 2}"
         with self._file() as f:
             def read(prefix: str) -> dict[str, torch.Tensor]:
                 names: list[str] = []

@@ -109,35 +109,81 @@ def _start(path: Path, action: str) -> int:
     return Run(path).epochs_done if action == "resume" else -1
 
 
+def _common_starts(chunk: list[tuple[Path, RunConfig, str]]) -> list[list[tuple]]:
+    """The chunk's members as (path, config, start) lists that train together. A kill between
+    two members' commits leaves them one epoch apart: all continue from the earlier epoch (the
+    other slot still holds its resume state), in the chunk they trained in, so that the resumed
+    numbers are bit for bit those of an uninterrupted sweep. Wider gaps (files of other
+    sweeps' histories) train by start epoch."""
+    starts = [_start(p, a) for p, _, a in chunk]
+    if max(starts) - min(starts) <= 1:
+        return [[(p, c, min(starts)) for p, c, _ in chunk]]
+    by_start: dict[int, list[tuple]] = {}
+    for (p, c, _), start in zip(chunk, starts):
+        by_start.setdefault(start, []).append((p, c, start))
+    return list(by_start.values())
+
+
 def _member(path: Path, config: RunConfig, start: int) -> Member:
+    """The member continuing `path` after epoch `start` (its last committed one, or the one
+    before), or afresh for start -1."""
     writer = RunWriter(path)
-    levels = Run(path).data_array("flood_levels") if config.objective.kind == "adaflood" else None
+    try:
+        return _resumed(writer, config, start)
+    except BaseException:
+        writer.close()
+        raise
+
+
+def _resumed(writer: RunWriter, config: RunConfig, start: int) -> Member:
+    run = Run(writer.path)
+    levels = run.data_array("flood_levels") if config.objective.kind == "adaflood" else None
     if start < 0:
         return Member(config, writer, levels=levels)
-    run = Run(path)
-    model_state, optim_state = run.resume_state()
-    metrics = run.metrics()
+    model_state, optim_state = run.resume_state(start)
+    metrics = {k: v[:start + 1] for k, v in run.metrics().items()}
     val_acc = metrics["val_acc"]
-    return Member(config, writer, start_epoch=run.epochs_done, fresh=False,
-                  model_state=model_state, optim_state=optim_state if run.epochs_done > 0 else None,
+    snapshot = run.snapshot()
+    return Member(config, writer, start_epoch=start, fresh=False,
+                  model_state=model_state, optim_state=optim_state if start > 0 else None,
                   best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
-                  snapshot_taken=run.snapshot() is not None or not run.snapshot_slot,
+                  snapshot_taken=(snapshot is not None and snapshot.epoch <= start
+                                  or not run.snapshot_slot),
                   levels=levels,
                   schedule=resume_state(config.objective, metrics))
 
 
-def chunk_size(requested: int | None, config: RunConfig, dataset: data_module.Dataset,
-               device: torch.device) -> int:
+def chunk_size(requested: int | None, config: RunConfig, device: torch.device) -> int:
     """Members per stacked chunk: as requested (None: the auto rule), bounded by device memory."""
     size = auto_chunk_size(config.model, device) if requested is None else requested
     if size == 1:
         return 1
-    model = build_model(config.model, dataset.input_shape,
-                        output_units(dataset.num_classes, config.objective.loss))
+    shape = data_module.input_shape(config.data)
+    model = build_model(config.model, shape,
+                        output_units(config.data.num_classes, config.objective.loss))
     dtype_bytes = getattr(torch, config.dtype).itemsize
-    per_member = member_bytes(config.model, count_parameters(model), dataset.input_shape,
+    per_member = member_bytes(config.model, count_parameters(model), shape,
                               config.optim.batch_size, dtype_bytes)
     return min(size, memory_limit(per_member, device, dtype_bytes))
+
+
+def plan_chunks(items: list[tuple[Path, RunConfig, str]], requested: int | None,
+                device: torch.device, ranks: int) -> list[list[tuple[Path, RunConfig, str]]]:
+    """The stacked chunks of the sweep's unfinished runs: each group's runs, finished ones
+    included, cut into balanced chunks (at most a rank's share of the group, so that every rank
+    has work), less the finished runs. Every rank plans the same chunks, and a resume on as many
+    ranks the chunks the sweep began with, so that its members stack as they did."""
+    groups: dict[str, list[tuple[Path, RunConfig, str]]] = {}
+    for item in items:
+        groups.setdefault(group_key(item[1]), []).append(item)
+    chunks = []
+    for group in groups.values():
+        size = min(chunk_size(requested, group[0][1], device), math.ceil(len(group) / ranks))
+        for chunk in balanced_chunks(group, size):
+            left = [item for item in chunk if item[2] != "skip"]
+            if left:
+                chunks.append(left)
+    return chunks
 
 
 def check_fits(config: RunConfig, device: torch.device) -> None:
@@ -191,9 +237,10 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
         folder, paths = plan_paths(configs, Path(out), name)
         actions = [_existing(p, c, resume=resume, overwrite=overwrite)
                    for p, c in zip(paths, configs)]
-        # This rank's runs: a share of the unfinished ones, so that a resume spreads what is left.
-        mine = distributed.share([(p, c, a) for p, c, a in zip(paths, configs, actions)
-                                  if a != "skip"], world)
+        # This rank's runs: a share of the chunks with unfinished runs, whole chunks.
+        chunks = distributed.share(plan_chunks(list(zip(paths, configs, actions)), requested,
+                                               device, world.size), world)
+        mine = [item for chunk in chunks for item in chunk]
 
         # Load every data set first: a missing or malformed file stops us before anything is
         # written. With --download, rank 0 fetches the files before the others read them.
@@ -213,7 +260,6 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
             "seed": sorted({c.seed for c in configs})})
 
     statuses = {p: "skipped" for p, a in zip(paths, actions) if a == "skip"}
-    groups: dict[str, list[tuple[Path, RunConfig, str]]] = {}
     progress = execution.progress and world.rank == 0  # one bar: rank 0's
     # A rank whose work fails waits here for the others to finish theirs; then all report it.
     with distributed.exchange(world) as trained:
@@ -221,37 +267,29 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
             if a == "fresh":
                 _create(p, c, execution, datasets[(c.data, c.dtype)], device,
                         replace=overwrite)
-            groups.setdefault(group_key(c), []).append((p, c, a))
-
-        total = sum(len(g) for g in groups.values())
-        done = 0
-        for items in groups.values():
-            # Members continue from the same epoch in one chunk; files stay open only while it
-            # trains.
-            by_start: dict[int, list[tuple[Path, RunConfig, int]]] = {}
-            for p, c, a in items:
-                start = _start(p, a)
-                by_start.setdefault(start, []).append((p, c, start))
-            first = items[0][1]
-            size = chunk_size(requested, first, datasets[(first.data, first.dtype)], device)
-            for same_start in by_start.values():
-                for chunk in balanced_chunks(same_start, size):
-                    draws = list(dict.fromkeys(c.data for _, c, _ in chunk))
-                    data = MemberData([datasets[(d, first.dtype)] for d in draws],
-                                      [draws.index(c.data) for _, c, _ in chunk])
-                    label = (first.name if total == 1 else
-                             f"runs {done + 1}-{done + len(chunk)} of {total}")
-                    members = [_member(*item) for item in chunk]
-                    try:
-                        for m, status in zip(members, train_group(members, data, device=device,
-                                                                  progress=progress,
-                                                                  label=label, amp=execution.amp,
-                                                                  compile=execution.compile)):
-                            statuses[m.path] = status
-                    finally:
-                        for m in members:
-                            m.writer.close()
-                    done += len(chunk)
+        total, done = len(mine), 0
+        for chunk in chunks:
+            # Files stay open only while their chunk trains.
+            for part in _common_starts(chunk):
+                first = part[0][1]
+                draws = list(dict.fromkeys(c.data for _, c, _ in part))
+                data = MemberData([datasets[(d, first.dtype)] for d in draws],
+                                  [draws.index(c.data) for _, c, _ in part])
+                label = (first.name if total == 1 else
+                         f"runs {done + 1}-{done + len(part)} of {total}")
+                members: list[Member] = []
+                try:
+                    for item in part:
+                        members.append(_member(*item))
+                    for m, status in zip(members, train_group(members, data, device=device,
+                                                              progress=progress, label=label,
+                                                              amp=execution.amp,
+                                                              compile=execution.compile)):
+                        statuses[m.path] = status
+                finally:
+                    for m in members:
+                        m.writer.close()
+                done += len(part)
         trained.value = statuses
     for part in trained.values:
         statuses.update(part)

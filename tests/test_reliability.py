@@ -294,3 +294,36 @@ def test_sweep_index_is_json(tmp_path):
     write_sweep_index(tmp_path, [tmp_path / "a.h5"], grid={"seed": [0]})
     assert json.loads((tmp_path / "sweep.json").read_text())["runs"] == ["a.h5"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("commits", [2, 3 * 6 + 4])
+def test_a_stacked_sweep_killed_between_members_commits_resumes_bit_for_bit(
+        tmp_path, monkeypatch, commits):
+    """float32, six members stacked: the resumed members continue from their common epoch in
+    the chunk they began in, so every number equals the uninterrupted sweep's exactly."""
+    from landscape.config import Execution
+    from landscape.sweep import expand
+
+    from conftest import train_interrupted
+
+    configs = expand(tiny_config(epochs=6, save="every:2", eval_test="best"), [0.0, 0.3, 0.6],
+                     [0, 1])
+    execution = Execution(ensemble="6", progress=False)
+    reference = train(configs, out=tmp_path / "ref", execution=execution)
+    train_interrupted(configs, tmp_path / "cut", commits=commits, ensemble="6",
+                      monkeypatch=monkeypatch)
+    assert len({Run(p).epochs_done for p in (tmp_path / "cut").rglob("*.h5")}) == 2
+    resumed = train(configs, out=tmp_path / "cut", resume=True, execution=execution)
+    for pa, pb in zip(resumed.paths, reference.paths):
+        a, b = Run(pa), Run(pb)
+        assert a.status == b.status == "complete"
+        ma, mb = a.metrics(), b.metrics()
+        for name in ma:
+            if name != "seconds":
+                np.testing.assert_array_equal(ma[name], mb[name], err_msg=f"{a.name}: {name}")
+        for epoch in a.saved_epochs:
+            for key, value in a.state_dict(epoch).items():
+                assert np.array_equal(value.numpy(), b.state_dict(epoch)[key].numpy()), key
+        sa, sb = a.snapshot(), b.snapshot()
+        assert (sa is None) == (sb is None) and (sa is None or (sa.step, sa.batch_loss)
+                                                 == (sb.step, sb.batch_loss))
