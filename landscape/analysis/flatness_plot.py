@@ -1,8 +1,9 @@
 """The figure of paper Sec. 5.3 (Fig. 5) from stored slice files, and contour plots of surfaces.
 
 Fig. 5's styles: the first-below-flood snapshot dotted blue, the last epoch with flooding solid
-blue, the last epoch without flooding solid red. Further runs (another b, another seed) take the
-palette's next colours, their snapshots dotted in their own colour.
+blue, the last epoch without flooding solid vermillion (plotting.PLAIN, the palette's red).
+Further runs (another b, another seed) take the palette's next colours, their snapshots dotted in
+their own colour. Surfaces: filled contours on levels shared by every panel, one colour bar.
 """
 
 from __future__ import annotations
