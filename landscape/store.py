@@ -491,7 +491,14 @@ def _analysis_result(path: Path) -> bool:
 
 
 def open_runs(paths: Iterable[str | Path], *, data_dir: str | Path | None = None) -> list[Run]:
-    return [Run(p, data_dir=data_dir) for p in find_runs(paths)]
+    """The runs an analysis measures. A diverged run is bad input, named with the epoch it
+    diverged in: its last epochs hold NaN/inf, and its curves would end in nothing."""
+    runs = [Run(p, data_dir=data_dir) for p in find_runs(paths)]
+    for run in runs:
+        if run.status == "diverged":
+            raise BadInput(f"{run.path} diverged in epoch {run.epochs_done + 1} (NaN/inf loss); "
+                           "analyse the other runs, or retrain it with --overwrite")
+    return runs
 
 
 def write_sweep_index(folder: Path, runs: list[Path], grid: dict) -> None:

@@ -327,3 +327,16 @@ def test_a_stacked_sweep_killed_between_members_commits_resumes_bit_for_bit(
         sa, sb = a.snapshot(), b.snapshot()
         assert (sa is None) == (sb is None) and (sa is None or (sa.step, sa.batch_loss)
                                                  == (sb.step, sb.batch_loss))
+
+
+@pytest.mark.parametrize("command", ["gradnorm", "sharpness", "flatness"])
+def test_analyses_refuse_a_diverged_run_naming_its_epoch(tmp_path, command):
+    diverged = _train_cli(tmp_path, "--name", "d", "--optimizer", "sgd", "--lr", "1e6",
+                          "--save", "all", "--epochs", "5")
+    assert diverged.returncode == 1
+    run = Run(tmp_path / "d.h5")
+    assert run.status == "diverged"
+    result = landscape_cli(command, tmp_path / "d.h5", "--out", tmp_path / "res")
+    _one_line_error(result)
+    assert f"diverged in epoch {run.epochs_done + 1}" in result.stderr
+    assert not (tmp_path / "res").exists()
