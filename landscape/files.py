@@ -82,32 +82,26 @@ def create_exclusive(path: Path) -> int:
 
 
 def publish(tmp: Path, path: Path, *, replace: bool) -> None:
-    """Give the complete file `tmp` its name `path`, atomically. Unless `replace`, `path` must not
-    exist (a hard link fails if it does), so that two processes never both take the name."""
+    """Give the complete file `tmp` its name `path`, atomically (inside `temporary`, which
+    removes `tmp` if this fails). Unless `replace`, `path` must not exist (a hard link fails if
+    it does), so that two processes never both take the name."""
+    if replace:
+        os.replace(tmp, path)
+        return
     try:
-        if replace:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise BadInput(f"{path} was made by another process meanwhile (a run in progress); "
-                           "wait for it to finish, or give this one another --out") from None
-        except OSError as err:
-            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-            # A file system without hard links: rename after a last check (not race-free).
-            if path.exists():
-                raise BadInput(f"{path} was made by another process meanwhile") from None
-            os.replace(tmp, path)
-        else:
-            tmp.unlink()
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, OSError):
-            raise os_error(err, path) from None
-        raise
+        os.link(tmp, path)
+    except FileExistsError:
+        raise BadInput(f"{path} was made by another process meanwhile (a run in progress); "
+                       "wait for it to finish, or give this one another --out") from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # A file system without hard links: rename after a last check (not race-free).
+        if path.exists():
+            raise BadInput(f"{path} was made by another process meanwhile") from None
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
 
 
 def write_text(path: Path, text: str) -> None:

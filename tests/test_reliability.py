@@ -94,13 +94,10 @@ def test_two_writers(tmp_path, monkeypatch):
     made = tmp_path / "r.h5"
     inode = made.stat().st_ino
     with pytest.raises(BadInput, match="made by another process meanwhile"):
-        files.publish(_empty_file(tmp_path / "other"), made, replace=False)
-    assert made.stat().st_ino == inode and not list(tmp_path.glob("other*"))
-
-
-def _empty_file(path):
-    path.write_text("")
-    return path
+        with files.temporary(made) as tmp:
+            tmp.write_text("")
+            files.publish(tmp, made, replace=False)
+    assert made.stat().st_ino == inode and not list(tmp_path.glob("*.partial"))
 
 
 def test_readers_never_block_a_writer(tmp_path):
