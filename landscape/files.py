@@ -32,7 +32,8 @@ def check_name(name: str, what: str = "--name") -> str:
     if name is None or name.strip() in ("", ".", ".."):
         raise BadInput(f"{what} must be a file name, got {name!r}")
     if any(sep in name for sep in ("/", "\\", "\0")) or (os.altsep and os.altsep in name):
-        raise BadInput(f"{what} must be a file name, not a path: {name!r} (use --out for the folder)")
+        raise BadInput(f"{what} must be a file name, not a path: {name!r} (use --out for the "
+                       "folder)")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise BadInput(f"{what} is too long ({len(name.encode())} bytes; at most {MAX_NAME_BYTES})")
     return name
