@@ -250,10 +250,13 @@ def test_a_read_only_out_is_one_line(tmp_path, monkeypatch):
     def read_only(self, *args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
+    _train_cli(tmp_path, "--name", "r", "--save", "all")
     monkeypatch.setattr(type(tmp_path), "mkdir", read_only)
-    result = _train_cli(tmp_path / "ro", "--name", "r")
-    _one_line_error(result, code=2)
-    assert "Read-only file system" in result.stderr and "ro" in result.stderr
+    for result in (_train_cli(tmp_path / "ro", "--name", "r"),
+                   landscape_cli("gradnorm", tmp_path / "r.h5", "--skip-epochs", "0", "--out",
+                                 tmp_path / "ro")):
+        _one_line_error(result, code=2)
+        assert "Read-only file system" in result.stderr and "ro" in result.stderr
 
 
 @pytest.mark.parametrize("extra", [
