@@ -1,4 +1,4 @@
-"""Benchmark (DESIGN.md section 4 (b) and (d)): a 1-D flatness slice (paper Sec. 5.3) of the paper's
+"""Benchmark (README: Section 5 analyses, flatness): a 1-D flatness slice (paper Sec. 5.3) of the paper's
 synthetic model (MLP 10 -> depth x width -> 1 on Two Gaussians, 100 training and 20,000 test
 points), train and test loss and accuracy at each of P points theta + alpha d, three ways:
 

@@ -2,7 +2,7 @@
 
 `RunConfig` holds everything that determines the numbers (data, model, objective, optimizer, seed,
 what is saved); `Execution` holds how it runs (device, paths, progress). Defaults that depend on the
-data set (the paper's settings, DESIGN.md section 2) live in one place: `PAPER_DEFAULTS`, applied by
+data set (the paper's settings, docs/settings.md) live in one place: `PAPER_DEFAULTS`, applied by
 `RunConfig.resolved()`, so a stored config is always explicit.
 """
 
@@ -30,7 +30,7 @@ AMP_MODES = ("off", "bf16")
 NUM_CLASSES = {"two_gaussians": 2, "sinusoid": 2, "spiral": 2, "mnist": 10, "kmnist": 10,
                "svhn": 10, "cifar10": 10, "cifar100": 100}
 
-# The paper's settings (Sec. 4.1, 4.2; DESIGN.md section 2), by data family. The image sets' batch
+# The paper's settings (Sec. 4.1, 4.2; docs/settings.md), by data family. The image sets' batch
 # size of 128 is ours: the paper does not give one.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": dict(model="mlp", optimizer="adam", lr=1e-3, momentum=0.0, batch_size=100,
@@ -412,7 +412,7 @@ class Execution:
     ensemble: str = "auto"         # sweeps: "auto", "off" or the number of models stacked per chunk
     progress: bool = True
     download: bool = False         # fetch an image set's missing official files into data_dir
-    # GPU speed switches (DESIGN.md section 4): they change the arithmetic, not the recipe.
+    # GPU speed switches (README: Speed): they change the arithmetic, not the recipe.
     # "bf16": forward passes under bfloat16 autocast (losses, weights and optimizer stay float32);
     # compile: the training forward goes through torch.compile, compiled once per trained group.
     amp: str = "off"               # off | bf16

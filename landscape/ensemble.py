@@ -220,7 +220,7 @@ GPU_STACK = 1024    # GPU: as many as fit; Table 2's 510 runs of a setting in on
 
 
 def auto_chunk_size(model: ModelConfig, device: torch.device) -> int:
-    """How many sweep members to stack by default (DESIGN.md section 4), before the memory bound.
+    """How many sweep members to stack by default (benchmarks/sweep.py), before the memory bound.
 
     CPU: MLPs up to CPU_STACK_MAX_WIDTH wide stack, wider ones and conv nets train one by one.
     GPU: everything stacks: a small model's step is launch overhead, which vmap shares."""

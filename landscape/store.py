@@ -1,6 +1,6 @@
 """The run store: one HDF5 file per trained model, in a documented, versioned layout.
 
-Layout (format "landscape-run", version 1; checkpoints/README.md documents it for other tools):
+Layout (format "landscape-run", version 1; docs/run-files.md documents it for other tools):
 
     /                      attrs: format, format_version, name, config (JSON of RunConfig),
                            config_digest, execution (JSON), versions (JSON), device, created

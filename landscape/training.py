@@ -73,7 +73,7 @@ def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim
     if o.name == "sgd":
         kwargs["momentum"] = o.momentum
     cls = torch.optim.Adam if o.name == "adam" else torch.optim.SGD
-    try:  # fused kernels are faster where the build has them (DESIGN.md section 4)
+    try:  # fused kernels are faster where the build has them (benchmarks/RESULTS.md)
         return cls(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return cls(params, **kwargs)
@@ -159,7 +159,7 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
     steps = math.ceil(n_train / batch_size)
     save_epochs = set(config.save_epochs)
     start = members[0].start_epoch
-    # Speed settings, applied once (DESIGN.md section 4). The compiled forward shares the
+    # Speed settings, applied once (README: Speed). The compiled forward shares the
     # ensemble's tensors, so run files keep the plain state dict.
     precision = autocast(device, amp)
     train_forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward

@@ -90,7 +90,7 @@ class Checkpoint:
 
     @property
     def role(self) -> str:
-        """snapshot (dotted blue), flooded (solid blue) or plain (solid red) in Fig. 5."""
+        """snapshot (dotted blue), flooded (solid blue) or plain (solid vermillion) in Fig. 5."""
         if self.which == "snapshot":
             return "snapshot"
         return "flooded" if self.run.config.objective.floods else "plain"

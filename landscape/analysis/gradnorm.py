@@ -1,7 +1,7 @@
 """Performance and gradients (paper Sec. 5.2, Fig. 4): the gradient amplitude of the full training
 and test loss at every saved epoch, against test loss and accuracy.
 
-The amplitude is the l2 norm of the filter-normalized gradient (filternorm.py; DESIGN.md 1.3) of
+The amplitude is the l2 norm of the filter-normalized gradient (filternorm.py; docs/measurements.md) of
 the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the checkpoint's
 running statistics), accumulated over row chunks at bounded memory (evaluation.mean_loss).
 Several saved epochs are stacked as one Ensemble where that pays (GPUs; evaluation.models_at_once).

@@ -1,4 +1,4 @@
-"""Memorization (paper Sec. 5.1, Fig. 3; DESIGN.md 1.4): training accuracy against the flood level b,
+"""Memorization (paper Sec. 5.1, Fig. 3; docs/measurements.md): training accuracy against the flood level b,
 at the last epoch and at the early-stopping epoch, one line per setting, the chosen b marked.
 
 Settings, trials, early-stopping epochs and the flood level chosen by validation accuracy all come

@@ -1,4 +1,4 @@
-"""Theorem 1 on a trained model (paper Sec. 5.4, proof in Appendix A; DESIGN.md 1.4): the flooded
+"""Theorem 1 on a trained model (paper Sec. 5.4, proof in Appendix A; docs/measurements.md): the flooded
 risk estimator R~ = |R^ - b| + b has no larger mean squared error than the empirical risk R^ when
 b <= R, the true risk; strictly smaller if b < R and Pr[R^ < b] > 0.
 

@@ -1,4 +1,4 @@
-"""Flood-level selection (paper Sec. 4; DESIGN.md section 1.5): the b with the best validation accuracy.
+"""Flood-level selection (paper Sec. 4; docs/measurements.md): the b with the best validation accuracy.
 
 For each setting (runs identical but for flood level and seed) and each trial (a seed and its data
 draw), the flood level b is chosen from the trial's grid by validation accuracy, either at the last
@@ -7,7 +7,7 @@ validation accuracy ("with early stopping"). The chosen run's test accuracy is r
 baseline's (b = 0, the plain objective), as mean and standard deviation over trials (Table 2).
 
 Accuracies come on the labels used (noisy where label noise was added; Table 2's numbers fit noisy
-test labels, DESIGN.md section 2) and on the clean labels, named `..._clean`. Selection itself always
+test labels, docs/settings.md) and on the clean labels, named `..._clean`. Selection itself always
 uses the validation labels as trained with (the paper's protocol), never the clean ones.
 """
 

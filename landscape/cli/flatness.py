@@ -38,7 +38,7 @@ def flatness(paths, checkpoints, points, span, direction_seed, two_d, bn_stats, 
 
     PATHS are run files or sweep folders. A run with b > 0 gives two models, its first-below-flood
     snapshot (dotted) and its last epoch (solid blue); a run with b = 0 gives its last epoch
-    (solid red). Each model's numbers go to OUT/<run>.<snapshot|last>.slice.h5 (.surface.h5 with
+    (solid vermillion). Each model's numbers go to OUT/<run>.<snapshot|last>.slice.h5 (.surface.h5 with
     --2d; loss-landscape's dataset names), the figure to OUT/flatness.{pdf,png,csv}
     (flatness-2d with --2d). A killed computation resumes on the next call; a file made with
     other parameters is refused unless --overwrite. Give surfaces their own --out folder:

@@ -3,7 +3,7 @@
 Every set comes as train/validation/test `Split`s holding inputs, the labels trained and evaluated on
 (noisy where label noise was asked for) and the clean labels, so that memorization (accuracy on the
 flipped points) and clean accuracy can both be measured. Label noise flips exactly floor(n * rho)
-labels of each split, chosen uniformly at random (DESIGN.md section 2).
+labels of each split, chosen uniformly at random (docs/settings.md).
 
 Image sets keep their pixels as uint8 on the device (4x less memory and bandwidth than floats) and
 standardize each gathered batch there: `Split.stored` is the form kept in memory, `Split.x` and

@@ -1,4 +1,4 @@
-"""The paper's synthetic data sets (Sec. 4.1), with the authors' demo-code variants (DESIGN.md section 2).
+"""The paper's synthetic data sets (Sec. 4.1), with the authors' demo-code variants (docs/settings.md).
 
 Labels are 1 for the positive class and 0 for the negative one.
 """
