@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -75,6 +76,35 @@ def temporary(path: Path) -> Iterator[Path]:
         if isinstance(err, OSError):
             raise os_error(err, path) from None
         raise
+
+
+# What HDF5's metadata may need beyond the arrays: object headers, chunk indexes, attributes.
+SPACE_MARGIN = 2**18
+
+
+def check_space(path: Path, nbytes: int) -> None:
+    """A failure of the work, before anything is written, if `path`'s file system lacks room for
+    `nbytes`: HDF5 that runs out of space while making a file fails in its cleanup too (streams
+    of errors, then a crash)."""
+    free = shutil.disk_usage(path.parent).free
+    if nbytes + SPACE_MARGIN > free:
+        raise WorkFailed(f"cannot write {path}: it needs about {(nbytes + SPACE_MARGIN) / 2**20:.1f} "
+                         f"MiB and the device has {free / 2**20:.1f} MiB free")
+
+
+def reserve(path: Path) -> None:
+    """Allocate the blocks of a file's holes now (its datasets' space is allocated but unwritten,
+    i.e. sparse), so that a disk filling up later cannot fail the epochs written into them."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 def create_exclusive(path: Path) -> int:

@@ -24,6 +24,9 @@ finishes by writing /epochs_done, an 8-byte write that commits it; no HDF5 metad
 creation. The resume state alternates between two slots, so the committed slot is never the one
 being written. Killing the trainer at any moment loses at most the epoch in flight.
 
+Space: a new file's arrays must fit in the free space, and their blocks are reserved when the
+file is made (posix_fallocate), so a disk filling up later cannot fail an epoch's write.
+
 Integrity: the arrays (metrics, weights, snapshot and resume state, /data) carry HDF5's fletcher32
 checksum, so a corrupted byte is an error naming the dataset, never other numbers; the scalars
 and attributes are validated when a file is opened. Files written before the checksums open as
@@ -48,7 +51,8 @@ import torch
 from . import __version__
 from .config import Execution, RunConfig
 from .errors import BadInput
-from .files import WriteLock, being_written, os_error, publish, temporary, write_text
+from .files import (WriteLock, being_written, check_space, os_error, publish, reserve,
+                    temporary, write_text)
 
 FORMAT = "landscape-run"
 FORMAT_VERSION = 1
@@ -102,10 +106,24 @@ def create_run(path: Path, config: RunConfig, execution: Execution, *, device: s
     `arrays` go under /data beside the flipped labels (AdaFlood's per-sample levels)."""
     path = Path(path)
     with temporary(path) as partial:
+        check_space(path, _array_bytes(config, metric_names, model_layout, optim_layout,
+                                       [*flipped.values(), *(arrays or {}).values()]))
         _build(partial, config, execution, device=device, metric_names=metric_names,
                model_layout=model_layout, optim_layout=optim_layout, flipped=flipped,
                arrays=arrays)
+        reserve(partial)
         publish(partial, path, replace=replace)
+
+
+def _array_bytes(config: RunConfig, metric_names: Iterable[str], model_layout: Layout,
+                 optim_layout: Layout, arrays: Iterable[np.ndarray]) -> int:
+    """The bytes of a run file's arrays: metrics, saved weights, snapshot, two resume slots."""
+    def size(layout: Layout) -> int:
+        return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                   for shape, dtype in layout.values())
+    model_copies = len(config.save_epochs) + 1 + 2  # saved epochs, the snapshot, two slots
+    return (len(list(metric_names)) * 8 * (config.optim.epochs + 1) + model_copies * size(
+        model_layout) + 2 * size(optim_layout) + sum(np.asarray(a).nbytes for a in arrays))
 
 
 def _build(partial: Path, config: RunConfig, execution: Execution, *, device: str,

@@ -340,3 +340,14 @@ def test_analyses_refuse_a_diverged_run_naming_its_epoch(tmp_path, command):
     _one_line_error(result)
     assert f"diverged in epoch {run.epochs_done + 1}" in result.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_too_little_space_for_a_new_run_is_refused_before_writing(tmp_path, monkeypatch):
+    """HDF5 that runs out of space while making a file crashes in its cleanup: the room the
+    file's arrays need is checked first (and reserved once made, for the epochs to come)."""
+    usage = files.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
+    result = _train_cli(tmp_path / "out", "--name", "r")
+    _one_line_error(result, code=1)
+    assert "needs about" in result.stderr and str(tmp_path / "out" / "r.h5") in result.stderr
+    assert not list((tmp_path / "out").iterdir())
