@@ -109,7 +109,7 @@ def test_the_installed_command_trains_and_reads_a_run(tmp_path):
                                   ["train", "--data", "spiral", "--flood", "-1"],
                                   ["train", "--data", "spiral", "--epochs", "0"],
                                   ["train", "--data", "spiral", "--device", "tpu"],
-                                  ["demo", "--epochs", "0"]])
+                                  ["demo", "--epochs", "0"], ["demo", "--format", "gif"]])
 def test_help_and_bad_options_are_answered_without_importing_torch(argv):
     """torch takes seconds to import: --help and a mistyped option must not wait for it."""
     probe = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "

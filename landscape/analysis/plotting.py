@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:  # matplotlib takes a second to import: commands check --format before it
+    from matplotlib.figure import Figure
 
 WIDTH = {1: 3.25, 2: 6.75}  # inches
 PALETTE = {"blue": "#0072B2", "vermillion": "#D55E00", "green": "#009E73", "orange": "#E69F00",
@@ -31,6 +33,7 @@ def figure(*, columns: int = 1, rows: int = 1, cols: int = 1, height: float | No
            **subplot_kw) -> tuple[Figure, np.ndarray]:
     """A figure one or two paper columns wide with a grid of axes (always a 2-D array)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
     matplotlib.rcParams.update(RC)
     width = WIDTH[columns]
