@@ -170,17 +170,22 @@ def eval_chunk(model: ModelConfig, input_shape: tuple[int, ...], members: int, *
 
 def chunk_rows(per_row: int, members: int, device: torch.device | None) -> int:
     """Rows evaluated at once: bounds the members x rows x `per_row` working set (numbers one row
-    occupies in the widest layer) to `eval_numbers(device)` numbers."""
-    return max(1, eval_numbers(device) // (members * per_row))
+    occupies in the widest layer) to `eval_numbers(device, members)` numbers."""
+    return max(1, eval_numbers(device, members) // (members * per_row))
 
 
 EVAL_NUMBERS = 1 << 26      # a GPU's evaluation working set (256 MB of float32), and the default
-CPU_EVAL_NUMBERS = 1 << 20  # a CPU's: 4 MB stays in cache; 16 stacked width-32 MLPs evaluate
+CPU_EVAL_NUMBERS = 1 << 20  # a CPU's, for stacked members: 16 stacked width-32 MLPs evaluate
                             # 20,000 points 2-4x faster than with 2^26 (measured on 2 cores)
+CPU_ONE_NUMBERS = 1 << 18   # a CPU's for one model, whose chunks cost no vmap set-up: 1 MB
+                            # stays in L2; widths 32/128/500 on 20,000 points 1.9x/2.0x/0.95-1.1x
+                            # the speed of 2^20 (one thread, benchmarks/RESULTS.md)
 
 
-def eval_numbers(device: torch.device | None) -> int:
-    return CPU_EVAL_NUMBERS if device is not None and device.type == "cpu" else EVAL_NUMBERS
+def eval_numbers(device: torch.device | None, members: int = 2) -> int:
+    if device is None or device.type != "cpu":
+        return EVAL_NUMBERS
+    return CPU_ONE_NUMBERS if members == 1 else CPU_EVAL_NUMBERS
 
 
 def member_bytes(model: ModelConfig, n_params: int, input_shape: tuple[int, ...],

@@ -29,7 +29,7 @@ from .config import ModelConfig
 from .ensemble import Ensemble, auto_chunk_size, chunk_rows
 from .flooding import Loss, per_sample_loss, predictions
 from .progress import progress_bar
-from .sources import Source, TensorSource
+from .sources import Source
 
 STACKED_NUMBERS = 1 << 27  # parameters held stacked at once (512 MB in float32)
 
@@ -59,9 +59,7 @@ def rows_for(template: nn.Module, input_shape: tuple[int, ...], members: int,
 
 def rows_of(template: nn.Module, source: Source, members: int, device: torch.device, *,
             gradients: bool = False) -> int:
-    """rows_for a source: its tensors' chunk size (an iterable keeps its own batches)."""
-    if not isinstance(source, TensorSource):
-        return 1
+    """rows_for a source (an iterable uses it once its pass is kept: sources.LoaderSource)."""
     return rows_for(template, source.input_shape(), members, device, gradients=gradients)
 
 

@@ -3,9 +3,12 @@ of tensors and any iterable of batches (a torch DataLoader).
 
 A measurement asks a source for `batches(rows)`: (x, y) pairs on the device, x in the model's
 floating dtype, one pass over the data per call. Tensors and splits are cut into `rows`-row chunks
-(the caller's memory rule, evaluation.rows_for); an iterable is re-iterated once per pass and keeps
-its own batch size, so `rows` does not apply to it. Every pass yields the same rows in the same
-order (a DataLoader that shuffles gives the same data in another order: means are unchanged).
+(the caller's memory rule, evaluation.rows_for); an iterable keeps its own batch size, so `rows`
+does not apply to it. A measurement makes many passes (a 51-point slice: 51 per split), so an
+iterable's batches are kept on the device after the first whole pass when they hold at most
+KEEP_NUMBERS numbers, and replayed: a DataLoader's per-sample collation is paid once, and every
+point sees the same rows (a loader that shuffles or augments gives one draw to all of them). A
+larger iterable is re-iterated each pass.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import torch
 from .errors import BadInput
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+KEEP_NUMBERS = 1 << 27  # an iterable's batches kept on the device (512 MB of float32)
 
 
 class Source(Protocol):
     def batches(self, rows: int) -> Iterator[Batch]: ...
 
     def count(self, rows: int) -> int | None: ...
+
+    def input_shape(self) -> tuple[int, ...]: ...
 
 
 class TensorSource:
@@ -57,25 +63,52 @@ class TensorSource:
 
 class LoaderSource:
     """An iterable of (x, y, ...) batches, moved to `device`; extra items of a batch (sample
-    weights, indices) are ignored."""
+    weights, indices) are ignored. After a whole pass that fits KEEP_NUMBERS, later passes replay
+    it: as one TensorSource chunked by the caller's `rows` where the batches' inputs share a shape
+    (a loader's own small batches would each cost a call), else batch by batch."""
 
     def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
         self.iterable, self.device, self.dtype = batches, device, dtype
+        self.kept: TensorSource | list[Batch] | None = None
 
     def count(self, rows: int) -> int | None:
-        """Batches in a pass, where the iterable knows (a DataLoader does)."""
+        """Batches in a pass, where known."""
+        if isinstance(self.kept, TensorSource):
+            return self.kept.count(rows)
+        if self.kept is not None:
+            return len(self.kept)
         return len(self.iterable) if hasattr(self.iterable, "__len__") else None
 
     def batches(self, rows: int) -> Iterator[Batch]:
-        count = 0
+        if isinstance(self.kept, TensorSource):
+            yield from self.kept.batches(rows)
+            return
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[Batch] | None = []
+        held = 0
         for batch in self.iterable:
             x, y = _pair(batch)
-            count += 1
-            yield _to(x, self.device, self.dtype), y.to(self.device)
-        if count == 0:
+            x, y = _to(x, self.device, self.dtype), y.to(self.device)
+            if kept is not None:
+                held += x.numel() + y.numel()
+                if held <= KEEP_NUMBERS:
+                    kept.append((x, y))
+                else:
+                    kept = None
+            yield x, y
+        if kept == []:
             raise BadInput("the data source yielded no batches")
+        if kept is not None and len({tuple(x.shape[1:]) for x, _ in kept}) == 1:
+            self.kept = TensorSource(torch.cat([x for x, _ in kept]),
+                                     torch.cat([y for _, y in kept]))
+        else:
+            self.kept = kept
 
     def input_shape(self) -> tuple[int, ...]:
+        if isinstance(self.kept, TensorSource):
+            return self.kept.input_shape()
         x, _ = _pair(next(iter(self.iterable)))
         return tuple(x.shape[1:])
 

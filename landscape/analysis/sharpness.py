@@ -111,11 +111,11 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
 
     cache: list[list[torch.Tensor]] | None = []
     n = held = 0
+    per_unit = 4 * layers(model)  # double backward keeps a few numbers per unit of every layer
     with torch.enable_grad():
         for x, y in source.batches(rows):
             n += len(y)
-            # double backward keeps a few numbers per unit of every layer for each row
-            held += len(y) * 4 * row_numbers(model, tuple(x.shape[1:])) * layers(model)
+            held += len(y) * per_unit * row_numbers(model, tuple(x.shape[1:]))
             if cache is not None and held <= GRAPH_NUMBERS:
                 cache.append(gradient(x, y))
             else:
@@ -123,7 +123,7 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
 
     def product(vectors: Tensors) -> Tensors:
         count = len(next(iter(vectors.values())))
-        total = {k: torch.zeros_like(v) for k, v in vectors.items()}
+        sums: list[list[torch.Tensor] | None] = [None] * count  # per vector, per parameter
         with torch.enable_grad():
             grads = cache if cache is not None else (gradient(x, y) for x, y in
                                                      source.batches(rows))
@@ -131,10 +131,10 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
                 for p in range(count):
                     hv = torch.autograd.grad(g, inputs, [vectors[k][p] for k in names],
                                              retain_graph=True, allow_unused=True)
-                    for k, h in zip(names, hv):
-                        if h is not None:  # None: the gradient does not depend on k
-                            total[k][p] += h
-        return {k: t / n for k, t in total.items()}
+                    # None: the gradient does not depend on that parameter
+                    hv = [torch.zeros_like(t) if h is None else h for h, t in zip(hv, inputs)]
+                    sums[p] = hv if sums[p] is None else [a + b for a, b in zip(sums[p], hv)]
+        return {k: torch.stack([s[i] for s in sums]).div_(n) for i, k in enumerate(names)}
 
     return product
 
@@ -144,7 +144,8 @@ def top_eigenvalue(hvp: Callable[[Tensors], Tensors], params: Tensors, *, iterat
     """(lambda_max, products used) by power iteration from a seeded Gaussian start."""
     generator = torch.Generator().manual_seed(seed)
     v = {k: torch.randn(p.shape, generator=generator).to(p)[None] for k, p in params.items()}
-    v = {k: t / _dot(v, v).sqrt() for k, t in v.items()}
+    length = _dot(v, v).sqrt()
+    v = {k: t / length for k, t in v.items()}
     estimate = math.nan
     for step in range(1, iterations + 1):
         hv = hvp(v)
