@@ -17,7 +17,8 @@ _PUBLIC = {
     "flood": "flooding", "iflood": "flooding",
     **{name: "measures" for name in (
         "Estimate", "Slice", "loss_slice", "loss_surface", "gradient_amplitude",
-        "hessian_top_eigenvalue", "hessian_trace", "average_sharpness", "risk_mse")},
+        "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
+        "average_sharpness", "risk_mse", "trajectory_directions")},
 }
 __all__ = sorted(_PUBLIC)
 

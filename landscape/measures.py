@@ -24,6 +24,8 @@ from .analysis.filternorm import parameters_of
 from .analysis.flatness import BN_STATS, evaluate_points
 from .analysis.gradnorm import amplitudes
 from .analysis.mse import MseOptions, check_panels
+from .analysis.spectrum import Density, density, top_eigenpairs
+from .analysis.trajectory import Trajectory, pca_directions
 from .analysis.sharpness import (SharpnessOptions, average_sharpness as _average_sharpness,
                                  hessian_trace as _trace, hvp_function, top_eigenvalue)
 from .errors import BadInput
@@ -238,6 +240,35 @@ def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
         return Estimate(*_trace(hvp, theta, probes=probes, seed=seed))
 
 
+def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss = "cross_entropy",
+                        params: Mapping[str, torch.Tensor] | None = None, iterations: int = 100,
+                        tolerance: float = 1e-4, seed: int = 0, vectors: bool = False,
+                        device: torch.device | str | None = None):
+    """The k largest Hessian eigenvalues of the mean loss over `data` (descending), by Lanczos
+    with full reorthogonalization (analysis/spectrum.py), at most `iterations` products; with
+    `vectors`, (eigenvalues, eigenvectors as {parameter name: tensor})."""
+    if k < 1:
+        raise BadInput(f"k must be at least 1, got {k}")
+    SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)
+    with _hessian(model, data, loss, params, device) as (theta, hvp):
+        values, found, _ = top_eigenpairs(hvp, theta, k=k, iterations=iterations,
+                                          tolerance=tolerance, seed=seed, vectors=vectors)
+    return (values, found) if vectors else values
+
+
+def hessian_density(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
+                    params: Mapping[str, torch.Tensor] | None = None, iterations: int = 90,
+                    runs: int = 1, seed: int = 0,
+                    device: torch.device | str | None = None) -> Density:
+    """The Hessian's spectral density by stochastic Lanczos quadrature (Ghorbani et al. 2019):
+    `runs` Rademacher starts of `iterations` Lanczos steps; `.nodes`, `.weights` (summing to 1),
+    `.curve()` (the broadened density) and `.moment(p)` (~ tr(H^p) / n)."""
+    if iterations < 1 or runs < 1:
+        raise BadInput(f"iterations and runs must be at least 1, got {iterations} and {runs}")
+    with _hessian(model, data, loss, params, device) as (theta, hvp):
+        return density(hvp, theta, iterations=iterations, runs=runs, seed=seed)
+
+
 def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                       params: Mapping[str, torch.Tensor] | None = None, sigma: float = 0.1,
                       draws: int = 10, seed: int = 0, normalization: str = "filter",
@@ -257,6 +288,20 @@ def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entrop
         value, stderr, _ = _average_sharpness(template, theta, buffers, source, loss, options,
                                               at_once=1, rows=rows)
     return Estimate(value, stderr)
+
+
+def trajectory_directions(model: nn.Module, states: Sequence[Mapping[str, torch.Tensor]], *,
+                          include_biasbn: bool = False, normalize: bool = False) -> Trajectory:
+    """The PCA plane of an optimization path (Li et al. 2018, Sec. 7): `states` are the saved
+    state dicts in order, the last the final model. Returns `.directions` (two, to pass to
+    loss_surface(params=states[-1], directions=..., normalize=False)), `.explained` (the share of
+    variance of each) and `.coordinates` [len(states), 2] of every state in that plane."""
+    names = [n for n, _ in model.named_parameters()]
+    absent = [n for n in names if any(n not in s for s in states)]
+    if absent:
+        raise BadInput(f"a state has no entry for parameter {absent[0]!r}")
+    return pca_directions([{k: torch.as_tensor(s[k]).detach() for k in names} for s in states],
+                          names, norm=_norm("filter", include_biasbn), normalize=normalize)
 
 
 def risk_mse(model: nn.Module, pool: Any, *, sample_size: int, samples: int = 2000,
@@ -287,4 +332,5 @@ def risk_mse(model: nn.Module, pool: Any, *, sample_size: int, samples: int = 20
 
 
 __all__ = ["Estimate", "Slice", "loss_slice", "loss_surface", "gradient_amplitude",
-           "hessian_top_eigenvalue", "hessian_trace", "average_sharpness", "risk_mse"]
+           "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
+           "average_sharpness", "risk_mse", "trajectory_directions"]

@@ -124,12 +124,19 @@ def checkpoint_flatness(ck: Checkpoints, options: SliceOptions, out: str | Path,
     names = stems if len(set(stems)) == len(stems) else [f"{i:04d}-{s}" for i, s in
                                                          enumerate(stems)]
     models = []
-    for i, (f, name) in enumerate(zip(ck.files, names)):
+    trajectory = [lambda i=i: {k: v.to(device) for k, v in ck.state(i).items()}
+                  for i in range(len(ck.files))]
+    chosen = range(len(ck.files))
+    if options.direction == "pca":  # the plane of the whole path, around its last point
+        chosen = [len(ck.files) - 1]
+    for i in chosen:
+        f, name = ck.files[i], names[i]
         attrs = {"run": str(f.resolve()), "label": f.name, "weights_digest": digest(f),
                  "which": "last", "role": "model", "epoch": ck.epochs[i], "step": -1,
                  "model_mode": "eval"}
         state = {k: v.to(device) for k, v in ck.state(i).items()}
-        models.append(Model(name, attrs, model, state, sources, ck.loss))
+        models.append(Model(name, attrs, model, state, sources, ck.loss,
+                            trajectory=trajectory[:i + 1], trajectory_epochs=ck.epochs[:i + 1]))
     return slice_models(models, options, out, overwrite=overwrite, progress=progress)
 
 

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ from ..progress import progress_bar
 from ..sources import Source
 from ..store import Run
 from ..evaluation import mean_loss, models_at_once, rows_of
-from .filternorm import Normalization, gaussian_directions, parameters_of
+from .directions import DIRECTIONS, choose
+from .filternorm import Normalization, parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
                       split_sources, state_at, stored)
 from .loading import write_result
@@ -52,8 +53,10 @@ class SliceOptions:
     """What determines a slice or surface; recorded in its result file."""
 
     points: int = 51
-    span: float = 1.0                  # alpha (and beta) in [-span, span]
+    span: float | None = None          # alpha (and beta) in [-span, span]; None: 1, or for pca
+                                       # directions the path's reach (directions.choose)
     direction_seed: int = 0
+    direction: str = "random"          # random | hessian | pca (directions.py)
     two_d: bool = False
     y_points: int | None = None        # surfaces: grid rows (default: points)
     bn_stats: str = "checkpoint"
@@ -62,23 +65,29 @@ class SliceOptions:
     def __post_init__(self) -> None:
         if self.points < 2 or (self.y_points is not None and self.y_points < 2):  # [-span, span]
             raise BadInput(f"--points must be >= 2, got {self.points}")
-        if not (math.isfinite(self.span) and self.span > 0):
+        if self.span is not None and not (math.isfinite(self.span) and self.span > 0):
             raise BadInput(f"--span must be a finite number > 0, got {self.span}")
+        if self.direction not in DIRECTIONS:
+            raise BadInput(f"unknown --direction {self.direction!r}; choose "
+                           f"{', '.join(DIRECTIONS)}")
         if self.direction_seed < 0:
             raise BadInput(f"--direction-seed must be >= 0, got {self.direction_seed}")
         if self.bn_stats not in BN_STATS:
             raise BadInput(f"unknown --bn-stats {self.bn_stats!r}; choose checkpoint or recompute")
 
-    def coordinates(self) -> tuple[np.ndarray, np.ndarray | None]:
-        x = np.linspace(-self.span, self.span, self.points)
+    def coordinates(self, span: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        span = span or self.span or 1.0
+        x = np.linspace(-span, span, self.points)
         if not self.two_d:
             return x, None
-        return x, np.linspace(-self.span, self.span, self.y_points or self.points)
+        return x, np.linspace(-span, span, self.y_points or self.points)
 
-    def attrs(self) -> dict:
+    def attrs(self, span: float | None = None) -> dict:
         return {"direction_seed": self.direction_seed, "directions": 2 if self.two_d else 1,
                 "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
-                else 1, "span": self.span, "bn_stats": self.bn_stats, **self.normalization.attrs()}
+                else 1, "span": span or self.span or 1.0, "bn_stats": self.bn_stats,
+                **self.normalization.attrs(),
+                **({} if self.direction == "random" else {"direction": self.direction})}
 
 
 @dataclass(frozen=True)
@@ -187,12 +196,19 @@ class Model:
     loss: Loss
     model_config: ModelConfig | None = None  # ours: the stacking rule knows it
     ignored: tuple[str, ...] = ()   # attrs that may differ (where the run file lives now)
+    trajectory: Sequence[Callable[[], dict[str, torch.Tensor]]] | None = None  # its saved
+    trajectory_epochs: Sequence[int] = ()   # states up to it, for pca directions, and their epochs
 
 
-def run_models(runs: Sequence[Run], *, device: torch.device) -> list[Model]:
-    """The paper's models of `runs` (checkpoints_of); bad input (no snapshot...) before any work."""
+def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = True
+               ) -> list[Model]:
+    """The paper's models of `runs` (checkpoints_of; without snapshots, the last epochs only),
+    each last epoch with its run's saved epochs as its trajectory; bad input (no snapshot...)
+    before any work."""
     out = []
     for checkpoint in checkpoints_of(runs):
+        if checkpoint.which == "snapshot" and not snapshots:
+            continue
         run = checkpoint.run
         data = dataset_for(run, device=device)
         state = state_at(run, checkpoint.which, device=device)
@@ -205,9 +221,12 @@ def run_models(runs: Sequence[Run], *, device: torch.device) -> list[Model]:
                  "step": snap.step if snap else -1, "dtype": run.config.dtype,
                  "model_mode": "eval", "train_points": len(data.train),
                  "test_points": len(data.test)}
+        saved = list(run.saved_epochs) if checkpoint.which == "last" else None
         out.append(Model(f"{run.name}.{checkpoint.which}", attrs,
                          model_for(run, data, device=device), state, split_sources(data),
-                         run.config.objective.loss, run.config.model, ("run", "run_name")))
+                         run.config.objective.loss, run.config.model, ("run", "run_name"),
+                         None if saved is None else
+                         [lambda e=e: run.state_dict(e, device) for e in saved], saved or ()))
     return out
 
 
@@ -220,19 +239,23 @@ class _Plan:
     attrs: dict
     arrays: dict[str, np.ndarray]
     todo: np.ndarray  # flat indices of the points still NaN
+    directions: list[dict[str, torch.Tensor]]
 
     def save(self) -> None:
         write_result(self.path, kind=KIND, attrs=self.attrs, arrays=self.arrays)
 
 
 def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool) -> _Plan:
-    attrs = {**model.attrs, **options.attrs()}
+    chosen = choose(model, options)
+    attrs = {**model.attrs, **options.attrs(chosen.span), **chosen.attrs}
     path = folder / f"{model.name}.{'surface' if options.two_d else 'slice'}.h5"
     metrics = [f"{split}_{m}" for split in model.sources for m in ("loss", "acc")]
-    x, y = options.coordinates()
+    x, y = options.coordinates(chosen.span)
     shape = (len(x),) if y is None else (len(y), len(x))
     arrays = {"xcoordinates": x, **({} if y is None else {"ycoordinates": y}),
-              **{k: np.full(shape, np.nan) for k in metrics}}
+              **{k: np.full(shape, np.nan) for k in metrics}, **chosen.arrays}
+    for axis, d in zip("xy", chosen.directions):  # anyone can re-evaluate or extend the result
+        arrays.update({f"direction/{axis}/{n}": t.cpu().numpy() for n, t in d.items()})
     if path.exists() and not overwrite:
         old_attrs, old = read_result(path, KIND)
         stale = [f"{k}: {stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
@@ -244,7 +267,7 @@ def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool)
                            "pass --overwrite to replace it or choose another --out")
         arrays.update({k: old[k] for k in metrics})
     undone = np.isnan(np.stack([arrays[k].ravel() for k in metrics])).any(0)
-    return _Plan(model, path, attrs, arrays, np.flatnonzero(undone))
+    return _Plan(model, path, attrs, arrays, np.flatnonzero(undone), chosen.directions)
 
 
 def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
@@ -257,7 +280,8 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
     check_same_architecture(runs)  # one seed must draw one direction for every model
     world = distributed.join()
     with distributed.exchange(world):  # bad input on one rank stops all
-        models = run_models(runs, device=distributed.rank_device(device, world))
+        models = run_models(runs, device=distributed.rank_device(device, world),
+                            snapshots=options.direction != "pca")
     return slice_models(models, options, out, overwrite=overwrite, progress=progress,
                         members=members)
 
@@ -274,15 +298,12 @@ def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path
     # every rank reads the result files before rank 0 writes; bad input on one rank stops all
     with distributed.exchange(world):
         plans = [_plan(model, options, Path(out), overwrite=overwrite) for model in models]
-    x, y = options.coordinates()
-    grid = np.stack(np.meshgrid(x, y if y is not None else [0.0]), -1).reshape(-1, 2)  # [P, 2]
     for plan in plans:
         model = plan.model
         params, _ = parameters_of(model.template, model.state)
-        directions = gaussian_directions(params, options.direction_seed, options.normalization,
-                                         count=2 if options.two_d else 1)
-        for axis, d in zip("xy", directions):  # anyone can re-evaluate or extend the result
-            plan.arrays.update({f"direction/{axis}/{n}": t.cpu().numpy() for n, t in d.items()})
+        directions = plan.directions
+        x, y = plan.arrays["xcoordinates"], plan.arrays.get("ycoordinates")
+        grid = np.stack(np.meshgrid(x, y if y is not None else [0.0]), -1).reshape(-1, 2)
         if not len(plan.todo):
             continue
         step = members or models_at_once(
@@ -342,6 +363,11 @@ def describe(attrs: dict) -> str:
 
 
 def direction_caption(attrs: dict) -> str:
-    return (f"direction seed {attrs['direction_seed']}, {attrs['normalization']}-normalized, "
+    kind = attrs.get("direction", "random")
+    if kind == "pca":
+        return (f"PCA of the optimization path (saved epochs, orange), bias/BN "
+                f"{attrs['biasbn']}, BN statistics: {attrs['bn_stats']}")
+    what = "top Hessian eigenvector(s), Lanczos seed" if kind == "hessian" else "direction seed"
+    return (f"{what} {attrs['direction_seed']}, {attrs['normalization']}-normalized, "
             f"bias/BN {attrs['biasbn']}, BN statistics: {attrs['bn_stats']}")
 

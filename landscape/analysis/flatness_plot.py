@@ -8,6 +8,7 @@ their own colour. Surfaces: filled contours on levels shared by every panel, one
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +60,14 @@ def plot_flatness(result_paths: Sequence[str | Path], out_stem: str | Path,
     return save_figure(fig, out_stem, csv, formats=formats)
 
 
+def _axis(attrs: dict, i: int, default: str) -> str:
+    """An axis label: the principal component and its share of variance for pca directions."""
+    if "explained_variance" not in attrs:
+        return default
+    share = json.loads(attrs["explained_variance"])[i]
+    return f"PC{i + 1} ({100 * share:.1f}% of the path's variance)"
+
+
 def _plot_surfaces(results: Sequence[tuple[dict, dict]], out_stem: str | Path,
                    formats: Sequence[str]) -> list[Path]:
     """Filled contours, one row per model (training loss left, test loss right), on one set of
@@ -87,8 +96,10 @@ def _plot_surfaces(results: Sequence[tuple[dict, dict]], out_stem: str | Path,
             ax.contour(x, y, np.ma.masked_invalid(z), levels=levels, colors="white",
                        linewidths=0.3)
             ax.plot(0, 0, "k+", ms=6)  # the model itself
-            ax.set_xlabel(r"$\alpha$")
-            ax.set_ylabel(r"$\beta$")
+            if "path/x" in a:  # pca directions: the optimization path in their plane
+                ax.plot(a["path/x"], a["path/y"], "-o", color=PALETTE["orange"], ms=2, lw=0.8)
+            ax.set_xlabel(_axis(attrs, 0, r"$\alpha$"))
+            ax.set_ylabel(_axis(attrs, 1, r"$\beta$"))
             ax.set_aspect("equal")
         grid_x, grid_y = np.meshgrid(x, y)
         csv["model"] += [describe(attrs)] * grid_x.size

@@ -14,10 +14,17 @@ from . import CONTEXT, analysis_options, cli, model_options, normalization_optio
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--points", type=int, default=51, show_default=True,
               help="Grid points along each direction.")
-@click.option("--span", type=float, default=1.0, show_default=True,
-              help="The grid covers [-SPAN, SPAN].")
+@click.option("--span", type=float, default=None,
+              help="The grid covers [-SPAN, SPAN] (default 1; with --direction pca, the path's "
+              "reach x 1.2).")
+@click.option("--direction", type=click.Choice(["random", "hessian", "pca"]), default="random",
+              show_default=True,
+              help="random: Gaussian draws (the paper's Fig. 5); hessian: each model's top "
+              "Hessian eigenvector(s) of the training loss, filter-normalized; pca: the plane "
+              "of the optimization path (saved epochs or --weights files), path drawn on it.")
 @click.option("--direction-seed", type=int, default=0, show_default=True,
-              help="Seed of the Gaussian direction(s), the same for every model.")
+              help="Seed of the Gaussian direction(s), the same for every model (hessian: of "
+              "the Lanczos start).")
 @click.option("--2d", "two_d", is_flag=True,
               help="A surface over two directions (a POINTS x POINTS grid) and contour plots.")
 @click.option("--bn-stats", type=click.Choice(["checkpoint", "recompute"]), default="checkpoint",
@@ -30,7 +37,7 @@ from . import CONTEXT, analysis_options, cli, model_options, normalization_optio
 @normalization_options
 @model_options
 @analysis_options
-def flatness(paths, checkpoints, points, span, direction_seed, two_d, bn_stats, normalization,
+def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d, bn_stats, normalization,
              out, overwrite, formats, data_dir, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
@@ -53,6 +60,7 @@ def flatness(paths, checkpoints, points, span, direction_seed, two_d, bn_stats, 
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --name pair
       landscape flatness checkpoints/pair --out results/pair
       landscape flatness checkpoints/pair --2d --points 31 --out results/pair/surface
+      landscape flatness checkpoints/pair --2d --direction pca --out results/pair/pca
       landscape flatness --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
     from ..analysis.flatness import SliceOptions, flatness as compute
@@ -63,7 +71,8 @@ def flatness(paths, checkpoints, points, span, direction_seed, two_d, bn_stats, 
     from ..store import open_runs
 
     formats = parse_formats(formats)
-    options = SliceOptions(points=points, span=span, direction_seed=direction_seed, two_d=two_d,
+    options = SliceOptions(points=points, span=span, direction=direction,
+                           direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
                            normalization=normalization)
     if checkpoints is not None:
