@@ -131,7 +131,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     reference = Run(next((tmp_path / "ref").glob("*.h5")))
 
     rng = random.Random(0)
-    kills = [(rng.randint(1, 40), rng.uniform(0.0, 0.005)) for _ in range(5)]
+    kills = [(rng.randint(1, 60), rng.uniform(0.0, 0.005)) for _ in range(3)]
     for commit, delay in kills + [(0, 0.0)]:  # commit 0: never killed, trains what is left
         proc = subprocess.run([sys.executable, "-c", SELF_KILLING_TRAINER, str(commit), str(delay),
                                "train", *args, "--out", str(tmp_path / "killed"), "--resume"],
