@@ -121,16 +121,16 @@ def test_help_and_bad_options_are_answered_without_importing_torch(argv):
 
 def test_demo_draws_its_two_figures_and_keeps_its_runs(tmp_path):
     out = tmp_path / "demo"
-    result = landscape_cli("demo", "--out", out, "--epochs", "30", "--format", "png", "-q",
+    result = landscape_cli("demo", "--out", out, "--epochs", "40", "--format", "png", "-q",
                            check=True)
     for figure in ("learning_curves", "flatness_slice"):
         assert f"{out / figure}.png" in result.stdout and (out / f"{figure}.png").is_file()
         assert (out / f"{figure}.csv").is_file()
     runs = sorted((out / "runs").glob("*.h5"))
-    assert [Run(p).saved_epochs for p in runs] == [(0, 30), (0, 30)]  # only what the figures need
+    assert [Run(p).saved_epochs for p in runs] == [(0, 40), (0, 40)]  # only what the figures need
     assert Run(runs[1]).snapshot() is not None                         # the flooded run's
     before = runs[0].stat().st_mtime_ns
-    _one_line_error(landscape_cli("demo", "--out", out, "--epochs", "30", "-q"))
+    _one_line_error(landscape_cli("demo", "--out", out, "--epochs", "40", "-q"))
     assert runs[0].stat().st_mtime_ns == before
-    landscape_cli("demo", "--out", out, "--epochs", "30", "--format", "png", "-q", "--overwrite",
+    landscape_cli("demo", "--out", out, "--epochs", "40", "--format", "png", "-q", "--overwrite",
                   check=True)

@@ -18,7 +18,9 @@ WIDTH, N_TEST = 100, 2000
 @cli.command(context_settings=CONTEXT)
 @click.option("--out", type=click.Path(file_okay=False), default="checkpoints/demo",
               show_default=True, help="Folder for the runs, slices and figures.")
-@click.option("--epochs", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=40), default=500, show_default=True,
+              help="At least 40: the flooded run's loss first falls below b at epoch 26, and the "
+                   "slice needs that snapshot.")
 @click.option("--format", "formats", default="png,pdf", show_default=True,
               help="Figure formats, comma-separated.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
