@@ -200,18 +200,25 @@ class Model:
     trajectory_epochs: Sequence[int] = ()   # states up to it, for pca directions, and their epochs
 
 
-def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = True
-               ) -> list[Model]:
+def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = True,
+               report: Callable[[str], None] | None = None) -> list[Model]:
     """The paper's models of `runs` (checkpoints_of; without snapshots, the last epochs only),
-    each last epoch with its run's saved epochs as its trajectory; bad input (no snapshot...)
-    before any work."""
+    each last epoch with its run's saved epochs as its trajectory. A flooded run whose loss never
+    fell below b has no snapshot: it is left out and `report`ed (default: a warning), the others
+    are sliced; bad input (an unfinished run...) before any work, and when nothing is left."""
     out = []
     for checkpoint in checkpoints_of(runs):
         if checkpoint.which == "snapshot" and not snapshots:
             continue
         run = checkpoint.run
         data = dataset_for(run, device=device)
-        state = state_at(run, checkpoint.which, device=device)
+        try:
+            state = state_at(run, checkpoint.which, device=device)
+        except BadInput as missing:
+            if checkpoint.which != "snapshot":
+                raise
+            (report or _warn)(f"{missing}; its snapshot is left out")
+            continue
         snap = run.snapshot() if checkpoint.which == "snapshot" else None
         attrs = {"run": str(run.path.resolve()), "run_name": run.name,
                  "run_digest": run.config.digest(), "which": checkpoint.which,
@@ -227,7 +234,15 @@ def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = T
                          run.config.objective.loss, run.config.model, ("run", "run_name"),
                          None if saved is None else
                          [lambda e=e: run.state_dict(e, device) for e in saved], saved or ()))
+    if not out:
+        raise BadInput("none of the runs has a model to slice")
     return out
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
 
 
 @dataclass
@@ -272,16 +287,19 @@ def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool)
 
 def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
              device: torch.device, overwrite: bool = False, progress: bool = True,
-             members: int | None = None) -> list[Path]:
+             members: int | None = None, report: Callable[[str], None] | None = None
+             ) -> list[Path]:
     """Slices (or surfaces) of the paper's models of `runs` into one result file each under
     `out`, resuming files that a killed computation left; returns the files, in model order.
-    `members`: points evaluated at once (default: evaluation.models_at_once)."""
+    `members`: points evaluated at once (default: evaluation.models_at_once); `report` hears of
+    models left out (run_models)."""
     runs = list(runs)
     check_same_architecture(runs)  # one seed must draw one direction for every model
     world = distributed.join()
     with distributed.exchange(world):  # bad input on one rank stops all
         models = run_models(runs, device=distributed.rank_device(device, world),
-                            snapshots=options.direction != "pca")
+                            snapshots=options.direction != "pca",
+                            report=report if world.rank == 0 else (lambda _: None))
     return slice_models(models, options, out, overwrite=overwrite, progress=progress,
                         members=members)
 

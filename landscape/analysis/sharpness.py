@@ -46,6 +46,7 @@ from .filternorm import Normalization, gaussian_directions, parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, reuse_result,
                       runs_identity, split_sources, write_result)
 from .selection import early_stopping_epoch
+from .spectrum import density, top_eigenpairs
 
 KIND = "sharpness"
 PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
@@ -65,8 +66,18 @@ class SharpnessOptions:
     sigma: float = 0.1           # ... their scale (1 = one filter norm)
     seed: int = 0                # the start vector, the probes and the directions
     normalization: Normalization = field(default_factory=Normalization)
+    top_k: int = 0               # the k largest eigenvalues too (Lanczos: spectrum.py)
+    eigenvectors: bool = False   # ... and their eigenvectors, stored
+    density: bool = False        # the spectral density (stochastic Lanczos quadrature)
+    density_iterations: int = 90
+    density_runs: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("top_k", "density_iterations", "density_runs"):
+            if getattr(self, name) < (0 if name == "top_k" else 1):
+                raise BadInput(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
+        if self.eigenvectors and not self.top_k:
+            raise BadInput("--save-eigenvectors needs --top-k")
         if self.split not in ("train", "test"):
             raise BadInput(f"unknown split {self.split!r}; use train or test")
         for name in ("iterations", "probes", "draws"):
@@ -82,7 +93,10 @@ class SharpnessOptions:
     def attrs(self) -> dict:
         return {"split": self.split, "iterations": self.iterations, "tolerance": self.tolerance,
                 "probes": self.probes, "draws": self.draws, "sigma": self.sigma,
-                "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval"}
+                "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval",
+                **({"top_k": self.top_k} if self.top_k else {}),
+                **({"density_iterations": self.density_iterations,
+                    "density_runs": self.density_runs} if self.density else {})}
 
 
 def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
@@ -203,10 +217,31 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
     rows = rows_of(model, source, at_once, first.device)
     grad_rows = rows_of(model, source, 1, first.device, gradients=True)
     out = {k: np.full(len(states), np.nan) for k in MEASURES}
+    if options.top_k:
+        out["eigenvalues"] = np.full((len(states), options.top_k), np.nan)
+    if options.density:
+        width = options.density_runs * options.density_iterations
+        out["density/nodes"] = np.full((len(states), width), np.nan)
+        out["density/weights"] = np.zeros((len(states), width))
     with progress_bar(list(enumerate(states)), enabled=progress, label=label) as bar:
         for i, state in bar:
             params, buffers = parameters_of(model, state())
             hvp = hvp_function(model, params, buffers, source, loss, grad_rows)
+            if options.top_k:
+                values, vectors, _ = top_eigenpairs(
+                    hvp, params, k=options.top_k, iterations=max(options.iterations,
+                                                                 options.top_k),
+                    tolerance=options.tolerance, seed=options.seed, vectors=options.eigenvectors)
+                out["eigenvalues"][i, :len(values)] = values
+                for j, vector in enumerate(vectors or []):
+                    for name, t in vector.items():
+                        out.setdefault(f"eigenvectors/{name}", np.full(
+                            (len(states), options.top_k, *t.shape), np.nan))[i, j] = t.cpu().numpy()
+            if options.density:
+                found = density(hvp, params, iterations=options.density_iterations,
+                                runs=options.density_runs, seed=options.seed)
+                out["density/nodes"][i, :len(found.nodes)] = found.nodes
+                out["density/weights"][i, :len(found.weights)] = found.weights
             out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
                 hvp, params, iterations=options.iterations, tolerance=options.tolerance,
                 seed=options.seed)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import BadInput
+
 from . import CONTEXT, analysis_options, cli, model_options, normalization_options
 
 
@@ -32,12 +34,16 @@ from . import CONTEXT, analysis_options, cli, model_options, normalization_optio
               "re-estimated from the training inputs at each perturbed point.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result files and the figure.")
+@click.option("--vtp", is_flag=True,
+              help="Surfaces: also write each model's train and test loss as VTK PolyData "
+              "(OUT/<model>.surface.<split>_loss.vtp) for ParaView.")
 @click.option("--overwrite", is_flag=True,
               help="Recompute result files made with other parameters instead of refusing.")
 @normalization_options
 @model_options
 @analysis_options
-def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d, bn_stats, normalization,
+def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d, bn_stats, vtp,
+             normalization,
              out, overwrite, formats, data_dir, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
@@ -71,6 +77,8 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     from ..store import open_runs
 
     formats = parse_formats(formats)
+    if vtp and not two_d:
+        raise BadInput("--vtp writes surfaces: add --2d")
     options = SliceOptions(points=points, span=span, direction=direction,
                            direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
@@ -83,7 +91,8 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
                                       progress=not quiet)
     else:
         results = compute(open_runs(paths, data_dir=data_dir), options, Path(out),
-                          device=resolve_device(device), overwrite=overwrite, progress=not quiet)
+                          device=resolve_device(device), overwrite=overwrite, progress=not quiet,
+                          report=lambda line: click.echo(f"landscape: note: {line}", err=True))
     if current().rank != 0:  # under torchrun, rank 0 reports and draws for all ranks
         return
     for path in results:
@@ -91,3 +100,9 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     for path in plot_flatness(results, Path(out) / ("flatness-2d" if two_d else "flatness"),
                               formats):
         click.echo(f"figure: {path}")
+    if vtp:
+        from ..analysis.vtk import write_vtp
+
+        for path in results:
+            for split in ("train", "test"):
+                click.echo(f"vtp: {write_vtp(path, split)}")

@@ -25,11 +25,23 @@ from . import CONTEXT, analysis_options, cli, model_options, normalization_optio
               help="Average-case sharpness: the directions' scale (1 = each filter's norm).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the start vector, the probes and the directions.")
+@click.option("--top-k", type=int, default=0, show_default=True,
+              help="Also the K largest Hessian eigenvalues (Lanczos), stored per epoch.")
+@click.option("--save-eigenvectors", is_flag=True,
+              help="Store the K eigenvectors too (K x the model's size per epoch).")
+@click.option("--density", is_flag=True,
+              help="Also the Hessian's spectral density (stochastic Lanczos quadrature), drawn "
+              "on a log scale beside the other runs' (NAME-spectrum.{pdf,png,csv}).")
+@click.option("--density-iterations", type=int, default=90, show_default=True,
+              help="Lanczos steps per density run.")
+@click.option("--density-runs", type=int, default=1, show_default=True,
+              help="Random starts averaged in the density.")
 @per_epoch_options("sharpness")
 @normalization_options
 @model_options
 @analysis_options
-def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigma, seed, normalization,
+def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigma, seed, top_k,
+              save_eigenvectors, density, density_iterations, density_runs, normalization,
               out, name, skip_epochs, overwrite, formats, data_dir, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
     Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
@@ -46,6 +58,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
     Examples:
       landscape train --data two_gaussians --noise 0.1 --flood 0 0.3 --save-every 5 --name pair
       landscape sharpness checkpoints/pair --out results/pair
+      landscape sharpness checkpoints/pair --top-k 5 --density --out results/pair
       landscape sharpness --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
     from ..analysis.gradnorm import refuse_empty_figure
@@ -58,7 +71,9 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
 
     formats = parse_formats(formats)
     options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
-                               sigma=sigma, seed=seed,
+                               sigma=sigma, seed=seed, top_k=top_k,
+                               eigenvectors=save_eigenvectors, density=density,
+                               density_iterations=density_iterations, density_runs=density_runs,
                                normalization=normalization)
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_sharpness
