@@ -53,8 +53,11 @@ def rows_for(template: nn.Module, input_shape: tuple[int, ...], members: int,
     """Rows evaluated at once for `members` stacked parameter sets. With gradients autograd keeps
     every layer's activations: a fraction of the forward budget (cache-sized chunks gain nothing
     there: CPU, width 500: 1.6 s for the test gradient at 209, 2,097 or 13,421 rows)."""
-    rows = chunk_rows(row_numbers(template, input_shape), members, device)
-    return max(1, rows // (2 * layers(template))) if gradients else rows
+    if not gradients:
+        return chunk_rows(row_numbers(template, input_shape), members, device)
+    # a backward pass needs its activations, not a warm cache: the stacked budget, shared out
+    rows = chunk_rows(row_numbers(template, input_shape), max(members, 2), device)
+    return max(1, rows * max(members, 2) // members // (2 * layers(template)))
 
 
 def rows_of(template: nn.Module, source: Source, members: int, device: torch.device, *,

@@ -72,9 +72,10 @@ def _prepared(model: nn.Module, params: Mapping[str, torch.Tensor] | None,
         raise BadInput("the model has no parameters")
     device = first.device if device is None else torch.device(device)
     template = model if first.device == device else _copy_to(model, device)
-    state = {k: v.detach() for k, v in (params if params is not None else model.state_dict()).items()}
-    missing = [k for k in template.state_dict() if k not in state]
-    unexpected = [k for k in state if k not in template.state_dict()]
+    expected = template.state_dict()
+    state = {k: v.detach() for k, v in (params if params is not None else expected).items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise BadInput(f"params do not fit the model: {_first_mismatch(missing, unexpected)}")
     state = {k: v.to(device) for k, v in state.items()}

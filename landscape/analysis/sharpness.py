@@ -39,14 +39,14 @@ from ..data import Split
 from ..errors import BadInput
 from ..flooding import Loss, per_sample_loss
 from ..progress import progress_bar
-from ..sources import Source, as_source
+from ..sources import Source, TensorSource, as_source
 from ..store import Run
 from ..evaluation import layers, losses_at, models_at_once, row_numbers, rows_of
 from .filternorm import Normalization, gaussian_directions, parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, reuse_result,
                       runs_identity, split_sources, write_result)
 from .selection import early_stopping_epoch
-from .spectrum import density, top_eigenpairs
+from .spectrum import density, flat_draws, top_eigenpairs
 
 KIND = "sharpness"
 PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
@@ -99,24 +99,23 @@ class SharpnessOptions:
                     "density_runs": self.density_runs} if self.density else {})}
 
 
-def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
-    """Inner products of P stacked vectors: {name: [P, ...]} x2 -> [P]."""
-    return sum((a[k] * b[k]).flatten(1).sum(1) for k in a)
-
-
 def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Source | Split,
-                 loss: Loss, rows: int) -> Callable[[Tensors], Tensors]:
-    """v -> Hv for stacked vectors {name: [P, *shape]}, H the Hessian of the data's mean loss at
-    params (eval mode), in chunks of `rows` rows (a DataLoader keeps its own batches).
+                 loss: Loss, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> Hv for stacked flat vectors [P, N] (N: all parameters, in order), H the Hessian of
+    the data's mean loss at params (eval mode), in chunks of `rows` rows (a DataLoader keeps its
+    own batches).
 
     Reverse over reverse, as PyHessian: each chunk's gradient is built once with its graph
     (create_graph) and every product is one backward pass through it. The graphs are kept across
     products while they fit in GRAPH_NUMBERS, which removes a forward and a backward pass from
-    every product; beyond that each product rebuilds them chunk by chunk."""
+    every product; beyond that each product rebuilds them chunk by chunk. Vectors are flat, so
+    that the power and Lanczos iterations' arithmetic is one operation per step, not one per
+    parameter tensor (a narrow model's product is a few milliseconds)."""
     first = next(iter(params.values()))
     source = as_source(data, device=first.device, dtype=first.dtype)
     leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
-    names, inputs = list(leaves), list(leaves.values())
+    inputs = list(leaves.values())
+    sizes = [p.numel() for p in inputs]
     model.eval()
 
     def gradient(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -126,6 +125,10 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
     cache: list[list[torch.Tensor]] | None = []
     n = held = 0
     per_unit = 4 * layers(model)  # double backward keeps a few numbers per unit of every layer
+    if isinstance(source, TensorSource):  # kept graphs need no small chunks: fewer, larger ones
+        per_row = per_unit * row_numbers(model, source.input_shape())
+        if len(source) * per_row <= GRAPH_NUMBERS:
+            rows = max(rows, len(source))
     with torch.enable_grad():
         for x, y in source.batches(rows):
             n += len(y)
@@ -135,54 +138,54 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
             else:
                 cache = None
 
-    def product(vectors: Tensors) -> Tensors:
-        count = len(next(iter(vectors.values())))
-        sums: list[list[torch.Tensor] | None] = [None] * count  # per vector, per parameter
+    def product(vectors: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(vectors)
+        pieces = [[t.view(p.shape) for t, p in zip(v.split(sizes), inputs)] for v in vectors]
         with torch.enable_grad():
             grads = cache if cache is not None else (gradient(x, y) for x, y in
                                                      source.batches(rows))
             for g in grads:
-                for p in range(count):
-                    hv = torch.autograd.grad(g, inputs, [vectors[k][p] for k in names],
-                                             retain_graph=True, allow_unused=True)
+                for row, v in zip(out, pieces):
+                    hv = torch.autograd.grad(g, inputs, v, retain_graph=True, allow_unused=True)
                     # None: the gradient does not depend on that parameter
-                    hv = [torch.zeros_like(t) if h is None else h for h, t in zip(hv, inputs)]
-                    sums[p] = hv if sums[p] is None else [a + b for a, b in zip(sums[p], hv)]
-        return {k: torch.stack([s[i] for s in sums]).div_(n) for i, k in enumerate(names)}
+                    row += torch.cat([torch.zeros(s, dtype=out.dtype, device=out.device)
+                                      if h is None else h.reshape(-1) for h, s in zip(hv, sizes)])
+        return out.div_(n)
 
     return product
 
 
-def top_eigenvalue(hvp: Callable[[Tensors], Tensors], params: Tensors, *, iterations: int,
-                   tolerance: float, seed: int) -> tuple[float, int]:
+def top_eigenvalue(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *,
+                   iterations: int, tolerance: float, seed: int) -> tuple[float, int]:
     """(lambda_max, products used) by power iteration from a seeded Gaussian start."""
     generator = torch.Generator().manual_seed(seed)
-    v = {k: torch.randn(p.shape, generator=generator).to(p)[None] for k, p in params.items()}
-    length = _dot(v, v).sqrt()
-    v = {k: t / length for k, t in v.items()}
+    first = next(iter(params.values()))
+    v = flat_draws(params, lambda shape: torch.randn(shape, generator=generator)).to(first)
+    v = (v / v.norm())[None]                                           # [1, N]
     estimate = math.nan
     for step in range(1, iterations + 1):
         hv = hvp(v)
-        previous, estimate = estimate, float(_dot(v, hv))
-        norm = _dot(hv, hv).sqrt()
-        if float(norm) == 0:  # v in the null space: the loss is flat along it
+        previous, estimate = estimate, float(v[0] @ hv[0])
+        norm = float(hv.norm())
+        if norm == 0:  # v in the null space: the loss is flat along it
             return 0.0, step
-        v = {k: t / norm for k, t in hv.items()}
+        v = hv / norm
         if abs(estimate - previous) <= tolerance * abs(estimate):
             break
     return estimate, step
 
 
-def hessian_trace(hvp: Callable[[Tensors], Tensors], params: Tensors, *, probes: int,
+def hessian_trace(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *, probes: int,
                   seed: int) -> tuple[float, float]:
     """(Hutchinson's estimate of tr H, its standard error) from `probes` Rademacher vectors."""
     generator = torch.Generator().manual_seed(seed)
+    first = next(iter(params.values()))
     values = []
     for start in range(0, probes, PROBE_BATCH):
         count = min(PROBE_BATCH, probes - start)
-        z = {k: (torch.randint(0, 2, (count, *p.shape), generator=generator) * 2 - 1).to(p)
-             for k, p in params.items()}
-        values.append(_dot(z, hvp(z)))
+        z = torch.cat([(torch.randint(0, 2, (count, p.numel()), generator=generator) * 2 - 1)
+                       for p in params.values()], 1).to(first)            # [count, N]
+        values.append((z * hvp(z)).sum(1))
     samples = torch.cat(values).double()
     stderr = float(samples.std() / math.sqrt(probes)) if probes > 1 else math.nan
     return float(samples.mean()), stderr

@@ -28,20 +28,19 @@ import numpy as np
 import torch
 
 Tensors = dict[str, torch.Tensor]
-Product = Callable[[Tensors], Tensors]
+Product = Callable[[torch.Tensor], torch.Tensor]  # flat vectors [P, N] -> H times them
 
 
-def _flat(v: Tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in v.values()])
+def flat_draws(params: Tensors, draw: Callable[[tuple[int, ...]], torch.Tensor]) -> torch.Tensor:
+    """One random vector [N] over all parameters, drawn parameter by parameter in order (so a
+    seed's draws do not depend on how the vector is held)."""
+    return torch.cat([draw(tuple(p.shape)).reshape(-1) for p in params.values()])
 
 
-def _shaped(flat: torch.Tensor, like: Tensors) -> Tensors:
-    """A flat vector [N] as {name: [1, *shape]} (one stacked vector for the product)."""
-    out, start = {}, 0
-    for k, p in like.items():
-        out[k] = flat[start:start + p.numel()].reshape(1, *p.shape)
-        start += p.numel()
-    return out
+def unflatten(flat: torch.Tensor, params: Tensors) -> Tensors:
+    """A flat vector [N] as {name: tensor shaped as the parameter}."""
+    sizes = [p.numel() for p in params.values()]
+    return {k: t.view(p.shape) for (k, p), t in zip(params.items(), flat.split(sizes))}
 
 
 @dataclass
@@ -72,7 +71,7 @@ def lanczos(hvp: Product, params: Tensors, start: torch.Tensor, *, steps: int,
     basis[0] = start / start.norm()
     state = Lanczos([], [], basis[:1])
     for j in range(steps):
-        w = _flat(hvp(_shaped(basis[j], params)))
+        w = hvp(basis[j][None])[0]
         alpha = float(w @ basis[j])
         for _ in range(2):  # full reorthogonalization, twice
             w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
@@ -92,7 +91,7 @@ def top_eigenpairs(hvp: Product, params: Tensors, *, k: int, iterations: int = 1
     products used) from a seeded Gaussian start."""
     generator = torch.Generator().manual_seed(seed)
     first = next(iter(params.values()))
-    start = torch.cat([torch.randn(p.numel(), generator=generator) for p in params.values()])
+    start = flat_draws(params, lambda shape: torch.randn(shape, generator=generator))
     k = min(k, start.numel())
 
     def converged(state: Lanczos) -> bool:
@@ -110,7 +109,7 @@ def top_eigenpairs(hvp: Product, params: Tensors, *, k: int, iterations: int = 1
     if vectors:
         ritz = torch.as_tensor(s[:, order].T.copy(), dtype=state.basis.dtype,
                                device=state.basis.device) @ state.basis            # [k, N]
-        found = [{name: t[0] for name, t in _shaped(y, params).items()} for y in ritz]
+        found = [unflatten(y, params) for y in ritz]
     return values[order], found, len(state.alpha)
 
 
@@ -142,8 +141,8 @@ def density(hvp: Product, params: Tensors, *, iterations: int = 90, runs: int = 
     first = next(iter(params.values()))
     nodes, weights = [], []
     for _ in range(runs):
-        start = torch.cat([torch.randint(0, 2, (p.numel(),), generator=generator) * 2.0 - 1
-                           for p in params.values()]).to(first)
+        start = flat_draws(params, lambda shape: torch.randint(0, 2, shape, generator=generator)
+                           * 2.0 - 1).to(first)
         values, s = lanczos(hvp, params, start, steps=iterations).ritz()
         nodes.append(values)
         weights.append(s[0] ** 2 / runs)
