@@ -68,8 +68,10 @@ def test_density_integrates_to_one_and_its_moments_are_the_start_vectors(exact):
                    for p in net.parameters()]).double() / math.sqrt(n)
     assert math.isclose(one.moment(1), float(q @ H @ q), rel_tol=1e-8)
     assert math.isclose(one.moment(2), float(q @ H @ H @ q), rel_tol=1e-8)
-    # a full-length run is exact: its nodes are H's eigenvalues
-    np.testing.assert_allclose(np.sort(one.nodes), torch.linalg.eigvalsh(H).numpy(), atol=1e-8)
+    # a run to the end of its Krylov space is exact: every node is an eigenvalue of H (repeated
+    # eigenvalues, such as the many zeros of a small model's Hessian, appear once)
+    spectrum = torch.linalg.eigvalsh(H).numpy()
+    assert np.abs(one.nodes[:, None] - spectrum[None]).min(1).max() < 1e-8
     many = landscape.hessian_density(net, (x, y), iterations=10, runs=40, seed=1)
     assert math.isclose(many.moment(1), float(H.trace()) / n, rel_tol=0.15)
     assert math.isclose(many.moment(2), float((H @ H).trace()) / n, rel_tol=0.25)
