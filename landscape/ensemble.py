@@ -178,8 +178,8 @@ EVAL_NUMBERS = 1 << 26      # a GPU's evaluation working set (256 MB of float32)
 CPU_EVAL_NUMBERS = 1 << 20  # a CPU's, for stacked members: 16 stacked width-32 MLPs evaluate
                             # 20,000 points 2-4x faster than with 2^26 (measured on 2 cores)
 CPU_ONE_NUMBERS = 1 << 18   # a CPU's for one model, whose chunks cost no vmap set-up: 1 MB
-                            # stays in L2; widths 32/128/500 on 20,000 points 1.9x/2.0x/0.95-1.1x
-                            # the speed of 2^20 (one thread, benchmarks/RESULTS.md)
+                            # stays in L2; widths 32/128/500 on 20,000 points 1.10x/1.24x/1.10x
+                            # the speed of 2^20 (one thread, best of 4; benchmarks/RESULTS.md)
 
 
 def eval_numbers(device: torch.device | None, members: int = 2) -> int:
