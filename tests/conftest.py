@@ -6,11 +6,13 @@ import contextlib
 import dataclasses
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+import landscape
 from landscape.cli import commands
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
 from landscape.store import RunWriter
@@ -107,3 +109,45 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def user_project(tmp_path, monkeypatch):
+    """A folder as a user has it: a module with a model and data factory, and checkpoints of a
+    plain PyTorch training loop with flooding, saved Lightning-style."""
+    (tmp_path / "usernet.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+        from torch.utils.data import DataLoader, TensorDataset
+
+        def make():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2),
+                                 nn.Linear(8, 3))
+
+        def splits():
+            g = torch.Generator().manual_seed(1)
+            x, y = torch.randn(50, 4, generator=g), torch.randint(0, 3, (50,), generator=g)
+            return {"train": DataLoader(TensorDataset(x[:30], y[:30]), batch_size=7),
+                    "test": (x[30:], y[30:])}
+
+        def wrong():
+            return 3
+    '''))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("usernet", None)
+    import usernet
+
+    net, data = usernet.make(), usernet.splits()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.2)
+    (tmp_path / "ckpt").mkdir()
+    for epoch in range(1, 13):
+        for xb, yb in data["train"]:
+            optimizer.zero_grad()
+            landscape.flood(torch.nn.functional.cross_entropy(net(xb), yb), b=0.3).backward()
+            optimizer.step()
+        torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
+                    "epoch": epoch}, tmp_path / "ckpt" / f"epoch_{epoch}.ckpt")
+    yield tmp_path, usernet
+    sys.modules.pop("usernet", None)

@@ -199,3 +199,21 @@ def test_flatness_along_the_top_hessian_eigenvector(pair, tmp_path):
     wanted = np.concatenate([expected[k].numpy().ravel() for k in params])
     cosine = stored @ wanted / (np.linalg.norm(stored) * np.linalg.norm(wanted))
     assert abs(cosine) > 0.999  # an eigenvector's sign is arbitrary
+
+
+def test_spectrum_and_trajectory_directions_on_a_users_checkpoints(user_project):
+    folder, _ = user_project
+    user = ["--model", "usernet:make", "--data", "usernet:splits"]
+    sharp = landscape_cli("sharpness", *user, "--weights", "ckpt/epoch_1[12].ckpt", "--top-k", 2,
+                          "--density", "--density-iterations", 10, "--probes", 2, "--draws", 1,
+                          "--skip-epochs", 0, "--out", "res", "-q")
+    assert sharp.returncode == 0, sharp.stderr
+    _, a = read_result(folder / "res" / "sharpness.h5", "sharpness")
+    assert a["eigenvalues"].shape == (2, 2) and (folder / "res" / "sharpness-spectrum.png").exists()
+    surface = landscape_cli("flatness", *user, "--weights", "ckpt/*.ckpt", "--2d", "--direction",
+                            "pca", "--points", 3, "--out", "pca", "-q")
+    assert surface.returncode == 0, surface.stderr
+    (path,) = (folder / "pca").glob("*.surface.h5")  # around the last checkpoint only
+    _, s = read_result(path, "slice")
+    assert path.name == "epoch_12.surface.h5" and s["path/epoch"].tolist() == list(range(1, 13))
+    assert s["path/x"][-1] == 0 and s["path/y"][-1] == 0
