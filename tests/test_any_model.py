@@ -81,6 +81,8 @@ def test_slice_points_equal_a_load_state_dict_loop(conv_data):
             assert math.isclose(got[f"{split}_acc"][i], acc)
     again = landscape.loss_slice(net, (x, y), points=5, direction=d)  # the direction back in
     np.testing.assert_allclose(again["train_loss"], got["train_loss"], rtol=1e-6)
+    stacked = landscape.loss_slice(net, (x, y), points=5, seed=3, stack=3)  # vmap, 3 points a go
+    np.testing.assert_allclose(stacked["train_loss"], got["train_loss"], rtol=1e-6)
 
 
 def test_surface_and_params_given_as_a_state_dict(conv_data):
