@@ -109,7 +109,24 @@ def test_the_installed_command_trains_and_reads_a_run(tmp_path):
                                   ["train", "--data", "spiral", "--flood", "-1"],
                                   ["train", "--data", "spiral", "--epochs", "0"],
                                   ["train", "--data", "spiral", "--device", "tpu"],
-                                  ["demo", "--epochs", "0"], ["demo", "--format", "gif"]])
+                                  ["demo", "--epochs", "0"], ["demo", "--format", "gif"],
+                                  ["flatness", "r.h5", "--points", "1"],
+                                  ["flatness", "r.h5", "--span", "inf"],
+                                  ["flatness", "r.h5", "--vtp"],
+                                  ["flatness", "r.h5", "--direction-seed", "-1"],
+                                  ["gradnorm", "r.h5", "--skip-epochs", "-1"],
+                                  ["gradnorm", "r.h5", "--epochs", "a,b"],
+                                  ["gradnorm", "r.h5", "--format", "gif"],
+                                  ["sharpness", "r.h5", "--sigma", "0"],
+                                  ["sharpness", "r.h5", "--seed", "-1"],
+                                  ["sharpness", "r.h5", "--save-eigenvectors"],
+                                  ["mse", "r.h5", "--samples", "1"],
+                                  ["mse", "r.h5", "--seed", "-1"],
+                                  ["mse", "r.h5", "--epoch", "first"],
+                                  ["mse", "r.h5", "--flood-grid", "0:inf:0.1"],
+                                  ["mse", "a.h5", "b.h5"],
+                                  ["memorization", "runs", "--format", "gif"],
+                                  ["table", "runs", "--format", "xls"]])
 def test_help_and_bad_options_are_answered_without_importing_torch(argv):
     """torch takes seconds to import: --help and a mistyped option must not wait for it."""
     probe = ("import atexit, sys; atexit.register(lambda: print('torch' in sys.modules)); "

@@ -21,6 +21,7 @@ import torch
 from ..errors import BadInput
 from ..evaluation import rows_of
 from .filternorm import gaussian_directions, normalize_direction, parameters_of
+from .options import DIRECTIONS  # noqa: F401 - re-exported: where it was
 from .sharpness import hvp_function
 from .spectrum import top_eigenpairs
 from .trajectory import pca_directions
@@ -28,7 +29,6 @@ from .trajectory import pca_directions
 if TYPE_CHECKING:
     from .flatness import Model, SliceOptions
 
-DIRECTIONS = ("random", "hessian", "pca")
 PATH_MARGIN = 1.2  # a pca grid's span: this times the path's largest coordinate
 HESSIAN_PRODUCTS = 200  # Lanczos steps at most for a direction (relative residual 1e-3)
 

@@ -18,36 +18,12 @@ Every function accepts tensors with `batch` leading axes (e.g. [K, *shape] for K
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from ..errors import BadInput
-
-MODES = ("filter", "layer")
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """How directions and gradients are scaled; recorded in every result that depends on it."""
-
-    mode: str = "filter"
-    include_biasbn: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise BadInput(f"unknown normalization {self.mode!r}; choose filter or layer")
-
-    def attrs(self) -> dict[str, str]:
-        return {"normalization": self.mode,
-                "biasbn": "included" if self.include_biasbn else "excluded"}
-
-    def includes(self, t: torch.Tensor, batch: int = 0) -> bool:
-        """Whether a parameter takes part: weights always, 1-D parameters only on request."""
-        return t.dim() - batch > 1 or self.include_biasbn
-
+from .options import MODES, Normalization  # noqa: F401 - re-exported: where they were
 
 def parameters_of(model: nn.Module, state: Mapping[str, torch.Tensor]
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

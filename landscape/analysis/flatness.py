@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -37,57 +37,15 @@ from ..progress import progress_bar
 from ..sources import Source
 from ..store import Run
 from ..evaluation import mean_loss, models_at_once, rows_of
-from .directions import DIRECTIONS, choose
-from .filternorm import Normalization, parameters_of
+from .directions import choose
+from .filternorm import parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
                       split_sources, state_at, stored)
 from .loading import write_result
+from .options import BN_STATS, SliceOptions  # noqa: F401 - re-exported: where they were
 
 KIND = "slice"
-BN_STATS = ("checkpoint", "recompute")
 SAVE_SECONDS = 10.0  # a killed surface loses at most this much work
-
-
-@dataclass(frozen=True)
-class SliceOptions:
-    """What determines a slice or surface; recorded in its result file."""
-
-    points: int = 51
-    span: float | None = None          # alpha (and beta) in [-span, span]; None: 1, or for pca
-                                       # directions the path's reach (directions.choose)
-    direction_seed: int = 0
-    direction: str = "random"          # random | hessian | pca (directions.py)
-    two_d: bool = False
-    y_points: int | None = None        # surfaces: grid rows (default: points)
-    bn_stats: str = "checkpoint"
-    normalization: Normalization = field(default_factory=Normalization)
-
-    def __post_init__(self) -> None:
-        if self.points < 2 or (self.y_points is not None and self.y_points < 2):  # [-span, span]
-            raise BadInput(f"--points must be >= 2, got {self.points}")
-        if self.span is not None and not (math.isfinite(self.span) and self.span > 0):
-            raise BadInput(f"--span must be a finite number > 0, got {self.span}")
-        if self.direction not in DIRECTIONS:
-            raise BadInput(f"unknown --direction {self.direction!r}; choose "
-                           f"{', '.join(DIRECTIONS)}")
-        if self.direction_seed < 0:
-            raise BadInput(f"--direction-seed must be >= 0, got {self.direction_seed}")
-        if self.bn_stats not in BN_STATS:
-            raise BadInput(f"unknown --bn-stats {self.bn_stats!r}; choose checkpoint or recompute")
-
-    def coordinates(self, span: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        span = span or self.span or 1.0
-        x = np.linspace(-span, span, self.points)
-        if not self.two_d:
-            return x, None
-        return x, np.linspace(-span, span, self.y_points or self.points)
-
-    def attrs(self, span: float | None = None) -> dict:
-        return {"direction_seed": self.direction_seed, "directions": 2 if self.two_d else 1,
-                "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
-                else 1, "span": span or self.span or 1.0, "bn_stats": self.bn_stats,
-                **self.normalization.attrs(),
-                **({} if self.direction == "random" else {"direction": self.direction})}
 
 
 @dataclass(frozen=True)

@@ -36,39 +36,13 @@ from ..store import Run
 from ..evaluation import rows_for, sample_losses
 from .loading import (dataset_for, model_for, read_result, reuse_result, runs_identity,
                       state_at, write_result)
+from .options import MseOptions  # noqa: F401 - re-exported: where it was
 from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
 
 KIND = "mse"
 PANELS = ("pool", "train")  # R^ on fresh samples (unbiased), on g's own training set (biased low)
 POOL_SEED_OFFSET = 1_000_003  # default pool data seed = the run's data seed + this
 GRID_POINTS = 201
-
-
-@dataclass(frozen=True)
-class MseOptions:
-    """What determines a Theorem 1 check; stored in the result's attributes."""
-
-    epoch: int | str = "last"          # an epoch number, "last" or "snapshot"
-    samples: int = 2000                # M draws of R^
-    sample_size: int | None = None     # n; None: the run's training-set size
-    flood_grid: tuple[float, ...] = ()  # empty: GRID_POINTS levels from 0 to 2 max(R, train loss)
-    pool_size: int = 100_000           # fresh draws (synthetic sets); image sets use the test split
-    pool_seed: int | None = None       # None: the run's data seed + POOL_SEED_OFFSET
-    draw_seed: int = 0                 # index draws of the M samples
-
-    def __post_init__(self) -> None:
-        if self.samples < 2:
-            raise BadInput(f"--samples must be at least 2, got {self.samples}")
-        if self.sample_size is not None and self.sample_size < 1:
-            raise BadInput(f"--sample-size must be at least 1, got {self.sample_size}")
-        if self.pool_size < 2:
-            raise BadInput(f"--pool-size must be at least 2, got {self.pool_size}")
-        if any(not (math.isfinite(b) and b >= 0) for b in self.flood_grid):
-            raise BadInput("flood levels must be finite and >= 0")
-        if self.draw_seed < 0:
-            raise BadInput(f"--seed must be >= 0, got {self.draw_seed}")
-        if self.pool_seed is not None and self.pool_seed < 0:
-            raise BadInput(f"--pool-seed must be >= 0, got {self.pool_seed}")
 
 
 def flooded_risk(risk_hat: np.ndarray, b: np.ndarray | float) -> np.ndarray:

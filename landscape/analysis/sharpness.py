@@ -25,7 +25,6 @@ bounded by the chunk unless the graphs fit in memory, where they are built once 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,9 +41,10 @@ from ..progress import progress_bar
 from ..sources import Source, TensorSource, as_source
 from ..store import Run
 from ..evaluation import layers, losses_at, models_at_once, row_numbers, rows_of
-from .filternorm import Normalization, gaussian_directions, parameters_of
+from .filternorm import gaussian_directions, parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, reuse_result,
                       runs_identity, split_sources, write_result)
+from .options import SharpnessOptions  # noqa: F401 - re-exported: where it was
 from .selection import early_stopping_epoch
 from .spectrum import density, flat_draws, top_eigenpairs
 
@@ -52,51 +52,6 @@ KIND = "sharpness"
 PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
 GRAPH_NUMBERS = 1 << 27  # gradient graphs kept across Hessian-vector products (512 MB in float32)
 Tensors = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SharpnessOptions:
-    """What the numbers depend on; recorded as attributes of the result file."""
-
-    split: str = "train"
-    iterations: int = 100        # power iteration: most Hessian-vector products
-    tolerance: float = 1e-4      # ... stops when the Rayleigh quotient changes less (relative)
-    probes: int = 100            # Hutchinson: Rademacher vectors
-    draws: int = 10              # average-case sharpness: antithetic pairs of directions
-    sigma: float = 0.1           # ... their scale (1 = one filter norm)
-    seed: int = 0                # the start vector, the probes and the directions
-    normalization: Normalization = field(default_factory=Normalization)
-    top_k: int = 0               # the k largest eigenvalues too (Lanczos: spectrum.py)
-    eigenvectors: bool = False   # ... and their eigenvectors, stored
-    density: bool = False        # the spectral density (stochastic Lanczos quadrature)
-    density_iterations: int = 90
-    density_runs: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("top_k", "density_iterations", "density_runs"):
-            if getattr(self, name) < (0 if name == "top_k" else 1):
-                raise BadInput(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
-        if self.eigenvectors and not self.top_k:
-            raise BadInput("--save-eigenvectors needs --top-k")
-        if self.split not in ("train", "test"):
-            raise BadInput(f"unknown split {self.split!r}; use train or test")
-        for name in ("iterations", "probes", "draws"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise BadInput(f"--sigma must be a number > 0, got {self.sigma}")
-        if not 0 <= self.tolerance < 1:
-            raise BadInput(f"tolerance must be in [0, 1), got {self.tolerance}")
-        if self.seed < 0:
-            raise BadInput(f"--seed must be >= 0, got {self.seed}")
-
-    def attrs(self) -> dict:
-        return {"split": self.split, "iterations": self.iterations, "tolerance": self.tolerance,
-                "probes": self.probes, "draws": self.draws, "sigma": self.sigma,
-                "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval",
-                **({"top_k": self.top_k} if self.top_k else {}),
-                **({"density_iterations": self.density_iterations,
-                    "density_runs": self.density_runs} if self.density else {})}
 
 
 def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Source | Split,

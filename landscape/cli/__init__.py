@@ -137,7 +137,8 @@ def per_epoch_options(name: str):
                              help="Folder for the result file (NAME.h5) and the figure beside it."),
                 click.option("--name", default=name, show_default=True, callback=file_name,
                              help="File name stem."),
-                click.option("--skip-epochs", type=int, default=10, show_default=True,
+                click.option("--skip-epochs", type=click.IntRange(min=0), default=10,
+                             show_default=True,
                              help="Leave the first N epochs out of the figure (the paper's Fig. 4 "
                              "drops 10)."),
                 click.option("--overwrite", is_flag=True,
@@ -155,7 +156,7 @@ def normalization_options(command):
 
     @functools.wraps(command)
     def wrapped(*args, normalization, include_biasbn, **kwargs):
-        from ..analysis.filternorm import Normalization
+        from ..analysis.options import Normalization
 
         return command(*args, normalization=Normalization(normalization, include_biasbn), **kwargs)
 

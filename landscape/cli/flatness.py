@@ -69,12 +69,8 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
       landscape flatness checkpoints/pair --2d --direction pca --out results/pair/pca
       landscape flatness --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
-    from ..analysis.flatness import SliceOptions, flatness as compute
-    from ..analysis.flatness_plot import plot_flatness
+    from ..analysis.options import SliceOptions
     from ..analysis.plotting import parse_formats
-    from ..device import resolve_device
-    from ..distributed import current
-    from ..store import open_runs
 
     formats = parse_formats(formats)
     if vtp and not two_d:
@@ -83,6 +79,13 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
                            direction_seed=direction_seed, two_d=two_d,
                            bn_stats=bn_stats,
                            normalization=normalization)
+    # torch comes in only now: a mistyped option is answered before its seconds of import
+    from ..analysis.flatness import flatness as compute
+    from ..analysis.flatness_plot import plot_flatness
+    from ..device import resolve_device
+    from ..distributed import current
+    from ..store import open_runs
+
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_flatness
 

@@ -37,15 +37,18 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
       landscape gradnorm checkpoints/pair --out results/pair
       landscape gradnorm --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
-    from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm, refuse_empty_figure
     from ..analysis.plotting import parse_formats
-    from ..device import resolve_device
-    from ..distributed import current
-    from ..store import open_runs
     from .train import _csv_ints
 
     formats = parse_formats(formats)
     splits = splits or ("train", "test")
+    chosen = _csv_ints(epochs, "--epochs") or None
+    # torch comes in only now: a mistyped option is answered before its seconds of import
+    from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm, refuse_empty_figure
+    from ..device import resolve_device
+    from ..distributed import current
+    from ..store import open_runs
+
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_gradnorm
 
@@ -55,7 +58,6 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
                                      splits=splits, progress=not quiet, overwrite=overwrite)
     else:
         runs = open_runs(paths, data_dir=data_dir)
-        chosen = _csv_ints(epochs, "--epochs") or None
         refuse_empty_figure([e for run in runs for e in (chosen or run.saved_epochs)],
                             skip_epochs)
         result = compute(runs, Path(out) / f"{name}.h5", device=resolve_device(device),

@@ -28,10 +28,12 @@ def memorization(paths, out, name, formats):
       landscape train --data two_gaussians --noise 0.1 --flood 0:0.5:0.05 --seeds 2 --epochs 300
       landscape memorization checkpoints/two_gaussians-noise0.1-mlp-flood --out results
     """
-    from ..analysis.memorization import memorization as measure, plot_memorization, report
     from ..analysis.plotting import parse_formats, with_extension
 
     formats = parse_formats(formats)
+    # the run files come in only now: a mistyped option is answered before torch's import
+    from ..analysis.memorization import memorization as measure, plot_memorization, report
+
     stem = Path(out) / name
     result = measure(paths, with_extension(stem, "h5"))
     written = plot_memorization(result, stem, formats)

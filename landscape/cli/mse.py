@@ -60,16 +60,21 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
       landscape mse checkpoints/two_gaussians-noise0.1-mlp-flood0-seed0.h5 --samples 5000
       landscape mse --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
-    from ..analysis.mse import MseOptions, plot_mse, report, theorem1_check
+    from ..analysis.options import MseOptions
     from ..analysis.plotting import parse_formats, with_extension
     from ..config import parse_flood_levels
-    from ..device import resolve_device
-    from ..store import Run
 
     formats = parse_formats(formats)
     options = MseOptions(epoch=parse_epoch(epoch), samples=samples, sample_size=sample_size,
                          flood_grid=parse_flood_levels([flood_grid]) if flood_grid else (),
                          pool_size=pool_size, pool_seed=pool_seed, draw_seed=draw_seed)
+    if checkpoints is None and len(paths) != 1:
+        raise BadInput(f"mse checks one run file; got {len(paths)} paths")
+    # torch comes in only now: a mistyped option is answered before its seconds of import
+    from ..analysis.mse import plot_mse, report, theorem1_check
+    from ..device import resolve_device
+    from ..store import Run
+
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_mse
 
@@ -79,8 +84,6 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
                                 device=resolve_device(device), progress=not quiet,
                                 overwrite=overwrite)
     else:
-        if len(paths) != 1:
-            raise BadInput(f"mse checks one run file; got {len(paths)} paths")
         run = Run(paths[0], data_dir=data_dir)
         stem = Path(out) / f"{run.path.stem}-mse"  # the file's name: two runs never share it
         result = theorem1_check(run, options, with_extension(stem, "h5"),

@@ -61,20 +61,24 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
       landscape sharpness checkpoints/pair --top-k 5 --density --out results/pair
       landscape sharpness --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
-    from ..analysis.gradnorm import refuse_empty_figure
+    from ..analysis.options import SharpnessOptions
     from ..analysis.plotting import parse_formats
-    from ..analysis.sharpness import SharpnessOptions, sharpness as compute
-    from ..analysis.sharpness_plot import plot_sharpness
-    from ..device import resolve_device
-    from ..store import open_runs
     from .train import _csv_ints
 
     formats = parse_formats(formats)
+    chosen = _csv_ints(epochs, "--epochs") or None
     options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
                                sigma=sigma, seed=seed, top_k=top_k,
                                eigenvectors=save_eigenvectors, density=density,
                                density_iterations=density_iterations, density_runs=density_runs,
                                normalization=normalization)
+    # torch comes in only now: a mistyped option is answered before its seconds of import
+    from ..analysis.gradnorm import refuse_empty_figure
+    from ..analysis.sharpness import sharpness as compute
+    from ..analysis.sharpness_plot import plot_sharpness
+    from ..device import resolve_device
+    from ..store import open_runs
+
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_sharpness
 
@@ -84,7 +88,6 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
                                       overwrite=overwrite)
     else:
         runs = open_runs(paths, data_dir=data_dir)
-        chosen = _csv_ints(epochs, "--epochs") or None
         refuse_empty_figure([e for run in runs for e in (chosen or run.saved_epochs)],
                             skip_epochs)
         result = compute(runs, Path(out) / f"{name}.h5", options, device=resolve_device(device),
