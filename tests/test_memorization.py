@@ -71,3 +71,22 @@ def test_one_flood_level_is_not_a_sweep(sweeps, tmp_path):
     baseline = [p for p in sorted(sweeps[0].glob("*flood0-*.h5"))]
     with pytest.raises(BadInput, match="only one flood level"):
         memorization(baseline, tmp_path / "m.h5")
+
+
+def test_an_identical_result_is_reused_and_another_refused_unless_overwrite(sweeps, tmp_path):
+    """The analyses' one overwrite rule (loading.reuse_result), through the command."""
+    from conftest import landscape_cli
+
+    out = tmp_path / "out"
+    first = landscape_cli("memorization", sweeps[0], "--out", out, "--format", "png", check=True)
+    result = out / "memorization.h5"
+    before = result.stat().st_mtime_ns
+    again = landscape_cli("memorization", sweeps[0], "--out", out, "--format", "png", check=True)
+    assert result.stat().st_mtime_ns == before and again.stdout == first.stdout
+    other = landscape_cli("memorization", sweeps[1], "--out", out, "--format", "png")
+    assert other.returncode == 2 and "--overwrite" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and result.stat().st_mtime_ns == before
+    landscape_cli("memorization", sweeps[1], "--out", out, "--format", "png", "--overwrite",
+                  check=True)
+    assert read_memorization(result)[0] == read_memorization(memorization([sweeps[1]],
+                                                                          tmp_path / "b.h5"))[0]

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..store import Run, find_runs
-from .loading import read_result, write_result
+from .loading import read_result, reuse_result, runs_identity, write_result
 from .plotting import FORMATS, PALETTE, figure, save_figure
 from .selection import SettingResult, outcome, select_runs, setting_of
 
@@ -58,13 +58,18 @@ def setting_arrays(selections: dict[str, SettingResult], runs: Sequence[Run]
     return out
 
 
-def memorization(paths: Iterable[str | Path], out: str | Path) -> Path:
+def memorization(paths: Iterable[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
     """Training accuracies of every run of the sweeps under `paths`, grouped by setting, with the
-    flood levels chosen with and without early stopping; written to the result file `out`."""
+    flood levels chosen with and without early stopping; written to the result file `out`. A
+    result of the same runs at the same progress in `out` is reused; one of others is refused
+    unless `overwrite` (loading.reuse_result)."""
     paths = list(paths)
     files = find_runs(paths)
-    selections = {rule: select_runs(files, early_stopping=rule == "early") for rule in STOPPING}
     runs = [Run(p) for p in files]
+    identity = runs_identity(runs)
+    if reuse_result(out, KIND, identity, overwrite=overwrite):
+        return Path(out)
+    selections = {rule: select_runs(files, early_stopping=rule == "early") for rule in STOPPING}
     arrays: dict[str, np.ndarray] = {}
     for i, (last, early) in enumerate(zip(selections["last"], selections["early"])):
         mine = [r for r in runs if setting_of(r.config) == last.config]
@@ -74,7 +79,8 @@ def memorization(paths: Iterable[str | Path], out: str | Path) -> Path:
             arrays[f"setting{i}/{key}"] = value
     attrs = {"labels": [s.label for s in selections["last"]],
              "settings": [s.config.to_json() for s in selections["last"]],
-             "runs": [str(p) for p in files], "metrics": list(METRICS), "stopping": list(STOPPING)}
+             "runs": [str(p) for p in files], "metrics": list(METRICS), "stopping": list(STOPPING),
+             "identity": identity}
     return write_result(out, kind=KIND, attrs=attrs, arrays=arrays)
 
 

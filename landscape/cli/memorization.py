@@ -17,11 +17,15 @@ from . import CONTEXT, cli, file_name
               help="File name stem.")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Figure formats: pdf, png, svg (comma list).")
-def memorization(paths, out, name, formats):
+@click.option("--overwrite", is_flag=True,
+              help="Replace a result file computed from other runs, or from these at another "
+              "point of their training (an identical one is reused).")
+def memorization(paths, out, name, formats, overwrite):
     """Training accuracy (noisy labels, clean labels, flipped points) against the flood level b,
     at the last epoch and at the early-stopping epoch, one line per setting (runs identical but
     for b and seed), mean and std over seeds, the b chosen by validation accuracy marked (the
-    same choice as `landscape table`).
+    same choice as `landscape table`). A result file of the same runs is reused; one of other
+    runs is refused unless --overwrite.
 
     \b
     Example:
@@ -35,7 +39,7 @@ def memorization(paths, out, name, formats):
     from ..analysis.memorization import memorization as measure, plot_memorization, report
 
     stem = Path(out) / name
-    result = measure(paths, with_extension(stem, "h5"))
+    result = measure(paths, with_extension(stem, "h5"), overwrite=overwrite)
     written = plot_memorization(result, stem, formats)
     click.echo(report(result))
     click.echo(f"wrote {result} and {', '.join(map(str, written))}")
