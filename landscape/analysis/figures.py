@@ -31,6 +31,7 @@ from .flatness import KIND as SLICE_KIND
 from .flatness_plot import plot_flatness
 from .gradnorm import KIND as GRADNORM_KIND
 from .gradnorm import plot_gradnorm
+from .options import SKIP_EPOCHS
 from .sharpness import KIND as SHARPNESS_KIND
 from .sharpness_plot import plot_sharpness
 
@@ -88,11 +89,12 @@ def classify(paths: Sequence[str | Path]) -> Inputs:
     return inputs
 
 
-def plan(inputs: Inputs, sections: Sequence[str], out: Path
+def plan(inputs: Inputs, sections: Sequence[str], out: Path, *, skip_epochs: int = SKIP_EPOCHS
          ) -> dict[str, Callable[[Path, Sequence[str]], list[str]]]:
     """One builder per section, or bad input naming every section whose inputs are missing. The
     memorization result of runs is made here (it reads metrics only), so that its errors, too,
-    come before any figure is drawn."""
+    come before any figure is drawn; it is this command's own output, redrawn as the figures are
+    (overwrite). `skip_epochs`: the epochs the per-epoch figures (5.2, sharpness) leave out."""
     runs = [Run(p) for p in inputs.runs]
     builders, missing = {}, []
     for s in sections:
@@ -101,9 +103,10 @@ def plan(inputs: Inputs, sections: Sequence[str], out: Path
             builders[s] = _curves_builder(*curves.usable(runs))
         elif s == "5.1" and (results or runs):
             builders[s] = _results_builder(s, results or [
-                memorization.memorization(inputs.runs, out / f"{STEMS[s]}.h5")])
+                memorization.memorization(inputs.runs, out / f"{STEMS[s]}.h5", overwrite=True)])
         elif s not in ("2", "5.1") and results:
-            builders[s] = _results_builder(s, results)
+            builders[s] = _results_builder(
+                s, results, {"skip_epochs": skip_epochs} if s in PER_EPOCH else {})
         else:
             missing.append(f"section {s} needs {NEEDS[s]}")
     if missing:
@@ -125,9 +128,10 @@ def _curves_builder(runs: list[Run], notes: list[str]):
 PLOTS = {"5.1": memorization.plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
          "5.4": mse.plot_mse, "sharpness": plot_sharpness}
 REPORTS = {"5.1": memorization.report, "5.4": mse.report}
+PER_EPOCH = ("5.2", "sharpness")  # figures of every computed epoch, less the first skip_epochs
 
 
-def _results_builder(section: str, results: list[Path]):
+def _results_builder(section: str, results: list[Path], options: dict | None = None):
     def build(out: Path, formats: Sequence[str]) -> list[str]:
         if section == "5.3":  # the slices of one `landscape flatness` call share a folder
             groups: dict[Path, list[Path]] = {}
@@ -145,7 +149,8 @@ def _results_builder(section: str, results: list[Path]):
             alike = [j for j, k in enumerate(kinds) if k == kinds[i]]
             number = f"-{alike.index(i) + 1}" if len(alike) > 1 else ""
             stem = out / f"{STEMS[section]}{kind}{number}"
-            lines.append(_written(section, PLOTS[section](source, stem, formats), text))
+            lines.append(_written(section, PLOTS[section](source, stem, formats, **(options or {})),
+                                  text))
             if section in REPORTS:
                 lines.append(REPORTS[section](source))
         return lines
@@ -160,11 +165,12 @@ def _slice_kind(paths: list[Path]) -> str:
 
 
 def build_figures(paths: Sequence[str | Path], sections: Sequence[str], out: str | Path, *,
-                  formats: Sequence[str]) -> list[str]:
-    """Every figure of `sections` from PATHS into `out`; returns what was written, in lines."""
+                  formats: Sequence[str], skip_epochs: int = SKIP_EPOCHS) -> list[str]:
+    """Every figure of `sections` from PATHS into `out`; returns what was written, in lines.
+    `skip_epochs`: as gradnorm's and sharpness's --skip-epochs."""
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         raise BadInput(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)} or all")
     out = Path(out)
-    builders = plan(classify(paths), sections, out)
+    builders = plan(classify(paths), sections, out, skip_epochs=skip_epochs)
     return [line for s in sections for line in builders[s](out, formats)]

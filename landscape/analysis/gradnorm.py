@@ -29,12 +29,12 @@ from ..evaluation import mean_loss, models_at_once, rows_of
 from .filternorm import Normalization, amplitude
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
                       reuse_result, runs_identity, split_sources, text, write_result)
+from .options import SKIP_EPOCHS, drawn_epochs, skipped
 from .plotting import FORMATS, figure, save_figure
 from .selection import early_stopping_epoch
 
 KIND = "gradnorm"
 SPLITS = ("train", "test")
-SKIP_EPOCHS = 10  # Fig. 4: "We remove the first 10 epochs and plot the rest."
 
 
 def amplitudes(template: nn.Module, states: Sequence[Mapping[str, torch.Tensor]],
@@ -166,7 +166,7 @@ def refuse_empty_figure(epochs: Sequence[int], skip_epochs: int) -> None:
     """Bad input before any work when no epoch to compute lies after the ones the figure drops."""
     if skip_epochs < 0:
         raise BadInput(f"--skip-epochs must be >= 0, got {skip_epochs}")
-    if epochs and max(epochs) <= skip_epochs:
+    if epochs and not drawn_epochs(np.asarray(epochs), skip_epochs).any():
         raise BadInput(f"no epoch after the first {skip_epochs} to plot (the last is "
                        f"{max(epochs)}); lower --skip-epochs to draw the early ones")
 
@@ -186,7 +186,8 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
                   formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
     """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
     against the gradient amplitude of the training loss (left) and of the test loss (right).
-    "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped;
+    "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped
+    (none with 0: options.drawn_epochs);
     large black markers at each run's early-stopping epoch (the computed epoch nearest to it),
     drawn even when it falls in the dropped epochs (small data sets peak early). The amplitudes
     span orders of magnitude (a memorizing model's training gradient goes to ~0): log x axes.
@@ -199,7 +200,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
 
     attrs, a = read_result(result_path, KIND)
     computed = json.loads(attrs["splits"])
-    keep = a["epoch"] > skip_epochs
+    keep = drawn_epochs(a["epoch"], skip_epochs)
     if not keep.any():
         raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot; "
                        "lower --skip-epochs to draw the early ones")
@@ -235,7 +236,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     marker_legend(axes[0, 0], labels, flooded)
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
     fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "
-                 f"epochs <= {skip_epochs} left out\nlarge black: early-stopping epoch",
+                 f"{skipped(skip_epochs)}\nlarge black: early-stopping epoch",
                  fontsize=7)
     plotted = np.flatnonzero(keep | (a["epoch"] == a["marked_epoch"][a["run"]]))
     csv = {"run": [names[r] for r in a["run"][plotted]], "flood": a["flood"][a["run"][plotted]],

@@ -13,16 +13,27 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import BadInput
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy too: the command line imports this module at its start
+    import numpy as np
     import torch
 
 MODES = ("filter", "layer")                 # filter normalization (filternorm.py)
 DIRECTIONS = ("random", "hessian", "pca")   # a slice's directions (directions.py)
 BN_STATS = ("checkpoint", "recompute")      # BatchNorm statistics at perturbed points
+SKIP_EPOCHS = 10  # Fig. 4: "We remove the first 10 epochs and plot the rest."
+
+
+def drawn_epochs(epochs: np.ndarray, skip_epochs: int) -> np.ndarray:
+    """Which of `epochs` a per-epoch figure (gradnorm, sharpness) draws: those after the first
+    `skip_epochs` epochs, the initial weights (epoch 0) left out with them; all with 0."""
+    return epochs > skip_epochs if skip_epochs else epochs >= 0
+
+
+def skipped(skip_epochs: int) -> str:
+    """What a figure's title says of the epochs left out."""
+    return f"epochs <= {skip_epochs} left out" if skip_epochs else "every epoch"
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ class SliceOptions:
             raise BadInput(f"unknown --bn-stats {self.bn_stats!r}; choose checkpoint or recompute")
 
     def coordinates(self, span: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        import numpy as np
+
         span = span or self.span or 1.0
         x = np.linspace(-span, span, self.points)
         if not self.two_d:

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInput
-from .gradnorm import SKIP_EPOCHS
 from .loading import read_result, text
+from .options import SKIP_EPOCHS, drawn_epochs, skipped
 from .plotting import (FLOODED, FORMATS, PLAIN, epoch_markers, figure, log_axis, marker_legend,
                        run_labels, save_figure)
 from .sharpness import KIND
@@ -26,7 +26,7 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
                    skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
     """Test loss (y) against the top eigenvalue, the trace and the average-case sharpness (x):
     "o" = runs with flooding (fixed, adaptive or AdaFlood), "+" = without; colour = epoch
-    (viridis); epochs <= skip_epochs dropped, as the paper's Fig. 4; large black markers at each
+    (viridis); epochs <= skip_epochs dropped (none with 0), as the paper's Fig. 4; large black markers at each
     run's early-stopping epoch (the computed epoch nearest to it). Runs are named as in Fig. 4
     ("b = 0.2"). A panel whose values are positive and span more than a factor 20 has a log x
     axis. Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
@@ -35,7 +35,7 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
     from matplotlib.colors import Normalize
 
     attrs, a = read_result(result_path, KIND)
-    keep = a["epoch"] > skip_epochs
+    keep = drawn_epochs(a["epoch"], skip_epochs)
     if not keep.any():
         raise BadInput(f"{result_path}: no computed epoch after the first {skip_epochs} to plot "
                        "(see --skip-epochs)")
@@ -59,7 +59,8 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
     marker_legend(axes[0, 0], labels, a["flooded"])
     fig.colorbar(ScalarMappable(shade, colormaps["viridis"]), ax=axes, label="epoch", shrink=0.8)
     fig.suptitle(f"sharpness of the {attrs['split']} loss (sigma {attrs['sigma']:g}, "
-                 f"{attrs['probes']} probes); large black: early-stopping epoch", fontsize=7)
+                 f"{attrs['probes']} probes), {skipped(skip_epochs)}; large black: "
+                 "early-stopping epoch", fontsize=7)
     plotted = np.flatnonzero(keep)
     csv = {"run": [names[r] for r in a["run"][plotted]],
            "flooded": a["flooded"][a["run"][plotted]],

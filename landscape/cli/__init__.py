@@ -123,6 +123,16 @@ def file_name(ctx, param, value):
     return value if value is None else check_name(value, f"--{param.name}")
 
 
+def skip_epochs_option():
+    """--skip-epochs, of the per-epoch figures (gradnorm, sharpness, and figures redrawing them)."""
+    from ..analysis.options import SKIP_EPOCHS
+
+    return click.option("--skip-epochs", type=click.IntRange(min=0), default=SKIP_EPOCHS,
+                        show_default=True,
+                        help="Leave the first N epochs (and the initial weights) out of the "
+                        "per-epoch figures; 0 draws every epoch (the paper's Fig. 4 drops 10).")
+
+
 def per_epoch_options(name: str):
     """The options of the analyses that measure every saved epoch (gradnorm, sharpness): which
     epochs, where the result file and figure go, and how many early epochs the figure leaves out."""
@@ -137,10 +147,7 @@ def per_epoch_options(name: str):
                              help="Folder for the result file (NAME.h5) and the figure beside it."),
                 click.option("--name", default=name, show_default=True, callback=file_name,
                              help="File name stem."),
-                click.option("--skip-epochs", type=click.IntRange(min=0), default=10,
-                             show_default=True,
-                             help="Leave the first N epochs out of the figure (the paper's Fig. 4 "
-                             "drops 10)."),
+                skip_epochs_option(),
                 click.option("--overwrite", is_flag=True,
                              help="Replace a result file computed from other inputs or "
                              "parameters (an identical one is reused)."))):

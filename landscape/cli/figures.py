@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import CONTEXT, cli
+from . import CONTEXT, cli, skip_epochs_option
 
 
 @cli.command(context_settings=CONTEXT)
@@ -18,7 +18,8 @@ from . import CONTEXT, cli
               help="Folder for the figures and their data files (CSV).")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Figure formats: pdf, png, svg (comma list).")
-def figures(paths, sections, out, formats):
+@skip_epochs_option()
+def figures(paths, sections, out, formats, skip_epochs):
     """Build the paper's figures from stored data (no training, no model evaluation), each with
     a CSV of the plotted numbers beside it.
 
@@ -37,5 +38,6 @@ def figures(paths, sections, out, formats):
     from ..analysis.plotting import parse_formats
 
     sections = PAPER_SECTIONS if "all" in sections else tuple(dict.fromkeys(sections))
-    for line in build_figures(paths, sections, out, formats=parse_formats(formats)):
+    for line in build_figures(paths, sections, out, formats=parse_formats(formats),
+                              skip_epochs=skip_epochs):
         click.echo(line)
