@@ -1,15 +1,22 @@
 """The analysis commands under odd input: the per-epoch figures' --skip-epochs (figures too), edited
 or damaged result files, sizes that cannot fit in memory, and diverged runs."""
 
+import shutil
+
+import h5py
 import matplotlib.figure
+import numpy as np
 import pytest
 import torch
 
 from analysis_runs import train_pair
 from conftest import landscape_cli
 from flood_sweeps import read_figure_data
+from landscape.analysis.flatness import flatness
 from landscape.analysis.gradnorm import gradnorm, plot_gradnorm
-from landscape.analysis.options import SharpnessOptions
+from landscape.analysis.memorization import memorization
+from landscape.analysis.mse import theorem1_check
+from landscape.analysis.options import MseOptions, SharpnessOptions, SliceOptions
 from landscape.analysis.sharpness import sharpness
 from landscape.analysis.sharpness_plot import plot_sharpness
 
@@ -80,3 +87,63 @@ def test_figures_takes_skip_epochs(per_epoch, section, stem, tmp_path):
         assert _epochs(out / f"{stem}.csv") == list(range(first, 11))
     assert "x>=0" in _one_line_error(landscape_cli("figures", result, "--section", section,
                                                    "--skip-epochs", -1, "--out", tmp_path))
+
+
+def _edit(path, key, how):
+    """A result file with one dataset deleted, reshaped or (for coordinates) shifted."""
+    with h5py.File(path, "r+") as f:
+        value = f[key][()]
+        del f[key]
+        if how == "reshaped":
+            f[key] = value.reshape(-1)[:-1] if value.size > 1 else np.zeros(3)
+        elif how == "shifted":
+            f[key] = value + 0.01
+
+
+def test_flatness_refuses_to_resume_a_file_whose_grid_was_edited(pair, tmp_path):
+    args = ("flatness", *[run.path for run in pair], "--points", "3", "--out", tmp_path,
+            "--format", "png", "-q")
+    landscape_cli(*args, check=True)
+    (first, *_) = sorted(tmp_path.glob("*.slice.h5"))
+    _edit(first, "xcoordinates", "shifted")
+    assert "xcoordinates are not the grid asked" in _one_line_error(landscape_cli(*args))
+    landscape_cli(*args, "--overwrite", check=True)
+    surfaces = tmp_path / "surfaces"
+    landscape_cli(*args[:-5], "--out", surfaces, "--2d", "--format", "png", "-q", check=True)
+    (first, *_) = sorted(surfaces.glob("*.surface.h5"))
+    _edit(first, "ycoordinates", "reshaped")
+    assert "ycoordinates are not the grid asked" in _one_line_error(
+        landscape_cli(*args[:-5], "--out", surfaces, "--2d", "--format", "png", "-q"))
+
+
+@pytest.fixture(scope="module")
+def every_result(pair, per_epoch, tmp_path_factory):
+    """A result file of each kind `figures` draws."""
+    folder = tmp_path_factory.mktemp("every_result")
+    flatness(pair, SliceOptions(points=3), folder / "slices", device=CPU, progress=False)
+    theorem1_check(pair[0], MseOptions(samples=20, pool_size=200), folder / "mse.h5",
+                   device=CPU, progress=False)
+    memorization([pair[0].path.parent], folder / "memorization.h5")
+    return {"5.2": per_epoch[0], "sharpness": per_epoch[1], "5.4": folder / "mse.h5",
+            "5.1": folder / "memorization.h5",
+            "5.3": sorted((folder / "slices").glob("*.h5"))[0]}
+
+
+@pytest.mark.parametrize("how", ["missing", "reshaped"])
+@pytest.mark.parametrize("section", ["5.1", "5.2", "5.3", "5.4", "sharpness"])
+def test_figures_name_a_damaged_result_file_in_one_line(every_result, section, how, tmp_path):
+    with h5py.File(every_result[section]) as f:
+        keys = []
+        f.visititems(lambda k, v: keys.append(k) if isinstance(v, h5py.Dataset)
+                     and not k.startswith("direction/") else None)  # no figure reads those
+    for key in keys[::max(1, len(keys) // 4)]:  # about 4 per kind: each call draws a figure
+        damaged = tmp_path / key.replace("/", "_") / every_result[section].name
+        damaged.parent.mkdir()
+        shutil.copy(every_result[section], damaged)
+        _edit(damaged, key, how)
+        result = landscape_cli("figures", damaged, "--section", section, "--skip-epochs", 0,
+                               "--out", damaged.parent / "figures", "--format", "png")
+        if result.returncode == 0:  # a dataset the figure does not need
+            continue
+        # flatness figures draw a folder of slices
+        assert str(damaged.parent if section == "5.3" else damaged) in _one_line_error(result), key

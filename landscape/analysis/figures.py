@@ -19,6 +19,7 @@ for must find its inputs, or nothing is drawn and one line names what is missing
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -138,7 +139,10 @@ def _results_builder(section: str, results: list[Path], options: dict | None = N
             for p in results:
                 groups.setdefault(p.parent, []).append(p)
             # named by what they draw: fig5_flatness-slice, fig5_flatness-surface (-1, -2, ...)
-            kinds = [_slice_kind(paths) for paths in groups.values()]
+            kinds = []
+            for folder, paths in groups.items():
+                with _damaged(f"the slice result files in {folder}"):
+                    kinds.append(_slice_kind(paths))
             jobs = [(paths, f"{len(paths)} {kind}s in {folder}", f"-{kind}")
                     for (folder, paths), kind in zip(groups.items(), kinds)]
         else:
@@ -149,12 +153,27 @@ def _results_builder(section: str, results: list[Path], options: dict | None = N
             alike = [j for j, k in enumerate(kinds) if k == kinds[i]]
             number = f"-{alike.index(i) + 1}" if len(alike) > 1 else ""
             stem = out / f"{STEMS[section]}{kind}{number}"
-            lines.append(_written(section, PLOTS[section](source, stem, formats, **(options or {})),
-                                  text))
-            if section in REPORTS:
-                lines.append(REPORTS[section](source))
+            with _damaged(text):
+                lines.append(_written(section, PLOTS[section](source, stem, formats,
+                                                              **(options or {})), text))
+                if section in REPORTS:
+                    lines.append(REPORTS[section](source))
         return lines
     return build
+
+
+@contextlib.contextmanager
+def _damaged(what: str):
+    """A result file's datasets as its writer made them, or bad input naming the file: the
+    figures index one array by another, and a dataset deleted or reshaped since (by hand, or a
+    file of another tool under our format name) shows as a missing key or mismatched shapes."""
+    try:
+        yield
+    except (KeyError, IndexError, ValueError, TypeError) as err:
+        text = str(err).splitlines()[0] if str(err) else ""
+        raise BadInput(f"{what}: a result file with a dataset or attribute missing or of another "
+                       f"shape than its writer made ({type(err).__name__}: {text}); make it "
+                       "again with its command") from err
 
 
 def _slice_kind(paths: list[Path]) -> str:

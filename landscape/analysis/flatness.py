@@ -235,6 +235,12 @@ def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool)
                  for k, v in attrs.items()
                  if k not in model.ignored and stored(old_attrs.get(k)) != stored(v)]
         stale += [f"{k} is not in the file" for k in metrics if k not in old]
+        # the values are resumed, not recomputed: they must lie on the grid asked, point by point
+        stale += [f"its {k} are not the grid asked" for k in ("xcoordinates", "ycoordinates")
+                  if k in arrays and not (k in old and old[k].shape == arrays[k].shape
+                                          and np.array_equal(old[k], arrays[k]))]
+        stale += [f"its {k} has shape {old[k].shape}, not {shape}" for k in metrics
+                  if k in old and old[k].shape != shape]
         if stale:
             raise BadInput(f"{path} was computed with other parameters ({'; '.join(stale)}); "
                            "pass --overwrite to replace it or choose another --out")
