@@ -147,3 +147,23 @@ def test_figures_name_a_damaged_result_file_in_one_line(every_result, section, h
             continue
         # flatness figures draw a folder of slices
         assert str(damaged.parent if section == "5.3" else damaged) in _one_line_error(result), key
+
+
+@pytest.mark.parametrize("args", [["flatness", "--2d", "--points", "1000000"],
+                                  ["mse", "--pool-size", "1000000000000"],
+                                  ["mse", "--samples", "1000000000000"]])
+def test_sizes_that_cannot_fit_are_refused_with_the_estimate_before_any_work(pair, args,
+                                                                             tmp_path):
+    out = tmp_path / "out"
+    error = _one_line_error(landscape_cli(args[0], pair[0].path, *args[1:], "--out", out, "-q"))
+    assert "GiB of memory" in error and args[-1][:4] in error.replace(",", "")
+    assert not out.exists()
+
+
+def test_a_long_mse_says_how_far_it_is(pair, tmp_path, monkeypatch):
+    import landscape.progress
+
+    monkeypatch.setattr(landscape.progress, "LOG_EVERY", 0.0)  # a line per chunk, not a minute
+    result = landscape_cli("mse", pair[0].path, "--samples", 50_000, "--pool-size", 1000,
+                           "--out", tmp_path, "--format", "png", check=True)
+    assert "pool MSEs: 1/3" in result.stderr and "train MSEs: 2/3" in result.stderr

@@ -24,10 +24,10 @@ from ..progress import progress_bar
 from ..sources import Source, as_sources
 from ..usermodel import Checkpoints
 from .filternorm import Normalization
-from .flatness import Model, SliceOptions, slice_models
+from .flatness import Model, SliceOptions, check_grid_fits, slice_models
 from .gradnorm import KIND as GRADNORM, amplitudes
 from .loading import reuse_result, write_result
-from .mse import KIND as MSE, check_panels, write_check
+from .mse import GRID_POINTS, KIND as MSE, check_fits, check_panels, write_check
 from .sharpness import KIND as SHARPNESS, SharpnessOptions, measure_states
 
 
@@ -117,6 +117,7 @@ def checkpoint_flatness(ck: Checkpoints, options: SliceOptions, out: str | Path,
                         progress: bool = True) -> list[Path]:
     """A slice (or surface) of every checkpoint, one result file each (OUT/<file>.slice.h5), as
     `landscape flatness`: every data split given is evaluated."""
+    check_grid_fits(options, len(ck.files))
     model, sources = _placed(ck, device)
     if options.bn_stats == "recompute":
         _need(sources, ("train",), "--bn-stats recompute")
@@ -151,6 +152,7 @@ def checkpoint_mse(ck: Checkpoints, out: str | Path, *, sample_size: int | None,
                 "flood_grid": list(flood_grid), "draw_seed": seed}
     if reuse_result(out, MSE, identity, overwrite=overwrite):
         return Path(out)
+    check_fits(samples, len(flood_grid) or GRID_POINTS, device=device)
     model, sources = _placed(ck, device)
     _need(sources, ("train", "test"), "mse")
     state = {k: v.to(device) for k, v in ck.state(0).items()}
@@ -160,7 +162,7 @@ def checkpoint_mse(ck: Checkpoints, out: str | Path, *, sample_size: int | None,
                    for s in ("test", "train"))
     size = sample_size or len(train)
     check = check_panels(pool, train, sample_size=size, samples=samples, flood_grid=flood_grid,
-                         seed=seed)
+                         seed=seed, progress=progress)
     attrs = {"epoch": ck.files[0].name, "samples": samples, "sample_size": size,
              "draw_seed": seed, "run": str(ck.files[0]), "config_digest": digest(ck.files[0]),
              "pool": f"the test split of the data factory ({len(pool)} points)",

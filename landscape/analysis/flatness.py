@@ -40,7 +40,7 @@ from ..evaluation import mean_loss, models_at_once, rows_of
 from .directions import choose
 from .filternorm import parameters_of
 from .loading import (check_same_architecture, dataset_for, model_for, read_result,
-                      split_sources, state_at, stored)
+                      refuse_unless_fits, split_sources, state_at, stored)
 from .loading import write_result
 from .options import BN_STATS, SliceOptions  # noqa: F401 - re-exported: where they were
 
@@ -258,6 +258,7 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
     `members`: points evaluated at once (default: evaluation.models_at_once); `report` hears of
     models left out (run_models)."""
     runs = list(runs)
+    check_grid_fits(options, len(checkpoints_of(runs)))
     check_same_architecture(runs)  # one seed must draw one direction for every model
     world = distributed.join()
     with distributed.exchange(world):  # bad input on one rank stops all
@@ -268,6 +269,16 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
                         members=members)
 
 
+def check_grid_fits(options: SliceOptions, models: int) -> None:
+    """Bad input, with the estimate, when the result arrays of `models` grids (float64: four
+    metrics and the coordinates, and the flat indices of the points to do) cannot fit in host
+    memory: --2d --points 10^6 is 10^12 points."""
+    points = options.points * ((options.y_points or options.points) if options.two_d else 1)
+    refuse_unless_fits(models * points * 8 * (4 + 2), torch.device("cpu"),
+                       f"the result arrays of {models} {'surface' if options.two_d else 'slice'}s "
+                       f"of {points:,} points")
+
+
 def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path, *,
                  overwrite: bool = False, progress: bool = True, members: int | None = None
                  ) -> list[Path]:
@@ -276,6 +287,7 @@ def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path
 
     Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
     the file (README: Scale-out)."""
+    check_grid_fits(options, len(models))
     world = distributed.join()
     # every rank reads the result files before rank 0 writes; bad input on one rank stops all
     with distributed.exchange(world):

@@ -78,6 +78,18 @@ def split_sources(data: data_module.Dataset) -> dict[str, Source]:
             for name in ("train", "test")}
 
 
+def refuse_unless_fits(need: int, device: torch.device, what: str) -> None:
+    """Bad input, with the estimate, before any work, when `need` bytes exceed what `device` has
+    free (ensemble.free_memory, as `train` checks a run), rather than failing hours in or being
+    killed by the kernel."""
+    from ..ensemble import free_memory
+
+    free = free_memory(device)
+    if need > free:
+        raise BadInput(f"{what} needs about {need / 2**30:.3g} GiB of memory but {device} has "
+                       f"{free / 2**30:.3g} GiB free; choose smaller sizes")
+
+
 def check_same_architecture(runs: Iterable[Run]) -> None:
     """Runs compared in one analysis must share model and input; one clear line when they don't."""
     runs = list(runs)

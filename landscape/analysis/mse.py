@@ -32,10 +32,11 @@ from ..config import SYNTHETIC
 from ..data import Split
 from ..errors import BadInput
 from ..sources import as_source
+from ..progress import progress_bar
 from ..store import Run
 from ..evaluation import rows_for, sample_losses
-from .loading import (dataset_for, model_for, read_result, reuse_result, runs_identity,
-                      state_at, write_result)
+from .loading import (dataset_for, model_for, read_result, refuse_unless_fits, reuse_result,
+                      runs_identity, state_at, write_result)
 from .options import MseOptions  # noqa: F401 - re-exported: where it was
 from .plotting import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
 
@@ -68,15 +69,28 @@ class Panel:
     identity_error: float     # max over draws and b of |per-draw identity residual|
 
 
-def mse_panel(risk_hat: np.ndarray, risk: float, flood: np.ndarray) -> Panel:
-    """The Monte-Carlo MSEs of R^ and R~ (float64), and the per-draw identity's largest residual."""
+def mse_panel(risk_hat: np.ndarray, risk: float, flood: np.ndarray, *, progress: bool = False,
+              label: str = "MSEs") -> Panel:
+    """The Monte-Carlo MSEs of R^ and R~ (float64), and the per-draw identity's largest residual;
+    in chunks of draws, so that the [draws, G] terms stay near 4M entries whatever M is."""
     risk_hat = np.asarray(risk_hat, dtype=np.float64)
-    err_plain = (risk_hat - risk) ** 2                                    # [M]
-    err_flooded = (flooded_risk(risk_hat[:, None], flood) - risk) ** 2   # [M, G]
-    gain = gain_term(risk_hat[:, None], risk, flood)                      # [M, G]
-    residual = err_plain[:, None] - err_flooded - gain
-    return Panel(risk_hat, float(err_plain.mean()), err_flooded.mean(0), gain.mean(0),
-                 (risk_hat[:, None] < flood).mean(0), float(np.abs(residual).max()))
+    flood = np.asarray(flood, dtype=np.float64)
+    rows = max(1, (1 << 22) // max(len(flood), 1))
+    plain, flooded, gains, below = 0.0, np.zeros(len(flood)), np.zeros(len(flood)), 0
+    residual = 0.0
+    with progress_bar(range(0, len(risk_hat), rows), enabled=progress, label=label) as starts:
+        for s in starts:
+            r = risk_hat[s:s + rows, None]
+            err_plain = (r - risk) ** 2                                # [m, 1]
+            err_flooded = (flooded_risk(r, flood) - risk) ** 2         # [m, G]
+            gain = gain_term(r, risk, flood)                           # [m, G]
+            plain += float(err_plain.sum())
+            flooded += err_flooded.sum(0)
+            gains += gain.sum(0)
+            below = below + (r < flood).sum(0)
+            residual = max(residual, float(np.abs(err_plain - err_flooded - gain).max()))
+    m = len(risk_hat)
+    return Panel(risk_hat, plain / m, flooded / m, gains / m, below / m, residual)
 
 
 @dataclass(frozen=True)
@@ -146,13 +160,25 @@ def pool_for(run: Run, options: MseOptions, *, device: torch.device) -> tuple[Sp
                   f"noise {c.noise:g})")
 
 
-def draw_means(losses: np.ndarray, samples: int, size: int, rng: np.random.Generator
-               ) -> np.ndarray:
+def draw_means(losses: np.ndarray, samples: int, size: int, rng: np.random.Generator, *,
+               progress: bool = False, label: str = "draws") -> np.ndarray:
     """[samples] means of `size` i.i.d. index draws (with replacement) from `losses`; chunked so
     that the index array stays near 4M entries."""
     rows = max(1, (1 << 22) // size)
-    return np.concatenate([losses[rng.integers(0, len(losses), (min(rows, samples - s), size))]
-                           .mean(1) for s in range(0, samples, rows)])
+    with progress_bar(range(0, samples, rows), enabled=progress, label=label) as starts:
+        return np.concatenate([losses[rng.integers(0, len(losses), (min(rows, samples - s), size))]
+                               .mean(1) for s in starts])
+
+
+def check_fits(samples: int, flood_levels: int, *, device: torch.device,
+               pool_points: int = 0, pool_row_bytes: int = 0) -> None:
+    """Bad input, with the estimate, before any work, when the M draws or the pool cannot fit:
+    two panels' M float64 draws, kept and written (mse_panel's chunks are bounded, about 5 x 4M
+    float64 entries), and a fresh synthetic pool made on the device with its per-sample losses."""
+    chunks = 5 * (1 << 22) * 8
+    refuse_unless_fits(samples * 4 * 8 + chunks, torch.device("cpu"),
+                       f"--samples {samples:,} over {flood_levels} flood levels")
+    refuse_unless_fits(pool_points * pool_row_bytes, device, f"--pool-size {pool_points:,}")
 
 
 def default_grid(risk: float, train_loss: float) -> np.ndarray:
@@ -178,7 +204,8 @@ class Check:
 
 
 def check_panels(pool_losses: np.ndarray, train_losses: np.ndarray | None, *, sample_size: int,
-                 samples: int, flood_grid: Sequence[float] | None, seed: int) -> Check:
+                 samples: int, flood_grid: Sequence[float] | None, seed: int,
+                 progress: bool = False) -> Check:
     """Theorem 1 from per-sample losses: R = the pool's mean loss, M = `samples` draws of R^ of
     `sample_size` each, from the pool and (if given) from the training losses."""
     risk = float(pool_losses.mean())
@@ -187,7 +214,9 @@ def check_panels(pool_losses: np.ndarray, train_losses: np.ndarray | None, *, sa
              else default_grid(risk, 0.0 if train_losses is None else train_loss))
     rng = np.random.default_rng(seed)
     given = {"pool": pool_losses, "train": train_losses}
-    panels = {name: mse_panel(draw_means(given[name], samples, sample_size, rng), risk, flood)
+    panels = {name: mse_panel(draw_means(given[name], samples, sample_size, rng,
+                                         progress=progress, label=f"{name} draws"), risk, flood,
+                              progress=progress, label=f"{name} MSEs")
               for name in PANELS if given[name] is not None}
     return Check(risk, float(pool_losses.std(ddof=1) / math.sqrt(len(pool_losses))), train_loss,
                  flood, panels, {name: check_claims(p, risk, flood) for name, p in panels.items()})
@@ -200,6 +229,12 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
     identity = {**runs_identity([run]), **dataclasses.asdict(options)}
     if reuse_result(out, KIND, identity, overwrite=overwrite):
         return Path(out)
+    c = run.config
+    synthetic = c.data.name in SYNTHETIC  # image sets: the pool is the test split, read anyway
+    check_fits(options.samples, len(options.flood_grid) or GRID_POINTS, device=device,
+               pool_points=options.pool_size if synthetic else 0,
+               pool_row_bytes=math.prod(data_module.input_shape(c.data))
+               * getattr(torch, c.dtype).itemsize * 2 + 24)
     dataset = dataset_for(run, device=device)
     model = model_for(run, dataset, device=device)
     state = state_at(run, options.epoch, device=device)
@@ -212,7 +247,8 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
                                  loss, rows)
     size = options.sample_size or len(dataset.train)
     check = check_panels(pool_losses, train_losses, sample_size=size, samples=options.samples,
-                         flood_grid=options.flood_grid, seed=options.draw_seed)
+                         flood_grid=options.flood_grid, seed=options.draw_seed,
+                         progress=progress)
     attrs = {**{k: v for k, v in dataclasses.asdict(options).items() if k != "flood_grid"},
              "epoch": str(epoch), "sample_size": size, "run": str(run.path),
              "config_digest": run.config.digest(), "pool": pool_text, "pool_points": len(pool),
