@@ -1,6 +1,6 @@
 """The measurements on any PyTorch model: `model` (an nn.Module: its current weights, or a state
 dict given as `params`), `data` (a pair of tensors (x, y), or any iterable of (x, y) batches such
-as a DataLoader, re-iterated once per pass) and `loss` ("cross_entropy", "logistic" or a callable
+as a DataLoader: its first whole pass is kept on the device and replayed, sources.py) and `loss` ("cross_entropy", "logistic" or a callable
 (logits, y) -> per-sample losses). They return numbers and write nothing; the model is evaluated
 functionally in eval mode (dropout off, BatchNorm with its running statistics) and left as it was.
 
@@ -32,6 +32,7 @@ from .errors import BadInput
 from .evaluation import rows_of, sample_losses
 from .flooding import Loss, check_loss
 from .sources import as_source, as_sources
+from .usermodel import fit_state
 
 Tensors = dict[str, torch.Tensor]
 
@@ -73,12 +74,8 @@ def _prepared(model: nn.Module, params: Mapping[str, torch.Tensor] | None,
     device = first.device if device is None else torch.device(device)
     template = model if first.device == device else _copy_to(model, device)
     expected = template.state_dict()
-    state = {k: v.detach() for k, v in (params if params is not None else expected).items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise BadInput(f"params do not fit the model: {_first_mismatch(missing, unexpected)}")
-    state = {k: v.to(device) for k, v in state.items()}
+    state = expected if params is None else fit_state(params, expected, "params")
+    state = {k: v.detach().to(device) for k, v in state.items()}
     flags = [(m, m.training) for m in model.modules()]
     try:
         yield template, state
@@ -90,14 +87,6 @@ def _prepared(model: nn.Module, params: Mapping[str, torch.Tensor] | None,
 def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
     import copy
     return copy.deepcopy(model).to(device)
-
-
-def _first_mismatch(missing: Sequence[str], unexpected: Sequence[str]) -> str:
-    if missing:
-        return f"the model's {missing[0]!r} is missing" + (
-            f" ({len(missing)} missing in all)" if len(missing) > 1 else "")
-    return f"{unexpected[0]!r} is not in the model" + (
-        f" ({len(unexpected)} such keys)" if len(unexpected) > 1 else "")
 
 
 def _dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:

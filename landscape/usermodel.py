@@ -131,19 +131,26 @@ def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     if state is None:
         raise BadInput(f"{path}: holds no state dict (a mapping of names to tensors, bare or "
                        f"under one of {', '.join(STATE_KEYS)})")
-    expected = model.state_dict()
-    state = _fitted_names(state, expected)
+    return fit_state(state, model.state_dict(), f"{path}: weights")
+
+
+def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+              what: str) -> dict[str, torch.Tensor]:
+    """`state` with the keys and in the order of `expected` (a model's state dict): a prefix such
+    as "model." or DDP's "module." is removed where that makes the keys fit; bad input names the
+    first key or shape that does not fit (`what` says whose)."""
+    state = _fitted_names(dict(state), expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        what = (f"the model's {missing[0]!r} is not in the file" if missing
-                else f"the file's {unexpected[0]!r} is not in the model")
-        raise BadInput(f"{path}: weights do not fit the model: {what} ({len(missing)} missing, "
+        which = (f"the model's {missing[0]!r} is not in them" if missing
+                 else f"their {unexpected[0]!r} is not in the model")
+        raise BadInput(f"{what} do not fit the model: {which} ({len(missing)} missing, "
                        f"{len(unexpected)} unexpected keys)")
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
-            raise BadInput(f"{path}: weights do not fit the model: {key!r} has shape "
-                           f"{list(state[key].shape)} in the file, {list(value.shape)} in the model")
+            raise BadInput(f"{what} do not fit the model: {key!r} has shape "
+                           f"{list(state[key].shape)} there, {list(value.shape)} in the model")
     return {k: state[k] for k in expected}
 
 

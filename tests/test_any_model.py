@@ -240,8 +240,8 @@ def state_of(folder, epoch):
     (["--model", "usernet:wrong"], "returned a int, not a torch.nn.Module"),
     (["--data", "usernet:make"], "returned a Sequential"),
     (["--weights", "ckpt/none-*.pt"], "matches no file"),
-    (["--weights", "bad.pt"], "'0.weight' is not in the file"),
-    (["--weights", "shape.pt"], "'0.weight' has shape [8, 5] in the file, [8, 4] in the model"),
+    (["--weights", "bad.pt"], "the model's '0.weight' is not in them"),
+    (["--weights", "shape.pt"], "'0.weight' has shape [8, 5] there, [8, 4] in the model"),
     (["--weights", "code.pt"], "not a readable weights file"),
 ])
 def test_bad_user_input_is_one_line_and_exit_2(user_project, options, message):

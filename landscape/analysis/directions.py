@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from .flatness import Model, SliceOptions
 
 PATH_MARGIN = 1.2  # a pca grid's span: this times the path's largest coordinate
-HESSIAN_PRODUCTS = 200  # Lanczos steps at most for a direction (relative residual 1e-3)
+HESSIAN_PRODUCTS = 200  # Lanczos steps at most for a direction
+HESSIAN_RESIDUAL = 1e-6  # relative: a vector's error is about residual / eigenvalue gap, so a
+                         # direction needs a far smaller residual than an eigenvalue does
 
 
 @dataclass
@@ -59,7 +61,8 @@ def choose(model: Model, options: SliceOptions) -> Chosen:
         hvp = hvp_function(model.template, params, buffers, source, model.loss,
                            rows_of(model.template, source, 1, first.device, gradients=True))
         values, vectors, _ = top_eigenpairs(hvp, params, k=count, iterations=HESSIAN_PRODUCTS,
-                                            tolerance=1e-3, seed=options.direction_seed,
+                                            tolerance=HESSIAN_RESIDUAL,
+                                            seed=options.direction_seed,
                                             vectors=True)
         return Chosen([normalize_direction(v, params, options.normalization) for v in vectors],
                       span or 1.0, {"eigenvalues": [float(v) for v in values]})

@@ -27,10 +27,13 @@ from .options import MODES, Normalization  # noqa: F401 - re-exported: where the
 
 def parameters_of(model: nn.Module, state: Mapping[str, torch.Tensor]
                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(parameters, buffers) of a state dict, split by the model's own parameter names."""
-    names = {n for n, _ in model.named_parameters()}
-    return ({k: v for k, v in state.items() if k in names},
-            {k: v for k, v in state.items() if k not in names})
+    """(parameters, buffers) of a state dict, split by the model's own parameter names; the
+    parameters in the model's named_parameters() order, whatever the state dict's order (a run
+    file's reads back sorted by name), since seeded draws go parameter by parameter in it."""
+    names = [n for n, _ in model.named_parameters()]
+    taken = set(names)
+    return ({k: state[k] for k in names if k in state},
+            {k: v for k, v in state.items() if k not in taken})
 
 
 def unit_norms(t: torch.Tensor, mode: str, batch: int = 0) -> torch.Tensor:

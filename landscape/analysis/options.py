@@ -96,7 +96,7 @@ class SliceOptions:
         return {"direction_seed": self.direction_seed, "directions": 2 if self.two_d else 1,
                 "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
                 else 1, "span": span or self.span or 1.0, "bn_stats": self.bn_stats,
-                **self.normalization.attrs(),
+                **self.normalization.attrs(), "draw_order": "parameters",
                 **({} if self.direction == "random" else {"direction": self.direction})}
 
 
