@@ -2,6 +2,7 @@
 or damaged result files, sizes that cannot fit in memory, and diverged runs."""
 
 import shutil
+import warnings
 
 import h5py
 import matplotlib.figure
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from analysis_runs import train_pair
-from conftest import landscape_cli
+from conftest import TINY_TRAIN_ARGS, landscape_cli
 from flood_sweeps import read_figure_data
 from landscape.analysis.flatness import flatness
 from landscape.analysis.gradnorm import gradnorm, plot_gradnorm
@@ -19,6 +20,7 @@ from landscape.analysis.mse import theorem1_check
 from landscape.analysis.options import MseOptions, SharpnessOptions, SliceOptions
 from landscape.analysis.sharpness import sharpness
 from landscape.analysis.sharpness_plot import plot_sharpness
+from landscape.store import Run
 
 CPU = torch.device("cpu")
 
@@ -167,3 +169,35 @@ def test_a_long_mse_says_how_far_it_is(pair, tmp_path, monkeypatch):
     result = landscape_cli("mse", pair[0].path, "--samples", 50_000, "--pool-size", 1000,
                            "--out", tmp_path, "--format", "png", check=True)
     assert "pool MSEs: 1/3" in result.stderr and "train MSEs: 2/3" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def with_diverged(tmp_path_factory):
+    """A folder of two runs with test losses every epoch, one of them diverged."""
+    folder = tmp_path_factory.mktemp("diverged")
+    tiny = ("train", *TINY_TRAIN_ARGS, "--epochs", "4", "--eval-test", "every", "--out", folder)
+    landscape_cli(*tiny, "--name", "fine", check=True)
+    assert landscape_cli(*tiny, "--name", "bad", "--optimizer", "sgd", "--lr", "1e6").returncode == 1
+    bad = Run(folder / "bad.h5")
+    assert bad.status == "diverged"
+    return folder, bad
+
+
+def test_figures_leave_a_diverged_run_out_of_the_learning_curves(with_diverged, tmp_path):
+    folder, bad = with_diverged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from a mean over NaN
+        done = landscape_cli("figures", folder, "--section", "2", "--out", tmp_path, "--format",
+                             "png", check=True)
+    (note,) = [line for line in done.stdout.splitlines() if "diverged in" in line]
+    assert f"{bad.path} diverged in epoch {bad.epochs_done + 1}" in note
+    assert set(read_figure_data(tmp_path / "fig2_learning_curves.csv")["trials"]) == {1}
+    only = landscape_cli("figures", bad.path, "--section", "2", "--out", tmp_path / "only")
+    assert f"diverged in epoch {bad.epochs_done + 1}" in _one_line_error(only)
+
+
+def test_mse_refuses_a_diverged_run_naming_its_epoch(with_diverged, tmp_path):
+    _, bad = with_diverged
+    result = landscape_cli("mse", bad.path, "--out", tmp_path / "res")
+    assert f"diverged in epoch {bad.epochs_done + 1}" in _one_line_error(result)
+    assert not (tmp_path / "res").exists()

@@ -42,15 +42,22 @@ class Curves:
 
 
 def usable(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """The runs whose test loss was measured every epoch, and a note per setting left out."""
+    """The runs whose test loss was measured every epoch, and a note per setting left out; a
+    diverged run is left out with a note of its own (its last epochs are NaN/inf: a mean over
+    seeds would end in nothing)."""
+    notes = [f"learning curves: {run.path} diverged in epoch {run.epochs_done + 1} (NaN/inf "
+             "loss); left out" for run in runs if run.status == "diverged"]
+    runs = [run for run in runs if run.status != "diverged"]
     lacking: dict[str, list[Run]] = {}
     for run in runs:
         if run.config.eval_test != "every":
             lacking.setdefault(run.path.parent.name or str(run.path), []).append(run)
-    notes = [f"learning curves: {len(rs)} run(s) in {where} left out: trained with --eval-test "
+    notes += [f"learning curves: {len(rs)} run(s) in {where} left out: trained with --eval-test "
              f"{rs[0].config.eval_test}, so their test loss is measured only at some epochs; "
              "retrain with --eval-test every" for where, rs in lacking.items()]
     kept = [r for r in runs if r.config.eval_test == "every"]
+    if not kept and notes and not lacking:
+        raise BadInput(f"no run to draw: {'; '.join(notes)}")
     if not kept:
         raise BadInput("no run has its test loss at every epoch (sweeps default to --eval-test "
                        "best); train with --eval-test every for learning curves")

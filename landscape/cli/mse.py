@@ -73,7 +73,7 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from ..analysis.mse import plot_mse, report, theorem1_check
     from ..device import resolve_device
-    from ..store import Run
+    from ..store import open_runs
 
     if checkpoints is not None:
         from ..analysis.checkpoints import checkpoint_mse
@@ -84,7 +84,9 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
                                 device=resolve_device(device), progress=not quiet,
                                 overwrite=overwrite)
     else:
-        run = Run(paths[0], data_dir=data_dir)
+        (run, *more) = open_runs(paths, data_dir=data_dir)  # a diverged run is refused
+        if more:
+            raise BadInput(f"mse checks one run file; {paths[0]} holds {len(more) + 1} runs")
         stem = Path(out) / f"{run.path.stem}-mse"  # the file's name: two runs never share it
         result = theorem1_check(run, options, with_extension(stem, "h5"),
                                 device=resolve_device(device), progress=not quiet,
