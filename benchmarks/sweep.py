@@ -170,6 +170,48 @@ def report(label: str, times: dict[str, list[float]], reference: str, chosen: st
           + f"  | {util} of matmul", flush=True)
 
 
+def write_share(config: RunConfig, floods: list[float], device: torch.device,
+                **execution: object) -> tuple[float, float, float]:
+    """(wall seconds, seconds inside RunWriter's per-epoch writes, seconds making run files) of one
+    stacked sweep trained end to end. Every RunWriter method but opening and closing counts
+    as a write; calls nested in another write count once."""
+    from landscape import store, sweep
+    spent = {"writes": 0.0, "create": 0.0}
+    depth = [0]
+
+    def timing(fn: Callable, bucket: str) -> Callable:
+        def wrapped(*args, **kwargs):
+            depth[0] += 1
+            tic = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[bucket] += time.perf_counter() - tic
+        return wrapped
+
+    originals = {name: getattr(store.RunWriter, name) for name in vars(store.RunWriter)
+                 if callable(getattr(store.RunWriter, name)) and not name.startswith("_")
+                 and name not in ("close",)}
+    create = sweep.create_run
+    try:
+        for name, fn in originals.items():
+            setattr(store.RunWriter, name, timing(fn, "writes"))
+        sweep.create_run = timing(create, "create")
+        with tempfile.TemporaryDirectory() as folder:
+            tic = time.perf_counter()
+            train(expand(config, floods, [0]), out=folder,
+                  execution=Execution(device=str(device), ensemble=str(len(floods)),
+                                      progress=False, **execution))
+            wall = time.perf_counter() - tic
+    finally:
+        for name, fn in originals.items():
+            setattr(store.RunWriter, name, fn)
+        sweep.create_run = create
+    return wall, spent["writes"], spent["create"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", default="32,128,256,500", help="MLP widths, comma-separated")
@@ -178,7 +220,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="epochs (steps) per model")
     parser.add_argument("--sweep-epochs", type=int, default=10,
                         help="epochs of the end-to-end sweep (0: skip it)")
+    parser.add_argument("--writes", action="store_true",
+                        help="only the share of wall time a stacked sweep (all K members in one "
+                             "chunk, --epochs epochs, the first width) spends in run-file writes")
     args, device = parse_with_device(parser)
+    if args.writes:
+        config = config_for(int(args.widths.split(",")[0]), args.depth, args.epochs)
+        floods = [round(0.5 * i / max(args.floods - 1, 1), 4) for i in range(args.floods)]
+        for _ in range(args.repeat):
+            wall, writes, create = write_share(config, floods, device)
+            print(f"stacked sweep K={args.floods} width {config.model.width} {args.epochs} epochs "
+                  f"({torch.get_num_threads()} threads): wall {wall:.2f} s, per-epoch writes "
+                  f"{writes:.2f} s ({100 * writes / wall:.1f}%), making files {create:.2f} s "
+                  f"({100 * create / wall:.1f}%)")
+        return
     floods = [round(0.5 * i / max(args.floods - 1, 1), 4) for i in range(args.floods)]
     peak = matmul_rate(device)
     print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "

@@ -28,6 +28,7 @@ Where we chose (the paper leaves the auxiliary training to the user):
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 import numpy as np
 import torch
@@ -80,10 +81,12 @@ def fold_data(dataset: Dataset, folds: np.ndarray, f: int) -> Dataset:
 class FinalState:
     """Stands in for a RunWriter: an auxiliary model keeps no file, only its last weights."""
 
+    checkpoints_every_epoch = False  # the trainer's final epoch always brings the state
+
     def __init__(self, last_epoch: int) -> None:
         self.last_epoch, self.state, self.path = last_epoch, None, Path("<auxiliary model>")
 
-    def write_epoch(self, epoch: int, metrics, *, model_state, optim_state,
+    def write_epoch(self, epoch: int, metrics, *, model_state=None, optim_state=None,
                     snapshot=None) -> None:
         if epoch == self.last_epoch:
             self.state = {k: v.detach().clone() for k, v in model_state.items()}
@@ -117,7 +120,8 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
         members = [Member(aux, FinalState(aux.optim.epochs)) for _ in fs]
         statuses = train_group(members, MemberData([draws[f] for f in fs], range(len(fs))),
                                device=device, progress=progress,
-                               label=f"{config.name}: auxiliary models {fs}")
+                               label=f"{config.name}: auxiliary models {fs}",
+                               checkpoint_every=math.inf)  # only the last epoch's weights count
         if "diverged" in statuses:
             raise WorkFailed(f"{config.name}: an AdaFlood auxiliary model diverged (NaN/inf loss)")
         for f, m in zip(fs, members):

@@ -14,24 +14,32 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import BadInput
 
-SYNTHETIC = ("two_gaussians", "sinusoid", "spiral")
-IMAGES = ("mnist", "kmnist", "svhn", "cifar10", "cifar100")
-DATASETS = SYNTHETIC + IMAGES
-MODELS = ("mlp", "mlp_bn", "resnet18", "resnet44")
-OBJECTIVES = ("flood", "iflood", "adaflood")
-SCHEDULES = ("adaptive",)  # None: b stays fixed
-LOSSES = ("logistic", "ce")
-OPTIMIZERS = ("adam", "sgd")
+# The choices, as types (for checkers and editors) and as the tuples that validation names.
+DataName = Literal["two_gaussians", "sinusoid", "spiral", "mnist", "kmnist", "svhn", "cifar10",
+                   "cifar100"]
+ModelName = Literal["mlp", "mlp_bn", "resnet18", "resnet44"]
+ObjectiveKind = Literal["flood", "iflood", "adaflood"]
+Schedule = Literal["adaptive"]  # None: b stays fixed
+Loss = Literal["logistic", "ce"]
+Optimizer = Literal["adam", "sgd"]
+DATASETS: tuple[str, ...] = get_args(DataName)
+SYNTHETIC, IMAGES = DATASETS[:3], DATASETS[3:]
+MODELS: tuple[str, ...] = get_args(ModelName)
+OBJECTIVES: tuple[str, ...] = get_args(ObjectiveKind)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+LOSSES: tuple[str, ...] = get_args(Loss)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 AMP_MODES = ("off", "bf16")
 NUM_CLASSES = {"two_gaussians": 2, "sinusoid": 2, "spiral": 2, "mnist": 10, "kmnist": 10,
                "svhn": 10, "cifar10": 10, "cifar100": 100}
 
-# The paper's settings (Sec. 4.1, 4.2; docs/settings.md), by data family. The image sets' batch
-# size of 128 is ours: the paper does not give one.
+# The paper's settings (Sec. 4.1, 4.2; docs/settings.md), by data family: the one copy, applied by
+# RunConfig.resolved() to every field left None. The image sets' batch size of 128 is ours: the
+# paper does not give one.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": dict(model="mlp", optimizer="adam", lr=1e-3, momentum=0.0, batch_size=100,
                       epochs=500),
@@ -41,6 +49,9 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar": dict(model="resnet44", optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128,
                   epochs=500),
 }
+# An optimizer asked for outside its family's recipe takes the learning rate of the recipe that
+# uses it (Adam 1e-3, SGD 0.1), and SGD the family's momentum (0 for the synthetic sets).
+OPTIMIZER_LR = {d["optimizer"]: d["lr"] for d in PAPER_DEFAULTS.values()}
 # MLP shapes: the paper's 5 x 500 for the synthetic sets, the demo code's 4 x 500 Linear-BN-ReLU as
 # `mlp_bn`; 2 x 1000 for MNIST/KMNIST (with or without BN).
 MLP_SHAPES = {("synthetic", "mlp"): (5, 500), ("synthetic", "mlp_bn"): (4, 500),
@@ -78,7 +89,7 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
 class DataConfig:
     """The data set, its label noise and the seed of its draw, label flips and split."""
 
-    name: str
+    name: DataName
     noise: float = 0.0          # fraction of labels flipped, in train, validation and test alike
     seed: int = 0
     sizes: Literal["paper", "demo"] = "paper"
@@ -137,20 +148,22 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str
+    name: ModelName | None = None  # None: the paper's model for the data set (PAPER_DEFAULTS)
     depth: int | None = None   # MLP hidden layers
     width: int | None = None   # MLP hidden units
 
     def __post_init__(self) -> None:
-        _choice(self.name, MODELS, "model")
+        if self.name is not None:
+            _choice(self.name, MODELS, "model")
         _check(self.depth is None or self.depth >= 0, f"--depth must be >= 0, got {self.depth}")
         _check(self.width is None or self.width >= 1, f"--width must be >= 1, got {self.width}")
 
     def resolved(self, data_name: str) -> ModelConfig:
-        if not self.name.startswith("mlp"):
-            return dataclasses.replace(self, depth=None, width=None)
-        depth, width = MLP_SHAPES.get((family(data_name), self.name), (2, 1000))
-        return dataclasses.replace(self, depth=depth if self.depth is None else self.depth,
+        name = self.name or PAPER_DEFAULTS[family(data_name)]["model"]
+        if not name.startswith("mlp"):
+            return dataclasses.replace(self, name=name, depth=None, width=None)
+        depth, width = MLP_SHAPES.get((family(data_name), name), (2, 1000))
+        return dataclasses.replace(self, name=name, depth=depth if self.depth is None else self.depth,
                                    width=width if self.width is None else self.width)
 
 
@@ -160,11 +173,11 @@ class ObjectiveConfig:
     sample, Bae et al. 2023; adaflood.py); b = 0 is the plain loss. With schedule "adaptive", b is
     the starting level and changes during training (schedule.py)."""
 
-    kind: str = "flood"
+    kind: ObjectiveKind = "flood"
     flood: float = 0.0
-    loss: str | None = None  # None: logistic for binary data sets (paper Sec. 4.1), else softmax CE
+    loss: Loss | None = None  # None: logistic for binary data sets (paper Sec. 4.1), else softmax CE
     # Added after run-file format 1; None = unused, and left out of the JSON (see RunConfig.to_json).
-    schedule: str | None = None            # None: b fixed; "adaptive": schedule.py
+    schedule: Schedule | None = None       # None: b fixed; "adaptive": schedule.py
     schedule_step: float | None = None     # adaptive: alpha, the change of b
     schedule_threshold: float | None = None  # adaptive: lambda, the validation-accuracy margin
     schedule_max: float | None = None      # adaptive: b is clipped to [0, schedule_max]
@@ -242,29 +255,50 @@ ADAFLOOD_DEFAULTS = {"adaflood_gamma": 0.5, "adaflood_folds": 2}
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
+    """The optimizer and its schedule. Fields left None are the paper's for the data set
+    (PAPER_DEFAULTS), filled in by RunConfig.resolved(): a stored config has none."""
+
+    name: Optimizer | None = None
+    lr: float | None = None
+    momentum: float | None = None
     weight_decay: float = 0.0
     milestones: tuple[int, ...] = ()  # epochs after which the learning rate is multiplied by gamma
     gamma: float = 0.1
-    batch_size: int = 100
-    epochs: int = 500
+    batch_size: int | None = None
+    epochs: int | None = None
 
     def __post_init__(self) -> None:
-        _choice(self.name, OPTIMIZERS, "optimizer")
-        _check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be > 0, got {self.lr}")
-        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.name is not None:
+            _choice(self.name, OPTIMIZERS, "optimizer")
+        _check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
+               f"--lr must be > 0, got {self.lr}")
+        _check(self.momentum is None or 0 <= self.momentum < 1,
+               f"--momentum must be in [0, 1), got {self.momentum}")
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         _check(math.isfinite(self.gamma) and self.gamma > 0, f"lr gamma must be > 0, got {self.gamma}")
-        _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
-        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size is None or self.batch_size >= 1,
+               f"--batch-size must be >= 1, got {self.batch_size}")
+        _check(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         _check(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
                f"--lr-milestones must be increasing positive epochs, got {self.milestones}")
 
+    def resolved(self, data_name: str) -> OptimConfig:
+        """Every field left None filled from the paper's recipe for the data set."""
+        recipe = PAPER_DEFAULTS[family(data_name)]
+        name = self.name or recipe["optimizer"]
+        own = name == recipe["optimizer"]
+        default_lr = recipe["lr"] if own else OPTIMIZER_LR[name]
+        default_momentum = recipe["momentum"] if name == "sgd" else 0.0
+        return dataclasses.replace(
+            self, name=name, lr=default_lr if self.lr is None else self.lr,
+            momentum=default_momentum if self.momentum is None else self.momentum,
+            batch_size=recipe["batch_size"] if self.batch_size is None else self.batch_size,
+            epochs=recipe["epochs"] if self.epochs is None else self.epochs)
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate used while training epoch `epoch` (1-based): multi-step decay."""
+        assert self.lr is not None, "an unresolved OptimConfig (RunConfig.resolved() fills lr)"
         return self.lr * self.gamma ** sum(1 for m in self.milestones if epoch > m)
 
 
@@ -317,7 +351,7 @@ class RunConfig:
     """Everything that determines a run's numbers. Serialized into the run file's root attributes."""
 
     data: DataConfig
-    model: ModelConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0                  # initialization and batch order
@@ -330,14 +364,14 @@ class RunConfig:
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         _choice(self.eval_test, ("every", "best"), "test evaluation policy")
         _choice(self.dtype, ("float32", "float64"), "dtype")
-        check_save_policy(self.save, self.optim.epochs)
+        check_save_policy(self.save, self.epochs)
         _check(not (self.augment and self.data.name in SYNTHETIC),
                "--augment applies to image data sets only")
         loss = self.objective.loss
         _check(loss != "logistic" or self.data.num_classes == 2,
                f"the logistic loss needs a binary data set; {self.data.name} has "
                f"{self.data.num_classes} classes")
-        _check(not self.model.name.startswith("resnet") or self.data.name in IMAGES,
+        _check(not (self.model.name or "").startswith("resnet") or self.data.name in IMAGES,
                f"{self.model.name} needs an image data set, not {self.data.name}")
         folds, n_train = self.objective.adaflood_folds, self.data.n_train
         _check(folds is None or n_train is None or folds <= n_train,
@@ -345,18 +379,27 @@ class RunConfig:
                "holds out at least one)")
 
     def resolved(self) -> RunConfig:
-        """The same config with every data-set-dependent default made explicit."""
+        """The same config with every data-set-dependent default made explicit: the paper's
+        model, optimizer, learning rate, momentum, batch size and epochs (PAPER_DEFAULTS,
+        docs/settings.md) where they were left None, the data set's sizes, the loss."""
         loss = self.objective.loss or ("logistic" if self.data.num_classes == 2 else "ce")
         return dataclasses.replace(
             self,
             data=self.data.resolved(augment=self.augment),
             model=self.model.resolved(self.data.name),
             objective=self.objective.resolved(loss),
+            optim=self.optim.resolved(self.data.name),
         )
 
     @property
+    def epochs(self) -> int:
+        """The number of epochs, the paper's (PAPER_DEFAULTS) when not given."""
+        return self.optim.resolved(self.data.name).epochs  # type: ignore[return-value]
+
+    @property
     def save_epochs(self) -> tuple[int, ...]:
-        return save_epochs(self.save, self.optim.epochs)
+        """The epochs whose parameters the run keeps: the save policy resolved."""
+        return save_epochs(self.save, self.epochs)
 
     @property
     def name(self) -> str:
@@ -364,7 +407,7 @@ class RunConfig:
         parts = [self.data.name]
         if self.data.noise:
             parts.append(f"noise{self.data.noise:g}")
-        parts += [self.model.name, self.objective.label, f"seed{self.seed}"]
+        parts += [self.model.resolved(self.data.name).name, self.objective.label, f"seed{self.seed}"]
         return "-".join(parts)
 
     def to_json(self) -> str:
@@ -417,9 +460,15 @@ class Execution:
     # compile: the training forward goes through torch.compile, compiled once per trained group.
     amp: str = "off"               # off | bf16
     compile: bool = False
+    # Seconds between resume states (model and optimizer) written to run files; metrics are
+    # committed every epoch, the state also at saved and final epochs. 0: every epoch.
+    checkpoint_every: float = 60.0
 
     def __post_init__(self) -> None:
         _choice(self.amp, AMP_MODES, "--amp mode")
+        _check(math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0,
+               f"--checkpoint-every must be a finite number of seconds >= 0, got "
+               f"{self.checkpoint_every}")
         check_device(self.device)
         requested_chunk(self.ensemble)
 

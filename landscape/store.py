@@ -1,6 +1,6 @@
 """The run store: one HDF5 file per trained model, in a documented, versioned layout.
 
-Layout (format "landscape-run", version 1; docs/run-files.md documents it for other tools):
+Layout (format "landscape-run", version 2; docs/run-files.md documents it for other tools):
 
     /                      attrs: format, format_version, name, config (JSON of RunConfig),
                            config_digest, execution (JSON), versions (JSON), device, created
@@ -14,15 +14,19 @@ Layout (format "landscape-run", version 1; docs/run-files.md documents it for ot
     /snapshot/step         scalar int64: global step (1-based) whose mini-batch loss first fell below
                            b, -1 if none yet; /snapshot/epoch, /snapshot/batch_loss beside it
     /snapshot/state/<key>  the model's state dict at that step (before its update)
-    /resume/slot{0,1}/...  model and optimizer state after epoch e, in slot e % 2
+    /resume/slot{0,1}/...  model and optimizer state after the epochs in /resume/epochs
+    /resume/epochs         int64 [2]: the epoch each slot holds, -1 while empty or being written
+                           (version 1 has none: slot e % 2 held epoch e, every epoch)
     /data/flipped_<split>  int64: indices of the flipped labels of each split
     /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
 Crash safety: every dataset is created and its space allocated when the file is made (under a
 fresh temporary name created exclusively, then linked to its name: files.py). An epoch then only writes raw data into allocated space and
 finishes by writing /epochs_done, an 8-byte write that commits it; no HDF5 metadata changes after
-creation. The resume state alternates between two slots, so the committed slot is never the one
-being written. Killing the trainer at any moment loses at most the epoch in flight.
+creation. Metrics are committed every epoch; the resume state (model and optimizer) only at the
+epochs the trainer checkpoints (an interval in seconds, saved and final epochs), into the slot not
+holding the latest one, which is marked -1 while it is written. Killing the trainer loses at most
+the epochs since the last checkpoint: resuming recomputes them, to the same numbers.
 
 Space: a new file's arrays must fit in the free space, and their blocks are reserved when the
 file is made (posix_fallocate), so a disk filling up later cannot fail an epoch's write.
@@ -55,7 +59,10 @@ from .files import (WriteLock, being_written, check_space, os_error, publish, re
                     temporary, write_text)
 
 FORMAT = "landscape-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 (the first release) lacks /resume/epochs: its slot e % 2 holds epoch e, written every
+# epoch. resume_slots() is the one place that reads either; writers continue a file in its version.
+READABLE_VERSIONS = (1, 2)
 SWEEP_INDEX = "sweep.json"
 STATUSES = ("running", "complete", "diverged")
 
@@ -159,6 +166,7 @@ def _build(partial: Path, config: RunConfig, execution: Execution, *, device: st
             state = snap.create_group("state")
             for key, (shape, dtype) in model_layout.items():
                 _preallocated(state, key, shape, dtype)
+        f.create_dataset("resume/epochs", data=np.full(2, -1, dtype=np.int64))
         for slot in ("slot0", "slot1"):
             group = f.create_group(f"resume/{slot}")
             for prefix, layout in (("model", model_layout), ("optim", optim_layout)):
@@ -173,6 +181,35 @@ def _build(partial: Path, config: RunConfig, execution: Execution, *, device: st
 
 def _to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def resume_slots(f: h5py.File, epochs_done: int) -> list[int]:
+    """The epoch whose resume state each slot holds, -1 for none: what a version-2 file records
+    (an epoch after epochs_done is of a commit that did not finish: none), or, in version 1,
+    the last two committed epochs in slots e % 2."""
+    if "resume/epochs" in f:
+        return [int(e) if 0 <= e <= epochs_done else -1 for e in f["resume/epochs"][()]]
+    slots = [-1, -1]
+    for e in (epochs_done - 1, epochs_done):
+        if e >= 0:
+            slots[e % 2] = e
+    return slots
+
+
+class _Row:
+    """One element of a 1-D dataset, written through HDF5's low-level call: h5py's indexing
+    costs ~0.4 ms a write, which for small stacked models was most of an epoch."""
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self.id = dataset.id
+        self.space = dataset.id.get_space()
+        self.memory = h5py.h5s.create_simple((1,))
+        self.buffer = np.zeros(1, dtype=dataset.dtype)
+
+    def write(self, index: int, value: float) -> None:
+        self.space.select_hyperslab((index,), (1,))
+        self.buffer[0] = value
+        self.id.write(self.memory, self.space, self.buffer)
 
 
 class RunWriter:
@@ -192,13 +229,32 @@ class RunWriter:
         self._datasets: dict[str, h5py.Dataset] = {}
         self.file.visititems(lambda name, obj: self._datasets.__setitem__(name, obj)
                              if isinstance(obj, h5py.Dataset) else None)
+        self._rows = {name[len("metrics/"):]: _Row(ds) for name, ds in self._datasets.items()
+                      if name.startswith("metrics/")}
+        # A version-1 file keeps its layout: its resume state is written every epoch, slot e % 2.
+        self.version = int(self.file.attrs["format_version"])
+        self.slots = resume_slots(self.file, int(self.file["epochs_done"][()]))
+
+    @property
+    def checkpoints_every_epoch(self) -> bool:
+        """Whether every epoch must carry its resume state (files of version 1)."""
+        return self.version < 2
+
+    def resume_from(self, epoch: int) -> None:
+        """Training continues after `epoch` (-1: afresh): the slots of later epochs will be
+        rewritten, so they no longer count (their epochs are recomputed, to the same numbers)."""
+        self.slots = [e if e <= epoch else -1 for e in self.slots]
+        if self.version >= 2:
+            self._datasets["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
 
     def write_epoch(self, epoch: int, metrics: Mapping[str, float], *,
-                    model_state: Mapping[str, torch.Tensor],
-                    optim_state: Mapping[str, torch.Tensor],
+                    model_state: Mapping[str, torch.Tensor] | None = None,
+                    optim_state: Mapping[str, torch.Tensor] | None = None,
                     snapshot: tuple[int, int, float, Mapping[str, torch.Tensor]] | None = None
                     ) -> None:
-        """Write epoch `epoch`'s row, state and (if taken this epoch) snapshot; then commit it."""
+        """Write epoch `epoch`'s row, its weights (a saved epoch), the snapshot (if taken this
+        epoch) and, given `optim_state`, the resume state (a checkpoint); then commit it. The
+        model state is needed at saved epochs and checkpoints, and every epoch of a version-1 file."""
         try:
             self._write_epoch(epoch, metrics, model_state, optim_state, snapshot)
         except OSError as err:  # a full disk: the epoch stays uncommitted
@@ -206,6 +262,8 @@ class RunWriter:
 
     def _write_epoch(self, epoch, metrics, model_state, optim_state, snapshot) -> None:
         d = self._datasets
+        if self.checkpoints_every_epoch:
+            assert optim_state is not None, "a version-1 file needs its resume state every epoch"
         self.write_metrics(epoch, metrics)
         if epoch in self.saved_epochs:
             slot = self.saved_epochs.index(epoch)
@@ -218,20 +276,36 @@ class RunWriter:
             d["snapshot/epoch"][()] = snap_epoch
             d["snapshot/batch_loss"][()] = batch_loss
             d["snapshot/step"][()] = step
-        slot_group = f"resume/slot{epoch % 2}"
-        for prefix, state in (("model", model_state), ("optim", optim_state)):
-            for key, tensor in state.items():
-                d[f"{slot_group}/{prefix}/{key}"][...] = _to_numpy(tensor)
+        if optim_state is not None:
+            self._write_resume(epoch, model_state, optim_state)
         self.file.flush()
         d["epochs_done"][()] = epoch  # the commit
         self.file.flush()
+
+    def _write_resume(self, epoch, model_state, optim_state) -> None:
+        d = self._datasets
+        if self.version < 2:
+            slot = epoch % 2
+        else:  # the slot not holding the latest state, marked empty until it is whole
+            slot = 0 if self.slots[0] <= self.slots[1] else 1  # every epoch: slot e % 2, as v1
+            self.slots[slot] = -1
+            d["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
+            self.file.flush()
+        for prefix, state in (("model", model_state), ("optim", optim_state)):
+            for key, tensor in state.items():
+                d[f"resume/slot{slot}/{prefix}/{key}"][...] = _to_numpy(tensor)
+        self.slots[slot] = epoch
+        if self.version >= 2:
+            self.file.flush()  # the state is whole before its slot names it
+            d["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
 
     def write_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """An epoch's metrics, uncommitted (write_epoch commits; a diverged epoch stays so)."""
         try:
             for name, value in metrics.items():
-                if f"metrics/{name}" in self._datasets:  # a file made before a metric existed
-                    self._datasets[f"metrics/{name}"][epoch] = value   # continues without it
+                row = self._rows.get(name)
+                if row is not None:  # a file made before a metric existed continues without it
+                    row.write(epoch, value)
         except OSError as err:
             raise os_error(err, self.path) from None
 
@@ -346,6 +420,9 @@ class Run:
         if list(self._all_saved) != sorted(set(self._all_saved)) or not all(
                 0 <= e <= epochs for e in self._all_saved):
             raise self._fault("weights/epochs is not an increasing list of epochs")
+        if "resume/epochs" in f and (f["resume/epochs"].shape != (2,)
+                                     or f["resume/epochs"].dtype.kind != "i"):
+            raise self._fault("resume/epochs is not two integers")
         for key in self.state_keys:
             if f["weights"][key].shape[:1] != (len(self._all_saved),):
                 raise self._fault(f"weights/{key} does not hold {len(self._all_saved)} epochs")
@@ -403,17 +480,26 @@ class Run:
                 device) for k in self.state_keys}
             return Snapshot(step, epoch, float(self._read(f, "snapshot/batch_loss")), state)
 
+    @property
+    def resume_epochs(self) -> tuple[int, ...]:
+        """The committed epochs whose resume state the file holds (at most two), increasing."""
+        with self._file() as f:
+            return tuple(sorted(e for e in resume_slots(f, self.epochs_done) if e >= 0))
+
     def resume_state(self, epoch: int | None = None
                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """(model state, optimizer state) after `epoch`: epochs_done (default) or the one before,
-        whose slot the last commit did not touch."""
-        epoch = self.epochs_done if epoch is None else epoch
+        """(model state, optimizer state) after `epoch`: the latest checkpoint (default) or the
+        one before it (resume_epochs)."""
         if self.epochs_done < 0:
             raise BadInput(f"{self.path}: nothing to resume from (no epoch committed)")
-        if not (0 <= epoch and self.epochs_done - 1 <= epoch <= self.epochs_done):
+        with self._file() as f:
+            slots = resume_slots(f, self.epochs_done)
+        kept = sorted(e for e in slots if e >= 0)
+        epoch = (kept[-1] if kept else -1) if epoch is None else epoch
+        if epoch < 0 or epoch not in slots:
             raise BadInput(f"{self.path}: no resume state after epoch {epoch} (the file keeps "
-                           f"epochs {max(self.epochs_done - 1, 0)}-{self.epochs_done})")
-        slot = f"resume/slot{epoch % 2}"
+                           f"epochs {', '.join(map(str, kept)) or 'none'})")
+        slot = f"resume/slot{slots.index(epoch)}"
         with self._file() as f:
             def read(prefix: str) -> dict[str, torch.Tensor]:
                 names: list[str] = []
@@ -462,7 +548,7 @@ def _open_run_file(path: Path) -> h5py.File:
         f.close()
         raise BadInput(f"{path}: format_version {version!r} is not an integer (a corrupt or "
                        "edited run file)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         f.close()
         newer = version > FORMAT_VERSION
         raise BadInput(f"{path} has run-file format version {version}; this landscape reads version "

@@ -103,24 +103,28 @@ def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -
     return "resume"
 
 
-def _start(path: Path, action: str) -> int:
-    """The last committed epoch to continue from; -1 to start afresh (also when a file was made but
-    killed before epoch 0 was committed)."""
-    return Run(path).epochs_done if action == "resume" else -1
+def _starts(path: Path, action: str) -> tuple[int, ...]:
+    """The checkpointed epochs a run can continue from, latest last; (-1,) to start afresh (also
+    when a file was made but killed before epoch 0 was committed)."""
+    kept = Run(path).resume_epochs if action == "resume" else ()
+    # A run with only epoch 0 can also start afresh (to the same numbers), as a member that a kill
+    # stopped before its epoch-0 commit must: the chunk then trains together, as it began.
+    return (-1, *kept) if kept in ((), (0,)) else kept
 
 
 def _common_starts(chunk: list[tuple[Path, RunConfig, str]]) -> list[list[tuple]]:
     """The chunk's members as (path, config, start) lists that train together. A kill between
-    two members' commits leaves them one epoch apart: all continue from the earlier epoch (the
-    other slot still holds its resume state), in the chunk they trained in, so that the resumed
-    numbers are bit for bit those of an uninterrupted sweep. Wider gaps (files of other
-    sweeps' histories) train by start epoch."""
-    starts = [_start(p, a) for p, _, a in chunk]
-    if max(starts) - min(starts) <= 1:
-        return [[(p, c, min(starts)) for p, c, _ in chunk]]
+    two members' commits of a checkpoint leaves them one checkpoint apart: all continue from the
+    earlier one (the other slot still holds it), in the chunk they trained in, so that the
+    resumed numbers are bit for bit those of an uninterrupted sweep. Other gaps (files of other
+    sweeps' histories) train by their latest checkpoint."""
+    kept = [_starts(p, a) for p, _, a in chunk]
+    common = min(k[-1] for k in kept)
+    if all(common in k for k in kept):
+        return [[(p, c, common) for p, c, _ in chunk]]
     by_start: dict[int, list[tuple]] = {}
-    for (p, c, _), start in zip(chunk, starts):
-        by_start.setdefault(start, []).append((p, c, start))
+    for (p, c, _), k in zip(chunk, kept):
+        by_start.setdefault(k[-1], []).append((p, c, k[-1]))
     return list(by_start.values())
 
 
@@ -138,6 +142,7 @@ def _member(path: Path, config: RunConfig, start: int) -> Member:
 def _resumed(writer: RunWriter, config: RunConfig, start: int) -> Member:
     run = Run(writer.path)
     levels = run.data_array("flood_levels") if config.objective.kind == "adaflood" else None
+    writer.resume_from(start)
     if start < 0:
         return Member(config, writer, levels=levels)
     model_state, optim_state = run.resume_state(start)
@@ -284,7 +289,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
                     for m, status in zip(members, train_group(members, data, device=device,
                                                               progress=progress, label=label,
                                                               amp=execution.amp,
-                                                              compile=execution.compile)):
+                                                              compile=execution.compile,
+                                                              checkpoint_every=execution.checkpoint_every)):
                         statuses[m.path] = status
                 finally:
                     for m in members:

@@ -127,9 +127,11 @@ def measure(ensemble: Ensemble, data: MemberData, config: RunConfig, chunk: int,
 
 def train_group(members: list[Member], data: MemberData, *, device: torch.device,
                 progress: bool = True, label: str = "", amp: str = "off",
-                compile: bool = False) -> list[str]:
+                compile: bool = False, checkpoint_every: float = 0.0) -> list[str]:
     """Train the members (same architecture, optimizer and schedule; each its own flood level,
-    seed and data draw) to their last epoch. `amp` and `compile` are Execution's GPU switches.
+    seed and data draw) to their last epoch. `amp` and `compile` are Execution's GPU switches;
+    the resume state is written at most every `checkpoint_every` seconds (and at saved and final
+    epochs; 0: every epoch), metrics every epoch.
 
     Returns each member's final status: "complete" or "diverged".
     """
@@ -172,13 +174,24 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
         return torch.tensor([m.schedule.level if m.schedule else m.config.objective.flood
                              for m in members], dtype=torch.float64)
 
+    every_epoch = checkpoint_every == 0 or any(m.writer.checkpoints_every_epoch for m in members)
+    last_checkpoint = [time.monotonic()]
+
     def commit(epoch: int, metrics: dict[str, torch.Tensor]) -> None:
+        # The whole group checkpoints together, so that a resume finds its members at one epoch.
+        due = (every_epoch or epoch in save_epochs or epoch == epochs
+               or time.monotonic() - last_checkpoint[0] >= checkpoint_every)
+        if due:
+            last_checkpoint[0] = time.monotonic()
         for k, m in enumerate(members):
             if m.status != "running":
                 continue
             row = {name: float(v[k]) for name, v in metrics.items()}
-            m.writer.write_epoch(epoch, row, model_state=ensemble.member_state(k),
-                                 optim_state=optimizer_state_of(optimizer, ensemble, k),
+            m.writer.write_epoch(epoch, row,
+                                 model_state=(ensemble.member_state(k)
+                                              if due or epoch in save_epochs else None),
+                                 optim_state=optimizer_state_of(optimizer, ensemble, k)
+                                 if due else None,
                                  snapshot=m.pending_snapshot)
             if m.pending_snapshot is not None:
                 m.snapshot_taken, m.pending_snapshot = True, None

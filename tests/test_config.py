@@ -46,6 +46,58 @@ def test_config_round_trip_and_resolution():
     assert OptimConfig(lr=0.1, milestones=(2, 4)).lr_at(2) == pytest.approx(0.1)
 
 
+# The paper's table (Sec. 4.1, 4.2; docs/settings.md), written out here rather than read from
+# config.PAPER_DEFAULTS: (model, depth, width, loss, optimizer, lr, momentum, batch, epochs, n_train
+# or the validation share). Batch 128 for the images is ours (the paper gives none).
+PAPER_TABLE = {
+    "two_gaussians": ("mlp", 5, 500, "logistic", "adam", 1e-3, 0.0, 100, 500, 100),
+    "sinusoid": ("mlp", 5, 500, "logistic", "adam", 1e-3, 0.0, 100, 500, 100),
+    "spiral": ("mlp", 5, 500, "logistic", "adam", 1e-3, 0.0, 100, 500, 200),
+    "mnist": ("mlp", 2, 1000, "ce", "sgd", 0.1, 0.9, 128, 500, 0.2),
+    "kmnist": ("mlp", 2, 1000, "ce", "sgd", 0.1, 0.9, 128, 500, 0.2),
+    "svhn": ("resnet18", None, None, "ce", "sgd", 0.1, 0.9, 128, 500, 0.2),
+    "cifar10": ("resnet44", None, None, "ce", "sgd", 0.1, 0.9, 128, 500, 0.2),
+    "cifar100": ("resnet44", None, None, "ce", "sgd", 0.1, 0.9, 128, 500, 0.2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TABLE))
+def test_library_defaults_are_the_papers_table(name):
+    """From Python, a config that names only the data set resolves to the paper's recipe, not
+    the synthetic one (the CLI adds nothing: its options default to unset)."""
+    r = RunConfig(DataConfig(name)).resolved()
+    split = r.data.n_train if r.data.n_train is not None else r.data.val_fraction
+    got = (r.model.name, r.model.depth, r.model.width, r.objective.loss, r.optim.name, r.optim.lr,
+           r.optim.momentum, r.optim.batch_size, r.optim.epochs, split)
+    assert got == PAPER_TABLE[name]
+    assert RunConfig(DataConfig(name), ModelConfig(PAPER_TABLE[name][0])).resolved() == r
+    if name in ("svhn", "cifar10"):  # 85:15 with augmentation
+        assert RunConfig(DataConfig(name), augment=True).resolved().data.val_fraction == 0.15
+
+
+def test_defaults_fill_only_what_was_left_unset():
+    r = RunConfig(DataConfig("mnist"), optim=OptimConfig(name="adam", epochs=3)).resolved()
+    assert (r.optim.name, r.optim.lr, r.optim.momentum, r.optim.epochs) == ("adam", 1e-3, 0.0, 3)
+    r = RunConfig(DataConfig("spiral"), optim=OptimConfig(name="sgd")).resolved()
+    assert (r.optim.lr, r.optim.momentum, r.optim.batch_size) == (0.1, 0.0, 100)
+    r = RunConfig(DataConfig("cifar10"), optim=OptimConfig(lr=0.05, momentum=0.5)).resolved()
+    assert (r.optim.name, r.optim.lr, r.optim.momentum) == ("sgd", 0.05, 0.5)
+    assert RunConfig(DataConfig("mnist"), save="every:100").save_epochs == (0, 100, 200, 300,
+                                                                         400, 500)
+
+
+def test_cli_and_library_resolve_alike(tmp_path):
+    """`landscape train` passes unset options as None: the stored config is the library's."""
+    from conftest import MNIST_SUBSET, landscape_cli
+    from landscape.store import Run
+    landscape_cli("train", "--data", "mnist", "--data-dir", MNIST_SUBSET, "--epochs", "1",
+                  "--width", "8", "--out", tmp_path, "--name", "m", "-q", check=True)
+    stored = Run(tmp_path / "m.h5").config
+    assert stored == RunConfig(DataConfig("mnist"), ModelConfig(width=8),
+                               optim=OptimConfig(epochs=1), save="every:10").resolved()
+    assert (stored.optim.name, stored.optim.lr, stored.optim.momentum) == ("sgd", 0.1, 0.9)
+
+
 @pytest.mark.parametrize("make", [
     lambda: DataConfig("cifar11"),
     lambda: DataConfig("spiral", noise=0.6),

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..config import (AMP_MODES, DATASETS, MODELS, PAPER_DEFAULTS, DataConfig, Execution,
-                      ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, family,
-                      parse_flood_levels)
+from ..config import (AMP_MODES, DATASETS, MODELS, DataConfig, Execution, ModelConfig,
+                      ObjectiveConfig, OptimConfig, RunConfig, parse_flood_levels)
 from ..errors import BadInput
 from . import CONTEXT, cli, end, file_name
 
@@ -121,6 +120,10 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="Folder for run files.")
 @click.option("--name", callback=file_name,
               help="File (one run) or folder (sweep) name instead of the derived one.")
+@click.option("--checkpoint-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Write the resume state at most this often (and at saved and final epochs; "
+                   "metrics are kept every epoch). A kill loses at most this interval; 0: every "
+                   "epoch.")
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -129,7 +132,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
           data_seed, epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_milestones,
           augment, save_every, save_epochs, save_kind, eval_test, sizes, n_train, n_val, n_test,
           sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, download, amp, compile_,
-          ensemble, out, name, resume, overwrite, quiet):
+          ensemble, out, name, checkpoint_every, resume, overwrite, quiet):
     """Train with and without flooding; several flood levels or seeds make a sweep.
 
     \b
@@ -152,13 +155,8 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         raise BadInput(f"--seeds must be >= 1, got {seeds}")
     if sum(x is not None for x in (save_every, save_epochs, save_kind)) > 1:
         raise BadInput("give at most one of --save-every, --save-epochs and --save")
-    defaults = PAPER_DEFAULTS[family(data_name)]
-    optimizer = optimizer or defaults["optimizer"]
-    if lr is None:
-        lr = defaults["lr"] if optimizer == defaults["optimizer"] else {"adam": 1e-3, "sgd": 0.1}[
-            optimizer]
-    if momentum is None:
-        momentum = defaults["momentum"] if optimizer == "sgd" else 0.0
+    # Options left unset stay None: RunConfig.resolved() fills in the paper's recipe for the
+    # data set (config.PAPER_DEFAULTS), the one copy of it.
     levels = parse_flood_levels(floods) if floods else (0.0,)
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     sweep = len(levels) * len(seed_list) > 1
@@ -172,7 +170,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         data=DataConfig(name=data_name, noise=noise, sizes=sizes, n_train=n_train, n_val=n_val,
                         n_test=n_test, sinusoid_input=sinusoid_input, spiral_tau=spiral_tau,
                         val_fraction=val_fraction),
-        model=ModelConfig(name=model_name or defaults["model"], depth=depth, width=width),
+        model=ModelConfig(name=model_name, depth=depth, width=width),
         objective=ObjectiveConfig(
             kind=objective, loss=loss,
             schedule=None if flood_schedule == "fixed" else flood_schedule,
@@ -180,12 +178,12 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
             adaflood_gamma=adaflood_gamma, adaflood_folds=adaflood_folds),
         optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
-                          batch_size=defaults["batch_size"] if batch_size is None else batch_size,
-                          epochs=epochs if epochs is not None else defaults["epochs"]),
+                          batch_size=batch_size, epochs=epochs),
         augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
         dtype=dtype)
     execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
-                          download=download, amp=amp, compile=compile_)
+                          download=download, amp=amp, compile=compile_,
+                          checkpoint_every=checkpoint_every)
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from ..distributed import current
     from ..sweep import expand, train as train_runs

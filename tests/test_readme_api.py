@@ -1,0 +1,30 @@
+"""The README's Python API example runs as written (fewer epochs, another folder) and trains with
+the paper's MNIST recipe."""
+
+import re
+from pathlib import Path
+
+from landscape.store import Run
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def api_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## Python API"):text.index("## Your own model")]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_trains_mnist_with_the_papers_recipe(tmp_path, monkeypatch):
+    code = api_example()
+    assert "epochs=20" in code and 'out="checkpoints"' in code and 'data_dir="tests/data"' in code
+    code = code.replace("epochs=20", "epochs=2").replace("every:5", "every:1").replace(
+        "epoch=20", "epoch=2").replace('out="checkpoints"', f"out={str(tmp_path)!r}")
+    monkeypatch.chdir(README.parent)  # the example's data_dir is relative to the repository
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    for path in scope["result"].paths:
+        optim = Run(path).config.optim
+        assert (optim.name, optim.lr, optim.momentum, optim.batch_size) == ("sgd", 0.1, 0.9, 128)
+        assert Run(path).config.model.depth == 2 and Run(path).config.model.width == 1000
+    assert scope["result"].statuses == ("complete", "complete")
