@@ -3,7 +3,7 @@
 One row per epoch from epoch 0 (the untrained model), one column per metric in the order the run
 file stores them, with `epoch` first; the test split's columns are empty where the run did not
 evaluate it (sweeps evaluate it at new best validation accuracies, saved and last epochs:
---eval-test). Each column's meaning is in METRIC_DESCRIPTIONS (docs/run-files.md).
+--eval-test). Each column's meaning is descriptions.metric's, as in the run file's attributes.
 """
 
 from __future__ import annotations
@@ -14,34 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import descriptions
 from .files import check_name, create_exclusive, publish, temporary
 from .store import Run
 
-# what each metric means (train/val/test prefixes: the split; "_clean": on the clean labels)
-METRIC_DESCRIPTIONS = {
-    "loss": "mean surrogate loss on the labels trained with (noisy where noise was added)",
-    "acc": "accuracy on the labels trained with",
-    "loss_clean": "mean surrogate loss on the clean labels",
-    "acc_clean": "accuracy on the clean labels",
-    "acc_flipped": "accuracy on the points whose label was flipped (memorization); empty "
-                   "without label noise",
-    "batch_loss": "mean raw mini-batch loss J over the epoch's steps",
-    "batch_objective": "mean flooded objective over the epoch's steps (|J - b| + b for "
-                       "flooding; iFlood's and AdaFlood's per-sample forms)",
-    "ascent_fraction": "share of the epoch's steps that were gradient ascent (J < b)",
-    "lr": "learning rate during the epoch",
-    "seconds": "wall seconds the epoch took (empty at epoch 0)",
-    "flood_level": "flood level b the epoch trained with (AdaFlood: the mean level)",
-}
-
-
 def describe_metric(name: str) -> str:
-    """The meaning of a metric column, from its split prefix and measure."""
-    split, _, measure = name.partition("_")
-    if split in ("train", "val", "test") and measure in METRIC_DESCRIPTIONS:
-        where = {"train": "training", "val": "validation", "test": "test"}[split]
-        return f"{where} set: {METRIC_DESCRIPTIONS[measure]}"
-    return METRIC_DESCRIPTIONS.get(name, "")
+    """The meaning of a metric column, with its units (descriptions.metric)."""
+    meaning, units = descriptions.metric(name)
+    return f"{meaning} [{units}]" if meaning and units else meaning
 
 
 def metrics_table(run: Run) -> dict[str, np.ndarray]:

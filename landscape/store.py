@@ -4,7 +4,8 @@ Layout (format "landscape-run", version 2; docs/run-files.md documents it for ot
 
     /                      attrs: format, format_version, name, config (JSON of RunConfig),
                            config_digest, execution (JSON), versions (JSON), device, created
-    /status                scalar string: running | complete | diverged
+    /status                scalar string (variable-length; version 1: S16): running | complete |
+                           diverged
     /epochs_done           scalar int64: last epoch whose row is committed (-1 before epoch 0)
     /metrics/<name>        float64 [epochs + 1]; row e = after e epochs (0 = untrained); NaN = not
                            measured
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import descriptions
 from .config import Execution, RunConfig
 from .errors import BadInput
 from .files import (WriteLock, being_written, check_space, os_error, publish, reserve,
@@ -148,16 +150,23 @@ def _build(partial: Path, config: RunConfig, execution: Execution, *, device: st
                                  "h5py": h5py.__version__, "numpy": np.__version__,
                                  "python": platform.python_version()}),
         )
-        f.create_dataset("status", data=np.bytes_("running"), dtype="S16")
-        f.create_dataset("epochs_done", data=np.int64(-1))
+        status = f.create_dataset("status", data="running", dtype=h5py.string_dtype())
+        status.attrs["description"] = f"the run's state: {' | '.join(STATUSES)}"
+        f.create_dataset("epochs_done", data=np.int64(-1)).attrs["description"] = (
+            "last committed epoch (-1: none yet; 0 is the untrained model)")
         metrics = f.create_group("metrics")
         for name in metric_names:
             _checked(metrics, name, np.full(epochs + 1, np.nan),
                      chunks=(min(epochs + 1, METRIC_CHUNK),))
+            meaning, units = descriptions.metric(name)
+            metrics[name].attrs.update(description=meaning, units=units)
         weights = f.create_group("weights")
+        weights.attrs["order"] = json.dumps(list(model_layout))  # HDF5 lists names sorted
         _checked(weights, "epochs", saved)
+        weights["epochs"].attrs["description"] = "epochs whose parameters are kept (0 always)"
         for key, (shape, dtype) in model_layout.items():
             _preallocated(weights, key, (len(saved), *shape), dtype, chunks=(1, *shape))
+            weights[key].attrs["description"] = descriptions.weights(key)
         if config.objective.takes_snapshot:
             snap = f.create_group("snapshot")
             snap.create_dataset("step", data=np.int64(-1))
@@ -312,7 +321,9 @@ class RunWriter:
     def set_status(self, status: str) -> None:
         assert status in STATUSES
         try:
-            self._datasets["status"][()] = np.bytes_(status)
+            dataset = self._datasets["status"]  # fixed-length bytes in files of version 1
+            fixed = h5py.check_string_dtype(dataset.dtype).length is not None
+            dataset[()] = np.bytes_(status) if fixed else status
             self.file.flush()
         except OSError as err:
             raise os_error(err, self.path) from None
@@ -373,7 +384,11 @@ class Run:
             self.epochs_done = int(done)
             self.metric_names = tuple(f["metrics"].keys()) if "metrics" in f else ()
             self._all_saved = tuple(int(e) for e in self._read(f, "weights/epochs"))
-            self.state_keys = tuple(k for k in f["weights"].keys() if k != "epochs")
+            # the state dict's own order where the file keeps it (HDF5 lists names sorted)
+            stored = [k for k in f["weights"].keys() if k != "epochs"]
+            order = f["weights"].attrs.get("order")
+            self.state_keys = tuple(json.loads(order) if order is not None and sorted(
+                json.loads(order)) == sorted(stored) else stored)
             # Files of adaptive runs from b = 0 made before such runs took snapshots have no slot.
             self.snapshot_slot = "snapshot" in f
             self._validate(f)
