@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -34,3 +35,18 @@ def test_csv_holds_every_metric_of_every_epoch(tmp_path):
     assert "flipped" in describe_metric("train_acc_flipped")
     described = landscape_cli("export", path, "--describe")
     assert all(":" in line and line.split(": ", 1)[1] for line in described.stdout.splitlines())
+
+
+def test_run_files_describe_themselves(tmp_path):
+    import h5py
+
+    path = train([tiny_config(epochs=1)], out=tmp_path).paths[0]
+    with h5py.File(path, "r", locking=False) as f:
+        for name, dataset in f["metrics"].items():
+            assert dataset.attrs["description"], name
+        assert f["metrics/train_loss"].attrs["units"] == "nats"
+        assert h5py.check_string_dtype(f["status"].dtype).length is None  # variable-length
+        order = json.loads(f["weights"].attrs["order"])
+    run = Run(path)
+    assert run.status == "complete" and list(run.state_dict(1)) == order
+    assert order[:2] == ["1.weight", "1.bias"]  # module order, not HDF5's sorted names
