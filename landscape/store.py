@@ -458,6 +458,29 @@ class Run:
     def _file(self) -> h5py.File:
         return _open_run_file(self.path)
 
+    def dataset(self, *, device: torch.device | str = "cpu"):
+        """The exact data this run trained and was measured on (a data.Dataset: train, val and
+        test splits with noisy and clean labels), rebuilt from the recorded config: a synthetic
+        draw is deterministic in config.data.seed (numpy SeedSequence(seed).spawn(3) gives the
+        train, validation and test generators; each draws its points, then its label flips),
+        an image set is re-read from `data_dir` and split by the same seeded permutation. The
+        flipped labels are checked against the ones the file recorded (/data/flipped_<split>)."""
+        from . import data
+
+        dataset = data.load(self.config.data, device=device, dtype=getattr(torch, self.config.dtype),
+                            data_dir=self.data_dir)
+        with self._file() as f:
+            for split in ("train", "val", "test"):
+                key = f"data/flipped_{split}"
+                if key in f:
+                    stored = np.sort(self._read(f, key))
+                    if not np.array_equal(stored, np.flatnonzero(
+                            dataset.split(split).flipped.cpu().numpy())):
+                        raise BadInput(f"{self.path}: the {split} split rebuilt from the config "
+                                       "is not the one the run trained on (its flipped labels "
+                                       "differ): other data files or another version's generator")
+        return dataset
+
     def metrics(self) -> dict[str, np.ndarray]:
         """Every metric, rows 0..epochs_done; a missing one is bad input, not a KeyError."""
         rows = slice(0, self.epochs_done + 1)

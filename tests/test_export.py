@@ -50,3 +50,16 @@ def test_run_files_describe_themselves(tmp_path):
     run = Run(path)
     assert run.status == "complete" and list(run.state_dict(1)) == order
     assert order[:2] == ["1.weight", "1.bias"]  # module order, not HDF5's sorted names
+
+
+def test_a_run_rebuilds_the_exact_data_it_trained_on(tmp_path):
+    from landscape import data
+
+    config = tiny_config(epochs=1, noise=0.2)
+    path = train([config], out=tmp_path).paths[0]
+    rebuilt = Run(path).dataset()
+    fresh = data.load(config.resolved().data)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(rebuilt.split(split).x.numpy(), fresh.split(split).x.numpy())
+        np.testing.assert_array_equal(rebuilt.split(split).y.numpy(), fresh.split(split).y.numpy())
+    assert int(rebuilt.train.flipped.sum()) == 8  # floor(40 * 0.2), as recorded in the file
