@@ -1,5 +1,7 @@
-"""Whole-data evaluation for every measurement: mean loss, accuracy and gradients of one or many
-parameter sets of one architecture, per-sample losses, and how many rows and models at once.
+"""Whole-data evaluation for the trainer and every measurement: mean loss, accuracy and gradients
+of one or many parameter sets of one architecture (mean_loss), the trainer's per-epoch split
+metrics with clean-label and flipped-point accuracy (split_metrics), per-sample losses, and how
+many rows and models at once.
 
 Data come from a Source (sources.py): our in-memory splits, a user's tensors or a DataLoader. One
 rule sizes a chunk of rows (`rows_for`): the device's evaluation budget (ensemble.eval_numbers)
@@ -26,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .config import ModelConfig
-from .ensemble import Ensemble, auto_chunk_size, chunk_rows
+from .ensemble import Ensemble, MemberData, auto_chunk_size, chunk_rows
 from .flooding import Loss, per_sample_loss, predictions
 from .progress import progress_bar
 from .sources import Source
@@ -133,3 +135,29 @@ def sample_losses(model: nn.Module, state: Mapping[str, torch.Tensor], source: S
             logits = functional_call(model, dict(state), (x,))
             out.append(per_sample_loss(logits, y, loss).double().cpu())
     return torch.cat(out).numpy()
+
+
+@torch.inference_mode()
+def split_metrics(ensemble: Ensemble, data: MemberData, split: str, loss: str, chunk: int,
+             members: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The trainer's per-epoch measure: every member's (or the indexed members') loss and
+    accuracy on a whole split of its own data draw, on the labels trained with and the clean
+    ones, and the accuracy on the flipped points, in chunks of rows: name -> [K] (or [K'])."""
+    ensemble.train(False)
+    n = data.size(split)
+    totals = {m: 0.0 for m in ("loss", "acc", "loss_clean", "acc_clean", "hits_flipped")}
+    for start in range(0, n, chunk):
+        x, y, y_clean = data.rows(split, slice(start, start + chunk), members)  # y: [c] or [K, c]
+        logits = ensemble.forward(x, shared=data.shared, members=members)      # [K, c, C]
+        logits = logits.to(x.dtype)  # bf16 under --amp: losses in the run's dtype
+        pred = predictions(logits, loss)                           # [K, c]
+        totals["loss"] = totals["loss"] + per_sample_loss(logits, y, loss).sum(-1)
+        totals["loss_clean"] = totals["loss_clean"] + per_sample_loss(logits, y_clean, loss).sum(-1)
+        totals["acc"] = totals["acc"] + (pred == y).sum(-1)
+        totals["acc_clean"] = totals["acc_clean"] + (pred == y_clean).sum(-1)
+        totals["hits_flipped"] = totals["hits_flipped"] + ((pred == y) & (y != y_clean)).sum(-1)
+    out = {k: v / n for k, v in totals.items() if k != "hits_flipped"}
+    n_flipped = data.flipped(split, members)                       # [K]
+    out["acc_flipped"] = torch.where(n_flipped > 0, totals["hits_flipped"] / n_flipped.clamp(min=1),
+                                     math.nan)
+    return {k: v.to(torch.float64) for k, v in out.items()}

@@ -21,7 +21,8 @@ from .data.augment import random_crop_flip
 from .device import autocast, channels_last
 from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
                        optimizer_state_of)
-from .flooding import flooded_objective, per_sample_loss, predictions
+from .evaluation import split_metrics
+from .flooding import flooded_objective, per_sample_loss
 from .models import build_model, output_units
 from .progress import progress_bar
 from .schedule import AdaptiveRule, LevelState, update
@@ -79,44 +80,19 @@ def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim
         return cls(params, **kwargs)
 
 
-@torch.inference_mode()
-def evaluate(ensemble: Ensemble, data: MemberData, split: str, loss: str, chunk: int,
-             members: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Every member's (or the indexed members') loss and accuracy on a whole split, in chunks of
-    rows: name -> [K] (or [K'])."""
-    ensemble.train(False)
-    n = data.size(split)
-    totals = {m: 0.0 for m in ("loss", "acc", "loss_clean", "acc_clean", "hits_flipped")}
-    for start in range(0, n, chunk):
-        x, y, y_clean = data.rows(split, slice(start, start + chunk), members)  # y: [c] or [K, c]
-        logits = ensemble.forward(x, shared=data.shared, members=members)      # [K, c, C]
-        logits = logits.to(x.dtype)  # bf16 under --amp: losses in the run's dtype
-        pred = predictions(logits, loss)                           # [K, c]
-        totals["loss"] = totals["loss"] + per_sample_loss(logits, y, loss).sum(-1)
-        totals["loss_clean"] = totals["loss_clean"] + per_sample_loss(logits, y_clean, loss).sum(-1)
-        totals["acc"] = totals["acc"] + (pred == y).sum(-1)
-        totals["acc_clean"] = totals["acc_clean"] + (pred == y_clean).sum(-1)
-        totals["hits_flipped"] = totals["hits_flipped"] + ((pred == y) & (y != y_clean)).sum(-1)
-    out = {k: v / n for k, v in totals.items() if k != "hits_flipped"}
-    n_flipped = data.flipped(split, members)                       # [K]
-    out["acc_flipped"] = torch.where(n_flipped > 0, totals["hits_flipped"] / n_flipped.clamp(min=1),
-                                     math.nan)
-    return {k: v.to(torch.float64) for k, v in out.items()}
-
-
 def measure(ensemble: Ensemble, data: MemberData, config: RunConfig, chunk: int,
             want_test: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
     """Metrics of every split: name -> [K] (CPU, float64). The test split is measured only for the
     members `want_test(val_acc)` [K] selects; NaN for the others."""
     out: dict[str, torch.Tensor] = {}
     for split in ("train", "val"):
-        for m, v in evaluate(ensemble, data, split, config.objective.loss, chunk).items():
+        for m, v in split_metrics(ensemble, data, split, config.objective.loss, chunk).items():
             out[f"{split}_{m}"] = v.cpu()
     need = want_test(out["val_acc"])
     # Only the members that need it: in a stacked sweep the test set (20,000 points for the
     # synthetic sets) costs ~100 training steps, and members reach new bests at different epochs.
     members = None if need.all() else need.nonzero().flatten().to(data.which.device)
-    test = (evaluate(ensemble, data, "test", config.objective.loss, chunk, members)
+    test = (split_metrics(ensemble, data, "test", config.objective.loss, chunk, members)
             if bool(need.any()) else {})
     for m in SPLIT_METRICS:
         out[f"test_{m}"] = torch.full(need.shape, math.nan, dtype=torch.float64)
