@@ -74,9 +74,10 @@ def installed_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
     return result
 
 
-def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkeypatch) -> None:
+def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkeypatch,
+                      **execution) -> None:
     """`train` stopped by KeyboardInterrupt after `commits` run-file epoch commits: what killing
-    it between two commits leaves behind."""
+    it between two commits leaves behind. `execution`: further Execution fields."""
     write_epoch, done = RunWriter.write_epoch, []
 
     def interrupted(self, epoch, *args, **kwargs):
@@ -87,7 +88,8 @@ def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkey
 
     monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(configs, out=out, execution=Execution(ensemble=ensemble, progress=False))
+        train(configs, out=out, execution=Execution(ensemble=ensemble, progress=False,
+                                                    **execution))
     monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tiny_config, train_interrupted
 from landscape.config import Execution, OptimConfig
 from landscape.store import Run, RunWriter
 from landscape.sweep import expand, train
@@ -23,29 +23,14 @@ def _sgd_sweep():
     return expand(base, [0.0, 0.2], [0, 1])
 
 
-def _kill_after(commits: int, monkeypatch):
-    write_epoch, done = RunWriter.write_epoch, []
-
-    def interrupted(self, epoch, *args, **kwargs):
-        if len(done) == commits:
-            raise KeyboardInterrupt
-        done.append(epoch)
-        return write_epoch(self, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
-    return lambda: monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
-
-
 @pytest.mark.parametrize("ensemble", ["off", "4"])
 def test_sgd_momentum_resumes_bit_for_bit_from_the_last_checkpoint(tmp_path, monkeypatch, ensemble):
     configs = _sgd_sweep()
     reference = train(configs, out=tmp_path / "ref",
                       execution=Execution(ensemble=ensemble, progress=False, checkpoint_every=0))
-    restore = _kill_after(4 * 6 + 2 if ensemble == "4" else 6, monkeypatch)  # after epoch 5
-    with pytest.raises(KeyboardInterrupt):
-        train(configs, out=tmp_path / "cut",
-              execution=Execution(ensemble=ensemble, progress=False, checkpoint_every=NEVER))
-    restore()
+    train_interrupted(configs, tmp_path / "cut", commits=4 * 6 + 2 if ensemble == "4" else 6,
+                      ensemble=ensemble, monkeypatch=monkeypatch,
+                      checkpoint_every=NEVER)  # killed after epoch 5
     first = Run(sorted((tmp_path / "cut").rglob("*.h5"))[0])
     assert first.epochs_done >= 5 and first.resume_epochs == (0, 3)  # metrics ahead of the state
     train(configs, out=tmp_path / "cut", resume=True,
