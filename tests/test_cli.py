@@ -126,6 +126,10 @@ def test_the_installed_command_trains_and_reads_a_run(tmp_path):
                                   ["mse", "r.h5", "--flood-grid", "0:inf:0.1"],
                                   ["mse", "a.h5", "b.h5"],
                                   ["memorization", "runs", "--format", "gif"],
+                                  ["flatness", "--model", "m:f", "--weights", "w.pt", "--data",
+                                   "m:d", "--points", "1"],
+                                  ["sharpness", "--model", "m:f", "--weights", "w.pt", "--data",
+                                   "m:d", "--probes", "0"],
                                   ["table", "runs", "--format", "xls"]])
 def test_help_and_bad_options_are_answered_without_importing_torch(argv):
     """torch takes seconds to import: --help and a mistyped option must not wait for it."""

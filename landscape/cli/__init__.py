@@ -180,9 +180,10 @@ def normalization_options(command):
 
 def model_options(command):
     """--model, --weights, --data and --loss: analyse a user's own model and checkpoint files
-    instead of run files. The command gets `paths` (run files) and `checkpoints` (a
-    usermodel.Checkpoints, or None); with --model, further PATHS are more weight files (what a
-    shell makes of `--weights ckpt/*.pt`)."""
+    instead of run files. The command gets `paths` (run files) and `checkpoints` (None, or a
+    function returning the usermodel.Checkpoints, to call after its own options are checked);
+    with --model, further PATHS are more weight files (what a shell makes of `--weights
+    ckpt/*.pt`)."""
 
     @functools.wraps(command)
     def wrapped(*args, paths, model, weights, user_data, loss, **kwargs):
@@ -198,10 +199,12 @@ def model_options(command):
         if len(given) < 3:
             missing = [n for n in ("--model", "--weights", "--data") if n not in given]
             raise BadInput(f"{', '.join(given)} also needs {' and '.join(missing)}")
-        from ..usermodel import open_checkpoints
+        def opened():  # called once the command's own options are checked: no torch before
+            from ..usermodel import open_checkpoints
 
-        return command(*args, paths=(), checkpoints=open_checkpoints(
-            model, list(weights) + list(paths), user_data, loss), **kwargs)
+            return open_checkpoints(model, list(weights) + list(paths), user_data, loss)
+
+        return command(*args, paths=(), checkpoints=opened, **kwargs)
 
     for option in reversed((
             click.option("--model", metavar="MODULE:FACTORY",

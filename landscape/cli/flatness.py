@@ -87,6 +87,7 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     from ..store import open_runs
 
     if checkpoints is not None:
+        checkpoints = checkpoints()
         from ..analysis.checkpoints import checkpoint_flatness
 
         results = checkpoint_flatness(checkpoints, options, Path(out),

@@ -50,6 +50,7 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
     from ..store import open_runs
 
     if checkpoints is not None:
+        checkpoints = checkpoints()
         from ..analysis.checkpoints import checkpoint_gradnorm
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs)

@@ -76,6 +76,7 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
     from ..store import open_runs
 
     if checkpoints is not None:
+        checkpoints = checkpoints()
         from ..analysis.checkpoints import checkpoint_mse
 
         stem = Path(out) / f"{checkpoints.files[0].stem}-mse"

@@ -80,6 +80,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
     from ..store import open_runs
 
     if checkpoints is not None:
+        checkpoints = checkpoints()
         from ..analysis.checkpoints import checkpoint_sharpness
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs)
