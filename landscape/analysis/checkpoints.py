@@ -17,9 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..ensemble import Ensemble
 from ..errors import BadInput
-from ..evaluation import mean_loss, rows_of, sample_losses
+from ..evaluation import rows_of, sample_losses
 from ..progress import progress_bar
 from ..sources import Source, as_sources
 from ..usermodel import Checkpoints
@@ -98,16 +97,17 @@ def checkpoint_sharpness(ck: Checkpoints, out: str | Path,
         return Path(out)
     model, sources = _placed(ck, device)
     _need(sources, (options.split, "test"), "sharpness")
-    state = [lambda i=i: {k: v.to(device) for k, v in ck.state(i).items()}
-             for i in range(len(ck.files))]
-    values = measure_states(model, state, sources[options.split], ck.loss, options,
-                            model_config=None, progress=progress, label=ck.name)
-    test = sources["test"]
-    rows = rows_of(model, test, 1, device)
-    tested = [mean_loss(Ensemble(model, [s()], device=device, dtype=next(model.parameters()).dtype),
-                        test, ck.loss, rows)[:2] for s in state]
-    values["test_loss"] = np.array([float(loss[0]) for loss, _ in tested])
-    values["test_acc"] = np.array([float(acc[0]) for _, acc in tested])
+    parts = []
+    with progress_bar(range(len(ck.files)), enabled=progress, label=ck.name) as bar:
+        for i in bar:  # each checkpoint read once: its measures, then its test loss and accuracy
+            state = {k: v.to(device) for k, v in ck.state(i).items()}
+            part = measure_states(model, [lambda: state], sources[options.split], ck.loss,
+                                  options, model_config=None, progress=False)
+            tested = amplitudes(model, [state], {"test": sources["test"]}, ck.loss,
+                                options.normalization, splits=())
+            parts.append({**part, "test_loss": tested["test_loss"],
+                          "test_acc": tested["test_acc"]})
+    values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     attrs = {**options.attrs(), **_source_attrs(ck, identity), "objectives": ["checkpoints"]}
     return write_result(out, kind=SHARPNESS, attrs=attrs, arrays=_per_trajectory(ck, values))
 
@@ -164,7 +164,8 @@ def checkpoint_mse(ck: Checkpoints, out: str | Path, *, sample_size: int | None,
     check = check_panels(pool, train, sample_size=size, samples=samples, flood_grid=flood_grid,
                          seed=seed, progress=progress)
     attrs = {"epoch": ck.files[0].name, "samples": samples, "sample_size": size,
-             "draw_seed": seed, "run": str(ck.files[0]), "config_digest": digest(ck.files[0]),
+             "draw_seed": seed, "run": str(ck.files[0]),
+             "config_digest": identity["weights_digests"][0],
              "pool": f"the test split of the data factory ({len(pool)} points)",
              "pool_points": len(pool), "train_points": len(train),
              "loss": ck.specs["loss"], "identity": identity}
