@@ -158,16 +158,6 @@ def optimizer_layout(optim_name: str, momentum: float,
     return out
 
 
-def eval_chunk(model: ModelConfig, input_shape: tuple[int, ...], members: int, *,
-               device: torch.device | None = None) -> int:
-    """Rows evaluated at once for one of our models (chunk_rows)."""
-    if model.name.startswith("mlp"):
-        per_row = max(model.width or 1, math.prod(input_shape))
-    else:
-        per_row = 64 * math.prod(input_shape)  # conv feature maps are several times the input
-    return chunk_rows(per_row, members, device)
-
-
 def chunk_rows(per_row: int, members: int, device: torch.device | None) -> int:
     """Rows evaluated at once: bounds the members x rows x `per_row` working set (numbers one row
     occupies in the widest layer) to `eval_numbers(device, members)` numbers."""

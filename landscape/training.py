@@ -19,9 +19,9 @@ import torch
 from .config import RunConfig
 from .data.augment import random_crop_flip
 from .device import autocast, channels_last
-from .ensemble import (Ensemble, MemberData, eval_chunk, load_optimizer_states,
+from .ensemble import (Ensemble, MemberData, load_optimizer_states,
                        optimizer_state_of)
-from .evaluation import split_metrics
+from .evaluation import rows_for, split_metrics
 from .flooding import flooded_objective, per_sample_loss
 from .models import build_model, output_units
 from .progress import progress_bar
@@ -132,7 +132,7 @@ def train_group(members: list[Member], data: MemberData, *, device: torch.device
                       for m in members], device=device, dtype=dtype)
     theta = (torch.as_tensor(np.stack([m.levels for m in members])).to(device=device, dtype=dtype)
              if config.objective.kind == "adaflood" else None)             # [K, n_train]
-    chunk = eval_chunk(config.model, data.input_shape, K, device=device)
+    chunk = rows_for(template, data.input_shape, K, device)
     n_train = data.size("train")
     steps = math.ceil(n_train / batch_size)
     save_epochs = set(config.save_epochs)
