@@ -4,8 +4,9 @@ metrics with clean-label and flipped-point accuracy (split_metrics), per-sample 
 many rows and models at once.
 
 Data come from a Source (sources.py): our in-memory splits, a user's tensors or a DataLoader. One
-rule sizes a chunk of rows for the trainer and the analyses alike (`rows_for`): the device's evaluation budget (ensemble.eval_numbers)
-over members x the numbers one row occupies in the widest layer, which the module itself tells.
+rule sizes a chunk of rows for the trainer and the analyses alike (`rows_for`): the device's
+evaluation budget (ensemble.eval_numbers) over members x the numbers one row occupies in the
+widest layer, which the module itself tells.
 
 Analyses evaluate whole splits (20,000 test points for the synthetic sets), not mini-batches, so
 one model's matmuls over a cache-sized chunk of rows already keep a CPU busy at every width:
