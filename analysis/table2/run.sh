@@ -2,7 +2,9 @@
 # Table 2 of the paper with `landscape` commands only: train the sweeps over the b grid (table2.conf),
 # then print the table without and with early stopping.
 #
-#   analysis/table2/run.sh cpu                              # the CPU subset
+#   analysis/table2/run.sh cpu                              # the CPU subset: Two Gaussians
+#   analysis/table2/run.sh rest                             # Sinusoid and Spiral, 2 trials
+#   analysis/table2/run.sh demo                             # Two Gaussians 10%, --sizes demo
 #   analysis/table2/run.sh paper                            # 9 settings x 51 b x 10 trials (GPU)
 #   JOBS=2 OMP_NUM_THREADS=1 analysis/table2/run.sh cpu     # two processes of one thread each
 #
@@ -12,13 +14,15 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 scale="${1:-cpu}"
-case $scale in cpu|paper) ;; *) echo "usage: $0 [cpu|paper]" >&2; exit 2 ;; esac
+case $scale in cpu|rest|demo|paper) ;; *) echo "usage: $0 [cpu|rest|demo|paper]" >&2; exit 2 ;; esac
 source "$here/table2.conf"
 declare -n settings="SETTINGS_$scale" trials="TRIALS_$scale" split="SPLIT_$scale"
+sizes_var="SIZES_$scale"
+sizes="${!sizes_var:-paper}"
 CHECKPOINTS="${CHECKPOINTS:-checkpoints/table2-$scale}"
 JOBS="${JOBS:-1}" DEVICE="${DEVICE:-auto}" FORMAT="${FORMAT:-md}"
 
-common="--flood $FLOODS --epochs $EPOCHS --device $DEVICE --out $CHECKPOINTS --resume --quiet"
+common="--flood $FLOODS --epochs $EPOCHS --sizes $sizes --device $DEVICE --out $CHECKPOINTS --resume --quiet"
 jobs=()
 if [[ $split == yes ]]; then  # trial-major: every setting gets its first trial before a second
   for ((seed = 0; seed < trials; seed++)); do
