@@ -17,19 +17,18 @@ Where we chose (the paper leaves the auxiliary training to the user):
   batch size, number of epochs and seed, with the plain loss (b = 0), on the other folds; l_aux
   comes from its weights after the last epoch, in eval mode. (Bae et al. also fine-tune one model
   instead of training F; not offered.) Its "validation" and "test" sets are its held-out fold.
-- The folds' models train stacked as one vectorized ensemble (training.train_group, each member
+- The folds' models train stacked as one vectorized ensemble (training.epochs, each member
   on its own draw of the data); when F does not divide n, the complements differ in size by one
   and train as two stacks.
 - The auxiliary models keep no run file: their purpose is the levels, which the run file stores
   with the held-out losses and the folds under /data (`flood_levels`, `aux_losses`, `folds`, in
-  the training split's order). A run killed before its file exists retrains them (deterministic).
+  the training split's order). The planner (sweep.py) runs this phase before it makes the file;
+  a run killed before its file exists retrains them (deterministic).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 import numpy as np
 import torch
 
@@ -40,7 +39,8 @@ from .errors import WorkFailed
 from .evaluation import rows_for, sample_losses
 from .models import build_model, output_units
 from .sources import as_source
-from .training import Member, train_group
+from .progress import progress_bar
+from .training import Start, epochs
 
 FOLD_STREAM = 0xADA  # the fold draw's own stream of the run's seed
 
@@ -78,29 +78,6 @@ def fold_data(dataset: Dataset, folds: np.ndarray, f: int) -> Dataset:
                    test=held_out, num_classes=dataset.num_classes)
 
 
-class FinalState:
-    """Stands in for a RunWriter: an auxiliary model keeps no file, only its last weights."""
-
-    checkpoints_every_epoch = False  # the trainer's final epoch always brings the state
-
-    def __init__(self, last_epoch: int) -> None:
-        self.last_epoch, self.state, self.path = last_epoch, None, Path("<auxiliary model>")
-
-    def write_epoch(self, epoch: int, metrics, *, model_state=None, optim_state=None,
-                    snapshot=None) -> None:
-        if epoch == self.last_epoch:
-            self.state = {k: v.detach().clone() for k, v in model_state.items()}
-
-    def write_metrics(self, epoch: int, metrics) -> None:
-        pass
-
-    def set_status(self, status: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.device,
                      progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(held-out losses [n_train], folds [n_train]) of a resolved AdaFlood config."""
@@ -117,16 +94,17 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
     rows = rows_for(template, dataset.input_shape, 1, device)
     losses = np.empty(n)
     for fs in stacks.values():
-        members = [Member(aux, FinalState(aux.optim.epochs)) for _ in fs]
-        statuses = train_group(members, MemberData([draws[f] for f in fs], range(len(fs))),
-                               device=device, progress=progress,
-                               label=f"{config.name}: auxiliary models {fs}",
-                               checkpoint_every=math.inf)  # only the last epoch's weights count
-        if "diverged" in statuses:
-            raise WorkFailed(f"{config.name}: an AdaFlood auxiliary model diverged (NaN/inf loss)")
-        for f, m in zip(fs, members):
+        trained = epochs([Start(aux) for _ in fs], MemberData([draws[f] for f in fs],
+                                                              range(len(fs))), device=device)
+        with progress_bar(trained, enabled=progress, length=aux.optim.epochs + 1,
+                          label=f"{config.name}: auxiliary models {fs}") as measured:
+            for epoch in measured:
+                if epoch.diverged.any():
+                    raise WorkFailed(f"{config.name}: an AdaFlood auxiliary model diverged "
+                                     "(NaN/inf loss)")
+        for k, f in enumerate(fs):  # the last epoch's weights: the generator's group holds them
             held_out = as_source(draws[f].val, device=device, dtype=None)
-            losses[folds == f] = sample_losses(template, m.writer.state, held_out,
+            losses[folds == f] = sample_losses(template, epoch.group.member_state(k), held_out,
                                                aux.objective.loss, rows)
     return losses, folds
 

@@ -346,6 +346,13 @@ def check_save_policy(policy: str, epochs: int) -> None:
         raise BadInput(f"malformed save policy {policy!r}: epochs must be integers") from None
 
 
+# (save policy, test policy) where a RunConfig leaves them None: a sweep's members keep only the
+# last epoch's parameters and measure the test set where validation accuracy reaches a new best
+# (at saved and final epochs too: what tables need); a single run keeps every 10th epoch and
+# measures the test set every epoch (what learning curves need).
+RUN_DEFAULTS = {"single": ("every:10", "every"), "sweep": ("last", "best")}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers. Serialized into the run file's root attributes."""
@@ -356,15 +363,19 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0                  # initialization and batch order
     augment: bool = False          # random crop (pad 4) + horizontal flip, image sets only
-    save: str = "every:10"         # see save_epochs()
-    eval_test: Literal["every", "best"] = "every"
+    # None: resolved() chooses by the number of runs (RUN_DEFAULTS): a sweep keeps the last
+    # epoch's parameters and tests where validation improves, a single run more.
+    save: str | None = None        # see save_epochs()
+    eval_test: Literal["every", "best"] | None = None
     dtype: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        _choice(self.eval_test, ("every", "best"), "test evaluation policy")
+        if self.eval_test is not None:
+            _choice(self.eval_test, ("every", "best"), "test evaluation policy")
         _choice(self.dtype, ("float32", "float64"), "dtype")
-        check_save_policy(self.save, self.epochs)
+        if self.save is not None:
+            check_save_policy(self.save, self.epochs)
         _check(not (self.augment and self.data.name in SYNTHETIC),
                "--augment applies to image data sets only")
         loss = self.objective.loss
@@ -378,13 +389,15 @@ class RunConfig:
                f"--adaflood-folds {folds} is more than the {n_train} training points (each fold "
                "holds out at least one)")
 
-    def resolved(self) -> RunConfig:
-        """The same config with every data-set-dependent default made explicit: the paper's
-        model, optimizer, learning rate, momentum, batch size and epochs (PAPER_DEFAULTS,
-        docs/settings.md) where they were left None, the data set's sizes, the loss."""
+    def resolved(self, *, sweep: bool = False) -> RunConfig:
+        """The same config with every default made explicit: the paper's model, optimizer,
+        learning rate, momentum, batch size and epochs (PAPER_DEFAULTS, docs/settings.md) where
+        they were left None, the data set's sizes, the loss, and the save and test policies of
+        a single run or of a member of a sweep (RUN_DEFAULTS)."""
         loss = self.objective.loss or ("logistic" if self.data.num_classes == 2 else "ce")
+        save, eval_test = RUN_DEFAULTS["sweep" if sweep else "single"]
         return dataclasses.replace(
-            self,
+            self, save=self.save or save, eval_test=self.eval_test or eval_test,
             data=self.data.resolved(augment=self.augment),
             model=self.model.resolved(self.data.name),
             objective=self.objective.resolved(loss),
@@ -399,6 +412,7 @@ class RunConfig:
     @property
     def save_epochs(self) -> tuple[int, ...]:
         """The epochs whose parameters the run keeps: the save policy resolved."""
+        assert self.save is not None, "an unresolved RunConfig (resolved() fills the save policy)"
         return save_epochs(self.save, self.epochs)
 
     @property
@@ -461,7 +475,8 @@ class Execution:
     amp: str = "off"               # off | bf16
     compile: bool = False
     # Seconds between resume states (model and optimizer) written to run files; metrics are
-    # committed every epoch, the state also at saved and final epochs. 0: every epoch.
+    # committed every few seconds (recording.py), the state also at saved and final epochs.
+    # 0: every epoch, metrics too.
     checkpoint_every: float = 60.0
 
     def __post_init__(self) -> None:

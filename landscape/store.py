@@ -22,12 +22,13 @@ Layout (format "landscape-run", version 2; docs/run-files.md documents it for ot
     /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
 Crash safety: every dataset is created and its space allocated when the file is made (under a
-fresh temporary name created exclusively, then linked to its name: files.py). An epoch then only writes raw data into allocated space and
-finishes by writing /epochs_done, an 8-byte write that commits it; no HDF5 metadata changes after
-creation. Metrics are committed every epoch; the resume state (model and optimizer) only at the
-epochs the trainer checkpoints (an interval in seconds, saved and final epochs), into the slot not
-holding the latest one, which is marked -1 while it is written. Killing the trainer loses at most
-the epochs since the last checkpoint: resuming recomputes them, to the same numbers.
+fresh temporary name created exclusively, then linked to its name: files.py). A commit then only
+writes raw data into allocated space and finishes by writing /epochs_done, an 8-byte write that
+commits it; no HDF5 metadata changes after creation. The trainer (recording.py) commits metric
+rows in blocks every few seconds, and the resume state (model and optimizer) only at its
+checkpoints (an interval in seconds, saved and final epochs), into the slot not holding the latest
+one, which is marked -1 while it is written. Killing the trainer loses at most the epochs since
+the last checkpoint: resuming recomputes them, to the same numbers.
 
 Space: a new file's arrays must fit in the free space, and their blocks are reserved when the
 file is made (posix_fallocate), so a disk filling up later cannot fail an epoch's write.
@@ -101,7 +102,7 @@ def _checked(group: h5py.Group, name: str, data: np.ndarray, chunks: bool | tupl
         group.create_dataset(name, data=data)
 
 
-# Rows of a metric per chunk: a chunk is rewritten (whole, with its checksum) at every epoch, and
+# Rows of a metric per chunk: a chunk is rewritten (whole, with its checksum) at every commit, and
 # 64 rows keep that write within a page or two.
 METRIC_CHUNK = 64
 
@@ -205,20 +206,44 @@ def resume_slots(f: h5py.File, epochs_done: int) -> list[int]:
     return slots
 
 
-class _Row:
-    """One element of a 1-D dataset, written through HDF5's low-level call: h5py's indexing
-    costs ~0.4 ms a write, which for small stacked models was most of an epoch."""
+class _Rows:
+    """Consecutive elements of a 1-D dataset, written through HDF5's low-level call: h5py's
+    indexing costs ~0.4 ms a write, which for small stacked models was most of an epoch."""
 
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.id = dataset.id
         self.space = dataset.id.get_space()
-        self.memory = h5py.h5s.create_simple((1,))
-        self.buffer = np.zeros(1, dtype=dataset.dtype)
 
-    def write(self, index: int, value: float) -> None:
-        self.space.select_hyperslab((index,), (1,))
-        self.buffer[0] = value
-        self.id.write(self.memory, self.space, self.buffer)
+    def write(self, first: int, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        self.space.select_hyperslab((first,), (len(values),))
+        self.id.write(h5py.h5s.create_simple((len(values),)), self.space, values)
+
+
+def _put(dataset: h5py.Dataset, values, slot: int | None = None) -> None:
+    """Write a whole dataset (or its slot `slot` along the first axis) through HDF5's low-level
+    call, which costs a tenth of h5py's indexing for the small tensors of small models."""
+    values = np.asarray(_to_numpy(values), dtype=dataset.dtype, order="C")  # keeps 0-d as 0-d
+    if slot is None:
+        dataset.id.write(h5py.h5s.ALL, h5py.h5s.ALL, values)
+        return
+    space = dataset.id.get_space()
+    space.select_hyperslab((slot,) + (0,) * values.ndim, (1,) + values.shape)
+    dataset.id.write(h5py.h5s.create_simple((1,) + values.shape), space, values)
+
+
+class _Datasets(dict):
+    """A file's datasets by path, each looked up once, when first used: h5py's path lookups cost
+    more than a small model's epoch, and most of a file's datasets (the resume slots) are needed
+    only at checkpoints."""
+
+    def __init__(self, file: h5py.File) -> None:
+        super().__init__()
+        self.file = file
+
+    def __missing__(self, name: str) -> h5py.Dataset:
+        self[name] = dataset = self.file[name]
+        return dataset
 
 
 class RunWriter:
@@ -234,12 +259,8 @@ class RunWriter:
             self.lock.release()
             raise os_error(err, self.path) from None
         self.saved_epochs = [int(e) for e in self.file["weights/epochs"][()]]
-        # Dataset handles looked up once: h5py's path lookups cost more than a small model's epoch.
-        self._datasets: dict[str, h5py.Dataset] = {}
-        self.file.visititems(lambda name, obj: self._datasets.__setitem__(name, obj)
-                             if isinstance(obj, h5py.Dataset) else None)
-        self._rows = {name[len("metrics/"):]: _Row(ds) for name, ds in self._datasets.items()
-                      if name.startswith("metrics/")}
+        self._datasets = _Datasets(self.file)
+        self._rows = {name: _Rows(self.file[f"metrics/{name}"]) for name in self.file["metrics"]}
         # A version-1 file keeps its layout: its resume state is written every epoch, slot e % 2.
         self.version = int(self.file.attrs["format_version"])
         self.slots = resume_slots(self.file, int(self.file["epochs_done"][()]))
@@ -256,39 +277,37 @@ class RunWriter:
         if self.version >= 2:
             self._datasets["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
 
-    def write_epoch(self, epoch: int, metrics: Mapping[str, float], *,
-                    model_state: Mapping[str, torch.Tensor] | None = None,
-                    optim_state: Mapping[str, torch.Tensor] | None = None,
-                    snapshot: tuple[int, int, float, Mapping[str, torch.Tensor]] | None = None
-                    ) -> None:
-        """Write epoch `epoch`'s row, its weights (a saved epoch), the snapshot (if taken this
-        epoch) and, given `optim_state`, the resume state (a checkpoint); then commit it. The
-        model state is needed at saved epochs and checkpoints, and every epoch of a version-1 file."""
+    def commit(self, epoch: int, rows: Mapping[str, np.ndarray], *, first: int,
+               weights: Mapping[str, torch.Tensor] | None = None,
+               resume: tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
+               snapshot: Snapshot | None = None) -> None:
+        """Write the metric rows of epochs first..epoch, the weights of `epoch` (a saved epoch),
+        the snapshot and the resume state (model, optimizer) after `epoch` (a checkpoint); then
+        commit them: epochs_done = epoch. A version-1 file needs the resume state every epoch."""
         try:
-            self._write_epoch(epoch, metrics, model_state, optim_state, snapshot)
-        except OSError as err:  # a full disk: the epoch stays uncommitted
+            self._commit(epoch, rows, first, weights, resume, snapshot)
+        except OSError as err:  # a full disk: the epochs stay uncommitted
             raise os_error(err, self.path) from None
 
-    def _write_epoch(self, epoch, metrics, model_state, optim_state, snapshot) -> None:
+    def _commit(self, epoch, rows, first, weights, resume, snapshot) -> None:
         d = self._datasets
         if self.checkpoints_every_epoch:
-            assert optim_state is not None, "a version-1 file needs its resume state every epoch"
-        self.write_metrics(epoch, metrics)
-        if epoch in self.saved_epochs:
+            assert resume is not None, "a version-1 file needs its resume state every epoch"
+        self._write_rows(first, rows)
+        if weights is not None:
             slot = self.saved_epochs.index(epoch)
-            for key, tensor in model_state.items():
-                d[f"weights/{key}"][slot] = _to_numpy(tensor)
+            for key, tensor in weights.items():
+                _put(d[f"weights/{key}"], tensor, slot)
         if snapshot is not None:
-            step, snap_epoch, batch_loss, state = snapshot
-            for key, tensor in state.items():
-                d[f"snapshot/state/{key}"][...] = _to_numpy(tensor)
-            d["snapshot/epoch"][()] = snap_epoch
-            d["snapshot/batch_loss"][()] = batch_loss
-            d["snapshot/step"][()] = step
-        if optim_state is not None:
-            self._write_resume(epoch, model_state, optim_state)
+            for key, tensor in snapshot.state.items():
+                _put(d[f"snapshot/state/{key}"], tensor)
+            _put(d["snapshot/epoch"], snapshot.epoch)
+            _put(d["snapshot/batch_loss"], snapshot.batch_loss)
+            _put(d["snapshot/step"], snapshot.step)
+        if resume is not None:
+            self._write_resume(epoch, *resume)
         self.file.flush()
-        d["epochs_done"][()] = epoch  # the commit
+        _put(d["epochs_done"], epoch)  # the commit
         self.file.flush()
 
     def _write_resume(self, epoch, model_state, optim_state) -> None:
@@ -298,23 +317,26 @@ class RunWriter:
         else:  # the slot not holding the latest state, marked empty until it is whole
             slot = 0 if self.slots[0] <= self.slots[1] else 1  # every epoch: slot e % 2, as v1
             self.slots[slot] = -1
-            d["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
+            _put(d["resume/epochs"], self.slots)
             self.file.flush()
         for prefix, state in (("model", model_state), ("optim", optim_state)):
             for key, tensor in state.items():
-                d[f"resume/slot{slot}/{prefix}/{key}"][...] = _to_numpy(tensor)
+                _put(d[f"resume/slot{slot}/{prefix}/{key}"], tensor)
         self.slots[slot] = epoch
         if self.version >= 2:
             self.file.flush()  # the state is whole before its slot names it
-            d["resume/epochs"][...] = np.asarray(self.slots, dtype=np.int64)
+            _put(d["resume/epochs"], self.slots)
+
+    def _write_rows(self, first: int, rows: Mapping[str, np.ndarray]) -> None:
+        for name, values in rows.items():
+            writer = self._rows.get(name)
+            if writer is not None and len(values):  # a file made before a metric existed
+                writer.write(first, values)         # continues without it
 
     def write_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """An epoch's metrics, uncommitted (write_epoch commits; a diverged epoch stays so)."""
+        """An epoch's metrics, uncommitted (a diverged epoch stays so; `commit` commits)."""
         try:
-            for name, value in metrics.items():
-                row = self._rows.get(name)
-                if row is not None:  # a file made before a metric existed continues without it
-                    row.write(epoch, value)
+            self._write_rows(epoch, {name: np.array([v]) for name, v in metrics.items()})
         except OSError as err:
             raise os_error(err, self.path) from None
 
@@ -572,7 +594,7 @@ def _open_run_file(path: Path) -> h5py.File:
     try:
         # Without HDF5's lock, which would block a writer (files.py). The trainer writes only raw
         # data into allocated space and commits by /epochs_done, written last: what a reader sees
-        # is consistent after every epoch.
+        # is consistent at every commit.
         f = h5py.File(path, "r", locking=False)
     except OSError as err:
         raise BadInput(f"{path} is not a readable HDF5 file (corrupt or truncated?): "

@@ -26,10 +26,12 @@ from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, free_memory
                        memory_limit, optimizer_layout)
 from .errors import BadInput
 from .files import check_name, make_folder
+from .progress import progress_bar
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
+from .recording import record
 from .store import Run, RunWriter, being_written, create_run, layout_of, write_sweep_index
-from .training import METRIC_NAMES, Member, train_group
+from .training import METRIC_NAMES, Start, epochs
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -
     if run.status == "complete":
         if resume:
             return "skip"
-        raise BadInput(f"{path} is a finished run; pass --overwrite to retrain it")
+        raise BadInput(f"{path} is a finished run; pass --resume to keep it (finished runs are "
+                       "skipped) or --overwrite to retrain it")
     if run.status == "diverged":
         raise BadInput(f"{path} diverged at epoch {run.epochs_done + 1}; pass --overwrite to "
                        "retrain it")
@@ -128,34 +131,49 @@ def _common_starts(chunk: list[tuple[Path, RunConfig, str]]) -> list[list[tuple]
     return list(by_start.values())
 
 
-def _member(path: Path, config: RunConfig, start: int) -> Member:
-    """The member continuing `path` after epoch `start` (its last committed one, or the one
+def _start(path: Path, config: RunConfig, start: int) -> Start:
+    """Where the member of `path` begins: after epoch `start` (its latest checkpoint, or the one
     before), or afresh for start -1."""
-    writer = RunWriter(path)
-    try:
-        return _resumed(writer, config, start)
-    except BaseException:
-        writer.close()
-        raise
-
-
-def _resumed(writer: RunWriter, config: RunConfig, start: int) -> Member:
-    run = Run(writer.path)
-    levels = run.data_array("flood_levels") if config.objective.kind == "adaflood" else None
-    writer.resume_from(start)
+    adaflood = config.objective.kind == "adaflood"
+    if start < 0 and not adaflood:
+        return Start(config)
+    run = Run(path)
+    levels = run.data_array("flood_levels") if adaflood else None
     if start < 0:
-        return Member(config, writer, levels=levels)
+        return Start(config, levels=levels)
     model_state, optim_state = run.resume_state(start)
     metrics = {k: v[:start + 1] for k, v in run.metrics().items()}
     val_acc = metrics["val_acc"]
     snapshot = run.snapshot()
-    return Member(config, writer, start_epoch=start, fresh=False,
-                  model_state=model_state, optim_state=optim_state if start > 0 else None,
-                  best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
-                  snapshot_taken=(snapshot is not None and snapshot.epoch <= start
-                                  or not run.snapshot_slot),
-                  levels=levels,
-                  schedule=resume_state(config.objective, metrics))
+    return Start(config, epoch=start, fresh=False,
+                 model_state=model_state, optim_state=optim_state if start > 0 else None,
+                 best_val=float(np.nanmax(val_acc)) if np.isfinite(val_acc).any() else -np.inf,
+                 snapshot_taken=(snapshot is not None and snapshot.epoch <= start
+                                 or not run.snapshot_slot),
+                 levels=levels,
+                 schedule=resume_state(config.objective, metrics))
+
+
+def _train_part(part: list[tuple[Path, RunConfig, int]], data: MemberData, execution: Execution,
+                device: torch.device, *, progress: bool, label: str) -> list[str]:
+    """Train members that continue from one epoch together, writing their files; their statuses."""
+    starts: list[Start] = []
+    writers: list[RunWriter] = []
+    try:
+        for path, config, start in part:
+            writers.append(RunWriter(path))  # its lock first: no other process writes it now
+            starts.append(_start(path, config, start))
+            writers[-1].resume_from(start)
+        last = part[0][1].optim.epochs
+        first = max(part[0][2], 0) + (0 if starts[0].fresh else 1)
+        with progress_bar(epochs(starts, data, device=device, amp=execution.amp,
+                                 compile=execution.compile), enabled=progress, label=label,
+                          length=last + 1 - first) as measured:
+            return record(measured, writers, committed=part[0][2],
+                          checkpoint_every=execution.checkpoint_every)
+    finally:
+        for writer in writers:
+            writer.close()
 
 
 def chunk_size(requested: int | None, config: RunConfig, device: torch.device) -> int:
@@ -236,7 +254,7 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     with distributed.exchange(world):
         device = distributed.rank_device(resolve_device(execution.device), world)
         requested = requested_chunk(execution.ensemble)
-        configs = [c.resolved() for c in configs]
+        configs = [c.resolved(sweep=len(configs) > 1) for c in configs]
         for c in {group_key(c): c for c in configs}.values():
             check_fits(c, device)
         folder, paths = plan_paths(configs, Path(out), name)
@@ -270,8 +288,12 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     with distributed.exchange(world) as trained:
         for p, c, a in mine:
             if a == "fresh":
-                _create(p, c, execution, datasets[(c.data, c.dtype)], device,
-                        replace=overwrite)
+                dataset = datasets[(c.data, c.dtype)]
+                # AdaFlood's auxiliary phase: the levels its run file is made with.
+                arrays = (per_sample_arrays(c, dataset, device=device,
+                                            progress=execution.progress)
+                          if c.objective.kind == "adaflood" else None)
+                _create(p, c, execution, dataset, device, arrays=arrays, replace=overwrite)
         total, done = len(mine), 0
         for chunk in chunks:
             # Files stay open only while their chunk trains.
@@ -282,19 +304,9 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
                                   [draws.index(c.data) for _, c, _ in part])
                 label = (first.name if total == 1 else
                          f"runs {done + 1}-{done + len(part)} of {total}")
-                members: list[Member] = []
-                try:
-                    for item in part:
-                        members.append(_member(*item))
-                    for m, status in zip(members, train_group(members, data, device=device,
-                                                              progress=progress, label=label,
-                                                              amp=execution.amp,
-                                                              compile=execution.compile,
-                                                              checkpoint_every=execution.checkpoint_every)):
-                        statuses[m.path] = status
-                finally:
-                    for m in members:
-                        m.writer.close()
+                for (p, _, _), status in zip(part, _train_part(part, data, execution, device,
+                                                               progress=progress, label=label)):
+                    statuses[p] = status
                 done += len(part)
         trained.value = statuses
     for part in trained.values:
@@ -303,9 +315,11 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
 
 
 def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_module.Dataset,
-            device: torch.device, *, replace: bool) -> None:
-    """Make the run file. Unless `replace`, another process that made it meanwhile (e.g. during
-    AdaFlood's auxiliary training) makes this bad input instead of losing one of the two."""
+            device: torch.device, *, arrays: dict[str, np.ndarray] | None, replace: bool
+            ) -> None:
+    """Make the run file, with `arrays` under /data. Unless `replace`, another process that made
+    it meanwhile (e.g. during AdaFlood's auxiliary training) makes this bad input instead of
+    losing one of the two."""
     model = build_model(config.model, dataset.input_shape,
                         output_units(dataset.num_classes, config.objective.loss))
     model = model.to(getattr(torch, config.dtype))
@@ -313,8 +327,6 @@ def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_m
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
                for s in ("train", "val", "test")}
-    arrays = (per_sample_arrays(config, dataset, device=device, progress=execution.progress)
-              if config.objective.kind == "adaflood" else None)
     create_run(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
                model_layout=layout_of(state),
                optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(

@@ -15,6 +15,7 @@ import torch
 import landscape
 from landscape.cli import commands
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
+from landscape import recording
 from landscape.store import RunWriter
 from landscape.sweep import train
 
@@ -30,7 +31,7 @@ def tiny_config(*, data: str = "two_gaussians", noise: float = 0.1, flood: float
         data=DataConfig(data, noise=noise, n_train=40, n_val=20, n_test=200, seed=seed),
         model=ModelConfig("mlp", depth=depth, width=width),
         optim=OptimConfig(epochs=epochs, batch_size=16, lr=1e-2),
-        seed=seed, save="all")
+        seed=seed, save="all", eval_test="every")
     config = dataclasses.replace(config, objective=dataclasses.replace(config.objective,
                                                                        flood=flood))
     return dataclasses.replace(config, **overrides)
@@ -78,19 +79,20 @@ def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkey
                       **execution) -> None:
     """`train` stopped by KeyboardInterrupt after `commits` run-file epoch commits: what killing
     it between two commits leaves behind. `execution`: further Execution fields."""
-    write_epoch, done = RunWriter.write_epoch, []
+    write, done = RunWriter.commit, []
 
     def interrupted(self, epoch, *args, **kwargs):
         if len(done) == commits:
             raise KeyboardInterrupt
         done.append(epoch)
-        return write_epoch(self, epoch, *args, **kwargs)
+        return write(self, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(RunWriter, "write_epoch", interrupted)
+    monkeypatch.setattr(recording, "METRICS_EVERY", 0)  # a commit every epoch
+    monkeypatch.setattr(RunWriter, "commit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(configs, out=out, execution=Execution(ensemble=ensemble, progress=False,
                                                     **execution))
-    monkeypatch.setattr(RunWriter, "write_epoch", write_epoch)
+    monkeypatch.setattr(RunWriter, "commit", write)
 
 
 TINY_TRAIN_ARGS = ("--data", "two_gaussians", "--noise", "0.1", "--n-train", "40", "--n-val", "20",

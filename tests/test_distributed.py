@@ -164,7 +164,7 @@ def test_killed_rank_then_resume_finishes_only_what_is_missing(tmp_path):
     finished = {p: p.stat().st_mtime_ns for p, run in left.items() if run.status == "complete"}
 
     _, err = finish(start(torchrun("train", *args)), ok=False)  # bad input, alike on each rank
-    assert err.count("landscape: error:") == 2 and "--resume" in err
+    assert err.count("landscape: error:") == 2 and "--resume" in err, err
 
     finish(start(torchrun("train", *args, "--resume")))
     assert sorted(folder.iterdir()) == sorted([*plan, folder / "sweep.json"])  # no strays

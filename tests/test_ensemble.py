@@ -132,9 +132,9 @@ def test_chunks_are_balanced_and_bounded_by_memory(monkeypatch, tmp_path):
     monkeypatch.setattr(ensemble_module, "free_memory", lambda device: 2 * (
         ensemble_module.EVAL_NUMBERS * 8 + 3 * per_member + 8))
     sizes = []
-    monkeypatch.setattr("landscape.sweep.train_group",
-                        lambda members, data, **kw: sizes.append(len(members)) or
-                        ["complete"] * len(members))
+    monkeypatch.setattr("landscape.sweep._train_part",
+                        lambda part, data, *args, **kw: sizes.append(len(part)) or
+                        ["complete"] * len(part))
     train(expand(config, FLOODS, [0, 1]), out=tmp_path,
           execution=Execution(ensemble="6", progress=False))
     assert sizes == [3, 3]

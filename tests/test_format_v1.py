@@ -53,3 +53,20 @@ def test_an_unfinished_version_1_run_resumes_in_its_layout(tmp_path):
     for name, values in fresh.metrics().items():
         if name != "seconds":
             np.testing.assert_array_equal(values, resumed.metrics()[name], err_msg=name)
+
+
+def test_the_trainer_reproduces_the_first_release_bit_for_bit(tmp_path):
+    """The stored reference: the v1 sweep was written by the first release's trainer. Training its
+    configs now (one stacked chunk) gives the same metrics (float64 rows) and weights."""
+    old = [Run(p) for p in find_runs([V1 / "sweep"])]
+    new = train([run.config for run in old], out=tmp_path, execution=Execution(progress=False))
+    for before, path in zip(old, new.paths):
+        after = Run(path)
+        assert after.config == before.config and after.saved_epochs == before.saved_epochs
+        for name, values in before.metrics().items():
+            if name != "seconds":
+                np.testing.assert_array_equal(after.metrics()[name], values, err_msg=name)
+        for epoch in before.saved_epochs:
+            for key, tensor in before.state_dict(epoch).items():
+                assert torch.equal(after.state_dict(epoch)[key], tensor), (epoch, key)
+        assert (after.snapshot() is None) == (before.snapshot() is None)

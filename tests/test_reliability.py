@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from landscape import files, store
+from landscape import files, recording, store
 from landscape.errors import BadInput, WorkFailed
 from landscape.store import Run, RunWriter, write_sweep_index
 from landscape.sweep import train
@@ -76,16 +76,16 @@ def test_two_writers(tmp_path, monkeypatch):
     a run made by another process between the check and the creation is never replaced."""
     config = tiny_config(epochs=3)
     seen = []
-    write_epoch = RunWriter.write_epoch
+    write = RunWriter.commit
 
     def second_start(self, epoch, *args, **kwargs):
         if not seen:
             seen.append(_train_cli(tmp_path, "--name", self.path.stem, "--epochs", "3"))
             seen.append(_train_cli(tmp_path, "--name", self.path.stem, "--epochs", "3",
                                    "--resume"))
-        return write_epoch(self, epoch, *args, **kwargs)
+        return write(self, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(RunWriter, "write_epoch", second_start)
+    monkeypatch.setattr(RunWriter, "commit", second_start)
     first = train([config], out=tmp_path, name="r")
     assert first.statuses == ("complete",)
     for result in seen:
@@ -145,8 +145,8 @@ def _flip_byte(path, dataset, slot=0):
 @pytest.mark.parametrize("dataset, read", [
     ("metrics/train_loss", lambda run: run.metrics()),
     ("weights/1.weight", lambda run: run.state_dict(0)),
-    ("resume/slot1/model/1.weight", lambda run: run.resume_state()),
-    ("resume/slot1/optim/1.weight/exp_avg", lambda run: run.resume_state()),
+    ("resume/slot0/model/1.weight", lambda run: run.resume_state()),  # epoch 3, the only one
+    ("resume/slot0/optim/1.weight/exp_avg", lambda run: run.resume_state()),
     ("snapshot/state/1.weight", lambda run: run.snapshot()),
     ("data/flipped_train", lambda run: run.flipped("train")),
 ])
@@ -216,7 +216,8 @@ def _enospc(*args, **kwargs):
 
 def test_a_full_disk_mid_run_is_one_line_and_leaves_what_was_committed(tmp_path, monkeypatch):
     calls = []
-    write = RunWriter._write_epoch
+    write = RunWriter._commit
+    monkeypatch.setattr(recording, "METRICS_EVERY", 0)  # a commit every epoch
 
     def fills_up(self, epoch, *args):
         calls.append(epoch)
@@ -224,11 +225,11 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_what_was_committed(tmp_path,
             _enospc()
         return write(self, epoch, *args)
 
-    monkeypatch.setattr(RunWriter, "_write_epoch", fills_up)
+    monkeypatch.setattr(RunWriter, "_commit", fills_up)
     result = _train_cli(tmp_path, "--name", "r", "--epochs", "5")
     _one_line_error(result, code=1)
     assert "no space left" in result.stderr and str(tmp_path / "r.h5") in result.stderr
-    monkeypatch.setattr(RunWriter, "_write_epoch", write)
+    monkeypatch.setattr(RunWriter, "_commit", write)
     assert Run(tmp_path / "r.h5").epochs_done == 1
     resumed = _train_cli(tmp_path, "--name", "r", "--epochs", "5", "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -49,7 +49,7 @@ def test_a_signal_stops_training_cleanly_with_the_resume_hint(tmp_path, sig, cod
     path = tmp_path / "r.h5"
     trainer = subprocess.Popen(installed_command() + [
         "train", *TINY_TRAIN_ARGS, "--epochs", "100000", "--save", "none", "--out", tmp_path,
-        "--name", "r"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        "--name", "r", "--checkpoint-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     _wait_for(_committed(path, 2), trainer)
     trainer.send_signal(sig)
     _, err = trainer.communicate(timeout=DEADLINE)

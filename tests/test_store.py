@@ -10,7 +10,8 @@ import torch
 
 from landscape.config import Execution
 from landscape.errors import BadInput
-from landscape.store import Run, RunWriter, create_run, find_runs, layout_of, write_sweep_index
+from landscape.store import (Run, RunWriter, Snapshot, create_run, find_runs, layout_of,
+                             write_sweep_index)
 
 from conftest import landscape_cli, tiny_config
 
@@ -33,9 +34,10 @@ def test_round_trip_is_exact(tmp_path):
     assert not (tmp_path / "r.h5.partial").exists()
     with RunWriter(path) as w:
         for e in range(4):
-            snap = (5, 2, 0.125, states[1]) if e == 2 else None
-            w.write_epoch(e, {"a": e / 3, "b": float("nan")}, model_state=states[e],
-                          optim_state=optims[e], snapshot=snap)
+            snap = Snapshot(5, 2, 0.125, states[1]) if e == 2 else None
+            w.commit(e, {"a": np.array([e / 3]), "b": np.array([np.nan])}, first=e,
+                     weights=states[e] if e in (0, 2, 3) else None,
+                     resume=(states[e], optims[e]), snapshot=snap)
         w.set_status("complete")
     run = Run(path)
     assert run.config == config and run.status == "complete" and run.epochs_done == 3
@@ -65,7 +67,7 @@ def test_uncommitted_epochs_are_invisible(tmp_path):
     path = tmp_path / "r.h5"
     _make(path, config, state, optim)
     with RunWriter(path) as w:
-        w.write_epoch(0, {"a": 1.0}, model_state=state, optim_state=optim)
+        w.commit(0, {"a": np.array([1.0])}, first=0, weights=state, resume=(state, optim))
         w.write_metrics(1, {"a": 2.0})  # written, never committed
     run = Run(path)
     assert run.epochs_done == 0 and run.status == "running"

@@ -108,17 +108,19 @@ def test_divergence_is_recorded_and_exits_1(tmp_path):
 # mid-epoch, mid-write or between epochs, at an epoch chosen by the test, not by the machine's speed.
 SELF_KILLING_TRAINER = """
 import os, signal, sys, threading
+from landscape import recording
 from landscape.store import RunWriter
 commit, delay = int(sys.argv[1]), float(sys.argv[2])
-write_epoch, done = RunWriter.write_epoch, []
+write, done = RunWriter.commit, []
+recording.METRICS_EVERY = 0  # a commit every epoch: kills land at epochs the test chooses
 
 def write_and_die_soon(self, *args, **kwargs):
     done.append(None)
     if len(done) == commit:
         threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
-    return write_epoch(self, *args, **kwargs)
+    return write(self, *args, **kwargs)
 
-RunWriter.write_epoch = write_and_die_soon
+RunWriter.commit = write_and_die_soon
 sys.argv = ["landscape", *sys.argv[3:]]
 from landscape.cli import main
 main()

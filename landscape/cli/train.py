@@ -120,10 +120,10 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="Folder for run files.")
 @click.option("--name", callback=file_name,
               help="File (one run) or folder (sweep) name instead of the derived one.")
-@click.option("--checkpoint-every", type=float, default=60.0, show_default=True, metavar="SECONDS",
+@click.option("--checkpoint-every", type=float, metavar="SECONDS",
               help="Write the resume state at most this often (and at saved and final epochs; "
-                   "metrics are kept every epoch). A kill loses at most this interval; 0: every "
-                   "epoch.")
+                   "metrics are committed every few seconds). A kill loses at most this "
+                   f"interval; 0: every epoch.  [default: {Execution.checkpoint_every:g}]")
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -156,16 +156,16 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
     if sum(x is not None for x in (save_every, save_epochs, save_kind)) > 1:
         raise BadInput("give at most one of --save-every, --save-epochs and --save")
     # Options left unset stay None: RunConfig.resolved() fills in the paper's recipe for the
-    # data set (config.PAPER_DEFAULTS), the one copy of it.
+    # data set (config.PAPER_DEFAULTS), the one copy of it, and the save and test policies of one
+    # run or a sweep (config.RUN_DEFAULTS).
     levels = parse_flood_levels(floods) if floods else (0.0,)
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
-    sweep = len(levels) * len(seed_list) > 1
     if save_every is not None:
         save = f"every:{save_every}"
     elif save_epochs is not None:
         save = f"epochs:{save_epochs}"
     else:
-        save = save_kind or ("last" if sweep else "every:10")
+        save = save_kind  # None: the library's default for one run or a sweep
     base = RunConfig(
         data=DataConfig(name=data_name, noise=noise, sizes=sizes, n_train=n_train, n_val=n_val,
                         n_test=n_test, sinusoid_input=sinusoid_input, spiral_tau=spiral_tau,
@@ -179,11 +179,12 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
                           batch_size=batch_size, epochs=epochs),
-        augment=augment, save=save, eval_test=eval_test or ("best" if sweep else "every"),
+        augment=augment, save=save, eval_test=eval_test,
         dtype=dtype)
     execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
                           download=download, amp=amp, compile=compile_,
-                          checkpoint_every=checkpoint_every)
+                          **({} if checkpoint_every is None else
+                             {"checkpoint_every": checkpoint_every}))
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from ..distributed import current
     from ..sweep import expand, train as train_runs
