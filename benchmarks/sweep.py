@@ -175,7 +175,7 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
     """(wall seconds, seconds inside RunWriter's per-epoch writes, seconds making run files) of one
     stacked sweep trained end to end. Every RunWriter method but opening and closing counts
     as a write; calls nested in another write count once."""
-    from landscape import store, sweep
+    from landscape import runwriter, sweep
     spent = {"writes": 0.0, "create": 0.0}
     depth = [0]
 
@@ -191,13 +191,13 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
                     spent[bucket] += time.perf_counter() - tic
         return wrapped
 
-    originals = {name: getattr(store.RunWriter, name) for name in vars(store.RunWriter)
-                 if callable(getattr(store.RunWriter, name)) and not name.startswith("_")
+    originals = {name: getattr(runwriter.RunWriter, name) for name in vars(runwriter.RunWriter)
+                 if callable(getattr(runwriter.RunWriter, name)) and not name.startswith("_")
                  and name not in ("close",)}
     create = sweep.create_run
     try:
         for name, fn in originals.items():
-            setattr(store.RunWriter, name, timing(fn, "writes"))
+            setattr(runwriter.RunWriter, name, timing(fn, "writes"))
         sweep.create_run = timing(create, "create")
         with tempfile.TemporaryDirectory() as folder:
             tic = time.perf_counter()
@@ -207,7 +207,7 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
             wall = time.perf_counter() - tic
     finally:
         for name, fn in originals.items():
-            setattr(store.RunWriter, name, fn)
+            setattr(runwriter.RunWriter, name, fn)
         sweep.create_run = create
     return wall, spent["writes"], spent["create"]
 

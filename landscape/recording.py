@@ -18,7 +18,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .store import RunWriter, Snapshot
+from .runwriter import RunWriter
+from .store import Snapshot
 from .training import Epoch
 
 # Seconds between commits of metric rows. Each commit costs a member two flushes of its file

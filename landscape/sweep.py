@@ -30,7 +30,8 @@ from .progress import progress_bar
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
 from .recording import record
-from .store import Run, RunWriter, being_written, create_run, layout_of, write_sweep_index
+from .runwriter import RunWriter, create_run
+from .store import Run, being_written, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Start, epochs
 
 

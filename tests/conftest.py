@@ -16,7 +16,7 @@ import landscape
 from landscape.cli import commands
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
 from landscape import recording
-from landscape.store import RunWriter
+from landscape.runwriter import RunWriter
 from landscape.sweep import train
 
 TESTS = Path(__file__).parent

@@ -11,7 +11,8 @@ import torch
 
 from conftest import tiny_config, train_interrupted
 from landscape.config import Execution, OptimConfig
-from landscape.store import Run, RunWriter
+from landscape.runwriter import RunWriter
+from landscape.store import Run
 from landscape.sweep import expand, train
 
 NEVER = 1e9  # seconds: only saved and final epochs checkpoint

@@ -13,9 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from landscape import files, recording, store
+from landscape import files, recording, runwriter
 from landscape.errors import BadInput, WorkFailed
-from landscape.store import Run, RunWriter, write_sweep_index
+from landscape.runwriter import RunWriter
+from landscape.store import Run, write_sweep_index
 from landscape.sweep import train
 
 from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
@@ -240,7 +241,7 @@ def test_a_full_disk_at_creation_leaves_nothing(tmp_path, monkeypatch):
         partial.write_bytes(b"half")
         _enospc()
 
-    monkeypatch.setattr(store, "_build", half_written)
+    monkeypatch.setattr(runwriter, "_build", half_written)
     result = _train_cli(tmp_path / "out", "--name", "r")
     _one_line_error(result, code=1)
     assert "no space left" in result.stderr

@@ -10,7 +10,8 @@ import torch
 
 from landscape.config import Execution
 from landscape.errors import BadInput
-from landscape.store import (Run, RunWriter, Snapshot, create_run, find_runs, layout_of,
+from landscape.runwriter import RunWriter, create_run
+from landscape.store import (Run, Snapshot, find_runs, layout_of,
                              write_sweep_index)
 
 from conftest import landscape_cli, tiny_config
@@ -112,7 +113,7 @@ def test_a_run_being_written_reads_and_is_not_trained_twice(tmp_path):
     with h5py.File(path, "r+") as f:
         f["status"][()] = np.bytes_("running")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from landscape.store import RunWriter; f = RunWriter(sys.argv[1]); "
+        [sys.executable, "-c", "import sys; from landscape.runwriter import RunWriter; f = RunWriter(sys.argv[1]); "
          "print('open', flush=True); sys.stdin.read()", str(path)],  # holds it until killed
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -109,7 +109,7 @@ def test_divergence_is_recorded_and_exits_1(tmp_path):
 SELF_KILLING_TRAINER = """
 import os, signal, sys, threading
 from landscape import recording
-from landscape.store import RunWriter
+from landscape.runwriter import RunWriter
 commit, delay = int(sys.argv[1]), float(sys.argv[2])
 write, done = RunWriter.commit, []
 recording.METRICS_EVERY = 0  # a commit every epoch: kills land at epochs the test chooses
