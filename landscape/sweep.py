@@ -30,7 +30,7 @@ from .progress import progress_bar
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
 from .recording import record
-from .runwriter import RunWriter, create_run
+from .runwriter import Maker, RunWriter, close_all
 from .store import Run, being_written, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Start, epochs
 
@@ -173,8 +173,7 @@ def _train_part(part: list[tuple[Path, RunConfig, int]], data: MemberData, execu
             return record(measured, writers, committed=part[0][2],
                           checkpoint_every=execution.checkpoint_every)
     finally:
-        for writer in writers:
-            writer.close()
+        close_all(writers)
 
 
 def chunk_size(requested: int | None, config: RunConfig, device: torch.device) -> int:
@@ -287,14 +286,16 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     progress = execution.progress and world.rank == 0  # one bar: rank 0's
     # A rank whose work fails waits here for the others to finish theirs; then all report it.
     with distributed.exchange(world) as trained:
-        for p, c, a in mine:
-            if a == "fresh":
-                dataset = datasets[(c.data, c.dtype)]
-                # AdaFlood's auxiliary phase: the levels its run file is made with.
-                arrays = (per_sample_arrays(c, dataset, device=device,
-                                            progress=execution.progress)
-                          if c.objective.kind == "adaflood" else None)
-                _create(p, c, execution, dataset, device, arrays=arrays, replace=overwrite)
+        with Maker() as maker:
+            for p, c, a in mine:
+                if a == "fresh":
+                    dataset = datasets[(c.data, c.dtype)]
+                    # AdaFlood's auxiliary phase: the levels its run file is made with.
+                    arrays = (per_sample_arrays(c, dataset, device=device,
+                                                progress=execution.progress)
+                              if c.objective.kind == "adaflood" else None)
+                    _create(maker, p, c, execution, dataset, device, arrays=arrays,
+                            replace=overwrite)
         total, done = len(mine), 0
         for chunk in chunks:
             # Files stay open only while their chunk trains.
@@ -315,9 +316,9 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     return TrainResult(tuple(paths), tuple(statuses[p] for p in paths), folder)
 
 
-def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_module.Dataset,
-            device: torch.device, *, arrays: dict[str, np.ndarray] | None, replace: bool
-            ) -> None:
+def _create(maker: Maker, path: Path, config: RunConfig, execution: Execution,
+            dataset: data_module.Dataset, device: torch.device, *,
+            arrays: dict[str, np.ndarray] | None, replace: bool) -> None:
     """Make the run file, with `arrays` under /data. Unless `replace`, another process that made
     it meanwhile (e.g. during AdaFlood's auxiliary training) makes this bad input instead of
     losing one of the two."""
@@ -328,8 +329,8 @@ def _create(path: Path, config: RunConfig, execution: Execution, dataset: data_m
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
                for s in ("train", "val", "test")}
-    create_run(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
-               model_layout=layout_of(state),
-               optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
-                   config.optim.name, config.optim.momentum, params).items()},
-               flipped=flipped, arrays=arrays, replace=replace)
+    maker.create(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
+                 model_layout=layout_of(state),
+                 optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
+                     config.optim.name, config.optim.momentum, params).items()},
+                 flipped=flipped, arrays=arrays, replace=replace)

@@ -237,11 +237,11 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_what_was_committed(tmp_path,
 
 
 def test_a_full_disk_at_creation_leaves_nothing(tmp_path, monkeypatch):
-    def half_written(partial, *args, **kwargs):
-        partial.write_bytes(b"half")
+    def half_written(f, *args, **kwargs):  # the layout's template, half made
+        f.create_dataset("status", data="running")
         _enospc()
 
-    monkeypatch.setattr(runwriter, "_build", half_written)
+    monkeypatch.setattr(runwriter, "_skeleton", half_written)
     result = _train_cli(tmp_path / "out", "--name", "r")
     _one_line_error(result, code=1)
     assert "no space left" in result.stderr

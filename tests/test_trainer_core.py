@@ -79,8 +79,14 @@ def test_block_commits_write_what_commits_every_epoch_write(tmp_path, monkeypatc
         monkeypatch.setattr(recording, "METRICS_EVERY", every)
         results[every] = train(configs, out=tmp_path / str(every), execution=Execution(
             ensemble=ensemble, progress=False, checkpoint_every=1e9))
+    assert not list(tmp_path.rglob("*.partial"))  # the files' template is gone
+    first, last = (Run(p) for p in (results[0].paths[0], results[0].paths[-1]))
+    assert first.config.seed != last.config.seed  # each draw's flipped labels, not the template's
+    assert not np.array_equal(first.flipped("train"), last.flipped("train"))
     for a, b in zip(results[0].paths, results[1e9].paths):
         ra, rb = Run(a), Run(b)
+        assert ra.name == a.stem and ra.config.name == a.stem  # its own attributes, not the template's
+        np.testing.assert_array_equal(ra.flipped("train"), rb.flipped("train"))
         assert ra.status == rb.status == "complete" and rb.epochs_done == 12
         for name, values in ra.metrics().items():
             if name != "seconds":
