@@ -1,0 +1,66 @@
+"""Table 2's runs kept small: what `landscape table` chooses by, without the run files.
+
+A run file of the paper's model is ~36 MB (its weights and resume state); choosing b needs only each
+run's config and three metrics per epoch (validation accuracy, noisy and clean test accuracy). This
+keeps those of finished runs in a compressed .npz (~50 KB a trial of 51 runs) that can be committed,
+and prints the table from any set of archives with the library's own selection (the same numbers
+`landscape table` prints from the run files).
+
+    python analysis/table2/archive.py save checkpoints/table2-rest/sinusoid-noise0.01-seed0 OUT.npz
+    python analysis/table2/archive.py table analysis/table2/runs/*.npz [--early-stopping]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from landscape.analysis.selection import format_table, select
+from landscape.config import RunConfig
+from landscape.store import Run, find_runs
+
+KEPT = ("val_acc", "test_acc", "test_acc_clean")
+
+
+def save(folders: list[str], out: Path) -> int:
+    """Archive the finished runs of the folders; returns how many (unfinished ones are left out)."""
+    runs = [r for r in (Run(p) for p in find_runs(folders)) if r.status == "complete"]
+    arrays = {"configs": np.array(json.dumps([r.config.to_json() for r in runs]))}
+    for i, run in enumerate(runs):
+        metrics = run.metrics()
+        for name in KEPT:
+            arrays[f"{i}/{name}"] = metrics[name]
+    np.savez_compressed(out, **arrays)
+    return len(runs)
+
+
+def records(paths: list[str]):
+    """(config, metrics) of every archived run, as `selection.select` takes them."""
+    for path in paths:
+        with np.load(path) as archive:
+            for i, config in enumerate(json.loads(str(archive["configs"]))):
+                yield RunConfig.from_json(config), {n: archive[f"{i}/{n}"] for n in KEPT}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    saving = commands.add_parser("save", help="archive the finished runs of sweep folders")
+    saving.add_argument("folders", nargs="+")
+    saving.add_argument("out", type=Path)
+    table = commands.add_parser("table", help="Table 2 from archives")
+    table.add_argument("archives", nargs="+")
+    table.add_argument("--early-stopping", action="store_true")
+    args = parser.parse_args()
+    if args.command == "save":
+        print(f"{save(args.folders, args.out)} finished runs -> {args.out}", file=sys.stderr)
+    else:
+        print(format_table(select(records(args.archives), early_stopping=args.early_stopping)))
+
+
+if __name__ == "__main__":
+    main()
