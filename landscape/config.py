@@ -475,7 +475,8 @@ class Execution:
     amp: str = "off"               # off | bf16
     compile: bool = False
     # Seconds between resume states (model and optimizer) written to run files; metrics are
-    # committed every few seconds (recording.py), the state also at saved and final epochs.
+    # committed every epoch or every few seconds (recording.py), the state also at saved and
+    # final epochs.
     # 0: every epoch, metrics too.
     checkpoint_every: float = 60.0
 

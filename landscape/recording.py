@@ -1,8 +1,11 @@
 """Writing a group's epochs to its run files: the trainer's loop (training.py) does no I/O.
 
 What is written when:
-- metric rows are kept in memory and committed in blocks, at least every METRICS_EVERY seconds
-  (and with every checkpoint), so a reader of a run in progress sees its epochs a few seconds late;
+- metric rows are committed every epoch while that costs less than COMMIT_SHARE of the time
+  (the paper's models: every epoch), else kept in memory and committed in blocks at least every
+  METRICS_EVERY seconds and with every checkpoint (small stacked models, where two flushes per
+  member and epoch were most of the time); a reader of a run in progress sees its epochs at most
+  that late;
 - the resume state (model and optimizer) at most every `checkpoint_every` seconds, at every saved
   epoch (with its weights) but 0 and at the last one; every epoch for 0 and for version-1 files;
 - a snapshot with the commit after the epoch that took it.
@@ -22,8 +25,9 @@ from .runwriter import RunWriter
 from .store import Snapshot
 from .training import Epoch
 
-# Seconds between commits of metric rows. Each commit costs a member two flushes of its file
-# (~1 ms), which at one commit per epoch was most of a small stacked sweep's time.
+# Each commit costs a member two flushes of its file (~1 ms): rows are committed every epoch while
+# commits take at most COMMIT_SHARE of the elapsed time, and at least every METRICS_EVERY seconds.
+COMMIT_SHARE = 0.02
 METRICS_EVERY = 5.0
 
 
@@ -34,6 +38,7 @@ def record(epochs: Iterable[Epoch], writers: list[RunWriter], *, committed: int,
     log = _Log(writers, committed)
     every_epoch = checkpoint_every == 0 or any(w.checkpoints_every_epoch for w in writers)
     last_checkpoint = last_commit = time.monotonic()
+    start, spent = time.perf_counter(), 0.0  # the time in commits, against the elapsed time
     for epoch in epochs:
         log.add(epoch)
         for k in epoch.diverged.nonzero().flatten().tolist():
@@ -43,8 +48,11 @@ def record(epochs: Iterable[Epoch], writers: list[RunWriter], *, committed: int,
         # Not at epoch 0 (unless every epoch): a resume from there is a fresh start.
         checkpoint = every_epoch or (epoch.epoch > 0 and (
             saved or epoch.last or now - last_checkpoint >= checkpoint_every))
-        if checkpoint or saved or now - last_commit >= METRICS_EVERY:
+        cheap = spent <= COMMIT_SHARE * (time.perf_counter() - start)
+        if checkpoint or saved or cheap or now - last_commit >= METRICS_EVERY:
+            tic = time.perf_counter()
             log.commit(epoch, checkpoint=checkpoint, saved=saved)
+            spent += time.perf_counter() - tic
             last_commit = now
             if checkpoint:
                 last_checkpoint = now

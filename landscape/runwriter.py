@@ -5,9 +5,9 @@ Crash safety: every dataset is created and its space allocated when the file is 
 fresh temporary name created exclusively, then linked to its name: files.py). A commit then only
 writes raw data into allocated space and finishes by writing /epochs_done, an 8-byte write that
 commits it; no HDF5 metadata changes after creation. The trainer (recording.py) commits metric
-rows in blocks every few seconds, and the resume state (model and optimizer) only at its
-checkpoints (an interval in seconds, saved and final epochs), into the slot not holding the latest
-one, which is marked -1 while it is written. Killing the trainer loses at most the epochs since
+rows every epoch or, where that would cost, in blocks every few seconds, and the resume state
+(model and optimizer) only at its checkpoints (an interval in seconds, saved and final epochs),
+into the slot not holding the latest one, which is marked -1 while it is written. Killing the trainer loses at most the epochs since
 the last checkpoint: resuming recomputes them, to the same numbers.
 
 Space: a new file's arrays must fit in the free space, and their blocks are reserved when the

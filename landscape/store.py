@@ -22,8 +22,8 @@ Layout (format "landscape-run", version 2; docs/run-files.md documents it for ot
     /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
 Writing (runwriter.py): every dataset is created and its space reserved when the file is made, and
-an epoch only writes raw data into that space, committed by /epochs_done (crash safety, kill and
-resume are described there).
+a commit only writes raw data into that space, committed by /epochs_done (crash safety, kill and
+resume are described there; when the trainer commits: recording.py).
 
 Integrity: the arrays (metrics, weights, snapshot and resume state, /data) carry HDF5's fletcher32
 checksum, so a corrupted byte is an error naming the dataset, never other numbers; the scalars

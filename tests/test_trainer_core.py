@@ -71,8 +71,10 @@ def test_a_stacked_resnet_chunk_equals_its_members_alone_and_writes_nothing(tmp_
 
 @pytest.mark.parametrize("ensemble", ["off", "4"])
 def test_block_commits_write_what_commits_every_epoch_write(tmp_path, monkeypatch, ensemble):
-    """Metric rows held back and committed only at checkpoints (a huge METRICS_EVERY) give the
-    same files as a commit every epoch: rows, saved weights, snapshots, resume state."""
+    """Metric rows held back and committed only at checkpoints (a huge METRICS_EVERY, no share
+    for cheap commits) give the same files as a commit every epoch: rows, saved weights,
+    snapshots, resume state."""
+    monkeypatch.setattr(recording, "COMMIT_SHARE", 0.0)
     configs = expand(tiny_config(epochs=12, save="epochs:5"), [0.0, 0.3], [0, 1])
     results = {}
     for every in (0, 1e9):

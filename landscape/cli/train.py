@@ -122,8 +122,9 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="File (one run) or folder (sweep) name instead of the derived one.")
 @click.option("--checkpoint-every", type=float, metavar="SECONDS",
               help="Write the resume state at most this often (and at saved and final epochs; "
-                   "metrics are committed every few seconds). A kill loses at most this "
-                   f"interval; 0: every epoch.  [default: {Execution.checkpoint_every:g}]")
+                   "metrics every epoch, or every few seconds where that is cheaper). A kill "
+                   f"loses at most this interval; 0: every epoch.  "
+                   f"[default: {Execution.checkpoint_every:g}]")
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
