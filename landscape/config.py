@@ -472,7 +472,7 @@ class Execution:
     # GPU speed switches (README: Speed): they change the arithmetic, not the recipe.
     # "bf16": forward passes under bfloat16 autocast (losses, weights and optimizer stay float32);
     # compile: the training forward goes through torch.compile, compiled once per trained group.
-    amp: str = "off"               # off | bf16
+    amp: Literal["off", "bf16"] = "off"
     compile: bool = False
     # Seconds between resume states (model and optimizer) written to run files; metrics are
     # committed every epoch or every few seconds (recording.py), the state also at saved and
