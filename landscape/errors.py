@@ -22,3 +22,34 @@ class WorkFailed(LandscapeError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster's preemption notice), raised where the program is, like Ctrl-C: the
     epoch in flight is abandoned uncommitted and the run files are closed on the way out."""
+
+
+# An interrupt raised by a signal handler while Python runs a finalizer (a weakref callback, which
+# h5py runs for every object it drops: several per run-file write) is printed and dropped, so a
+# SIGTERM or Ctrl-C could go unanswered. The CLI's handlers note it here too, and long loops call
+# `raise_pending` at safe points, which raises it again if it was lost.
+_pending: list[KeyboardInterrupt] = []
+
+
+def interrupt(error: KeyboardInterrupt) -> None:
+    """For a signal handler: raise `error` now, and again at the next `raise_pending`."""
+    _pending[:] = [error]
+    raise error
+
+
+def quiet_when_pending(unraisable, fallback) -> None:
+    """A sys.unraisablehook: an interrupt that a finalizer dropped is not printed (it is raised
+    again at the next safe point, and the user gets one line); anything else goes to `fallback`."""
+    if not (_pending and unraisable.exc_value is _pending[0]):
+        fallback(unraisable)
+
+
+def raise_pending() -> None:
+    """Raise the interrupt a signal handler raised, if it was lost on the way (see above)."""
+    if _pending:
+        raise _pending[0]
+
+
+def clear_pending() -> None:
+    """The interrupt was answered (the CLI's last step)."""
+    _pending.clear()

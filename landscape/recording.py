@@ -21,6 +21,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from .errors import raise_pending
 from .runwriter import RunWriter
 from .store import Snapshot
 from .training import Epoch
@@ -40,6 +41,7 @@ def record(epochs: Iterable[Epoch], writers: list[RunWriter], *, committed: int,
     last_checkpoint = last_commit = time.monotonic()
     start, spent = time.perf_counter(), 0.0  # the time in commits, against the elapsed time
     for epoch in epochs:
+        raise_pending()  # a Ctrl-C or SIGTERM that a finalizer swallowed (errors.py)
         log.add(epoch)
         for k in epoch.diverged.nonzero().flatten().tolist():
             log.diverge(k, epoch)

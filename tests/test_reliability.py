@@ -4,6 +4,7 @@ writer, corrupted and edited run files, a full or read-only disk, bad option val
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from landscape import files, recording, runwriter
+from landscape.config import Execution
 from landscape.errors import BadInput, WorkFailed
 from landscape.runwriter import RunWriter
 from landscape.store import Run, write_sweep_index
@@ -353,3 +355,36 @@ def test_too_little_space_for_a_new_run_is_refused_before_writing(tmp_path, monk
     _one_line_error(result, code=1)
     assert "needs about" in result.stderr and str(tmp_path / "out" / "r.h5") in result.stderr
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_an_interrupt_that_a_finalizer_swallowed_stops_training_at_the_next_epoch(tmp_path,
+                                                                                   monkeypatch):
+    """A SIGTERM whose exception Python dropped (raised while a weakref callback ran, as h5py's
+    are at every write) still stops the trainer: errors.interrupt notes it, record re-raises it."""
+    import weakref
+    from landscape import errors, training
+    measure = training.Group.measure
+
+    def swallowed_at_epoch_3(self, epoch):
+        if epoch == 3:
+            class Finalized:
+                pass
+            thing = Finalized()
+            ref = weakref.ref(thing, lambda _: errors.interrupt(errors.Terminated()))
+            del thing  # the callback raises; Python prints "Exception ignored" and goes on
+            assert ref() is None
+        return measure(self, epoch)
+
+    monkeypatch.setattr(training.Group, "measure", swallowed_at_epoch_3)
+    printed = []  # what Python would print as "Exception ignored": nothing, under the CLI's hook
+    monkeypatch.setattr(sys, "unraisablehook", functools.partial(errors.quiet_when_pending,
+                                                                 fallback=printed.append))
+    try:
+        with pytest.raises(errors.Terminated):
+            train([tiny_config(epochs=50)], out=tmp_path, name="r",
+                  execution=Execution(progress=False, checkpoint_every=0))
+    finally:
+        errors.clear_pending()
+    run = Run(tmp_path / "r.h5")
+    assert run.status == "running" and run.epochs_done == 2  # epoch 3, in flight, not saved
+    assert printed == []

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from ..errors import LandscapeError, Terminated
+from ..errors import LandscapeError, Terminated, clear_pending, interrupt, quiet_when_pending
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -24,16 +24,25 @@ class Group(click.Group):
     """Turns every failure into one line on stderr and the contract's exit code."""
 
     def main(self, args=None, prog_name=None, **kwargs):  # noqa: D401 - click's signature
-        # SIGTERM (Slurm's preemption notice) as Ctrl-C, unless someone handles it already.
-        handle = (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-                  and threading.current_thread() is threading.main_thread())
-        if handle:
-            signal.signal(signal.SIGTERM, _terminate)
+        # SIGTERM (Slurm's preemption notice) as Ctrl-C, unless someone handles it already;
+        # both through errors.interrupt, which the trainer re-raises if a finalizer dropped it.
+        main_thread = threading.current_thread() is threading.main_thread()
+        handled = {sig: handler for sig, default, handler in (
+            (signal.SIGTERM, signal.SIG_DFL, _terminate),
+            (signal.SIGINT, signal.default_int_handler, _interrupt))
+            if main_thread and signal.getsignal(sig) is default}
+        for sig, handler in handled.items():
+            signal.signal(sig, handler)
+        hook = sys.unraisablehook
+        sys.unraisablehook = functools.partial(quiet_when_pending, fallback=hook)
         try:
             self._main(args, prog_name, **kwargs)
         finally:
-            if handle:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            sys.unraisablehook = hook
+            clear_pending()
+            for sig in handled:
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM
+                              else signal.default_int_handler)
 
     def _main(self, args, prog_name, **kwargs):
         try:
@@ -73,7 +82,11 @@ class Group(click.Group):
 
 
 def _terminate(signum, frame) -> None:
-    raise Terminated()
+    interrupt(Terminated())
+
+
+def _interrupt(signum, frame) -> None:
+    interrupt(KeyboardInterrupt())
 
 
 def end(code: int, *, together: bool) -> NoReturn:
