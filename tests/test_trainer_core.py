@@ -16,6 +16,7 @@ from landscape import recording
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
 from landscape.data import Dataset, Split, Standardize
 from landscape.ensemble import MemberData
+from landscape.runwriter import RunWriter
 from landscape.store import Run
 from landscape.sweep import expand, train
 from landscape.training import Start, epochs
@@ -102,3 +103,35 @@ def test_block_commits_write_what_commits_every_epoch_write(tmp_path, monkeypatc
         if sa is not None:
             assert (sa.step, sa.epoch, sa.batch_loss) == (sb.step, sb.epoch, sb.batch_loss)
         assert ra.resume_epochs == rb.resume_epochs == (5, 12)  # none at epoch 0
+
+
+def test_a_kill_between_block_commits_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Rows held in memory since the last commit are lost by a kill and recomputed on resume:
+    commits only at saved epochs (4, 8) and the last, interrupted after epoch 4's."""
+    monkeypatch.setattr(recording, "COMMIT_SHARE", 0.0)
+    monkeypatch.setattr(recording, "METRICS_EVERY", 1e9)
+    configs = expand(tiny_config(epochs=12, save="epochs:4,8"), [0.0, 0.3], [0, 1])
+    execution = Execution(progress=False, ensemble="4", checkpoint_every=1e9)
+    reference = train(configs, out=tmp_path / "ref", execution=execution)
+    write, seen = RunWriter.commit, []
+
+    def interrupted(self, epoch, *args, **kwargs):
+        if len(seen) == 8:  # epochs 0 and 4 of the four members are committed
+            raise KeyboardInterrupt
+        seen.append(epoch)
+        return write(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(RunWriter, "commit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(configs, out=tmp_path / "cut", execution=execution)
+    monkeypatch.setattr(RunWriter, "commit", write)
+    assert seen == [0] * 4 + [4] * 4
+    cut = Run(sorted((tmp_path / "cut").rglob("*.h5"))[0])
+    assert cut.epochs_done == 4 and cut.resume_epochs == (4,)
+    train(configs, out=tmp_path / "cut", resume=True, execution=execution)
+    for path in reference.paths:
+        ref, got = Run(path), Run(tmp_path / "cut" / path.relative_to(tmp_path / "ref"))
+        assert got.status == "complete" and got.resume_epochs == (8, 12)
+        for name, values in ref.metrics().items():
+            if name != "seconds":
+                np.testing.assert_array_equal(values, got.metrics()[name], err_msg=name)
