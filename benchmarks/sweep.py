@@ -175,7 +175,7 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
     """(wall seconds, seconds inside RunWriter's per-epoch writes, seconds making run files) of one
     stacked sweep trained end to end. Every RunWriter method but opening and closing counts
     as a write; calls nested in another write count once."""
-    from landscape import runwriter
+    from landscape import runmaker, runwriter
     spent = {"writes": 0.0, "create": 0.0}
     depth = [0]
 
@@ -194,11 +194,11 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
     originals = {name: getattr(runwriter.RunWriter, name) for name in vars(runwriter.RunWriter)
                  if callable(getattr(runwriter.RunWriter, name)) and not name.startswith("_")
                  and name not in ("close", "release")}
-    create = runwriter.Maker.create
+    create = runmaker.Maker.create
     try:
         for name, fn in originals.items():
             setattr(runwriter.RunWriter, name, timing(fn, "writes"))
-        runwriter.Maker.create = timing(create, "create")
+        runmaker.Maker.create = timing(create, "create")
         with tempfile.TemporaryDirectory() as folder:
             tic = time.perf_counter()
             train(expand(config, floods, [0]), out=folder,
@@ -208,7 +208,7 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
     finally:
         for name, fn in originals.items():
             setattr(runwriter.RunWriter, name, fn)
-        runwriter.Maker.create = create
+        runmaker.Maker.create = create
     return wall, spent["writes"], spent["create"]
 
 

@@ -30,7 +30,8 @@ from .progress import progress_bar
 from .models import build_model, count_parameters, output_units
 from .schedule import resume_state
 from .recording import record
-from .runwriter import Maker, RunWriter, close_all
+from .runmaker import Maker
+from .runwriter import RunWriter, close_all
 from .store import Run, being_written, layout_of, write_sweep_index
 from .training import METRIC_NAMES, Start, epochs
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from landscape import files, recording, runwriter
+from landscape import files, recording, runmaker
 from landscape.config import Execution
 from landscape.errors import BadInput, WorkFailed
 from landscape.runwriter import RunWriter
@@ -243,7 +243,7 @@ def test_a_full_disk_at_creation_leaves_nothing(tmp_path, monkeypatch):
         f.create_dataset("status", data="running")
         _enospc()
 
-    monkeypatch.setattr(runwriter, "_skeleton", half_written)
+    monkeypatch.setattr(runmaker, "_skeleton", half_written)
     result = _train_cli(tmp_path / "out", "--name", "r")
     _one_line_error(result, code=1)
     assert "no space left" in result.stderr

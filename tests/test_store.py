@@ -10,7 +10,8 @@ import torch
 
 from landscape.config import Execution
 from landscape.errors import BadInput
-from landscape.runwriter import RunWriter, create_run
+from landscape.runmaker import create_run
+from landscape.runwriter import RunWriter
 from landscape.store import (Run, Snapshot, find_runs, layout_of,
                              write_sweep_index)
 
