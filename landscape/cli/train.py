@@ -43,10 +43,15 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
         raise BadInput(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
+def _library(cls, name: str):
+    """The library's default of a config field: click shows it, and there is one copy of it."""
+    return cls.__dataclass_fields__[name].default
+
+
 @cli.command(cls=TrainCommand, context_settings=CONTEXT)
 @click.option("--data", "data_name", required=True, metavar="NAME",
               help=f"Data set: {', '.join(DATASETS)}.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
+@click.option("--noise", type=float, default=_library(DataConfig, "noise"), show_default=True,
               help="Fraction of labels flipped in train, validation and test (exactly floor(n*F)).")
 @click.option("--model", "model_name", metavar="NAME",
               help=f"Model: {', '.join(MODELS)}. Default: the paper's for the data set.")
@@ -55,7 +60,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--flood", "floods", multiple=True, metavar="B",
               help="Flood level(s): numbers, comma lists or ranges start:stop:step (inclusive); "
                    "several make a sweep. Default 0 (no flooding).")
-@click.option("--objective", type=click.Choice(["flood", "iflood", "adaflood"]), default="flood",
+@click.option("--objective", type=click.Choice(["flood", "iflood", "adaflood"]),
+              default=_library(ObjectiveConfig, "kind"),
               show_default=True, help="flood: |J-b|+b on the batch mean; iflood: per sample; "
               "adaflood: a level per sample from auxiliary models (Bae et al. 2023).")
 @click.option("--flood-schedule", type=click.Choice(["fixed", "adaptive"]), default="fixed",
@@ -80,7 +86,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="Default: adam for synthetic data, sgd for images.")
 @click.option("--lr", type=float, help="Learning rate (default 1e-3 adam, 0.1 sgd).")
 @click.option("--momentum", type=float, help="SGD momentum (default 0.9 for images).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--weight-decay", type=float, default=_library(OptimConfig, "weight_decay"),
+              show_default=True)
 @click.option("--lr-milestones", metavar="E,E", help="Multiply the learning rate by 0.1 after "
                                                      "these epochs, e.g. 250,400.")
 @click.option("--augment", is_flag=True, help="Random crop (padding 4) and horizontal flip.")
@@ -92,7 +99,8 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--eval-test", type=click.Choice(["every", "best"]),
               help="Test set every epoch, or only where validation accuracy reaches a new best, "
                    "at saved epochs and at the end. Default: every for one run, best for sweeps.")
-@click.option("--sizes", type=click.Choice(["paper", "demo"]), default="paper", show_default=True,
+@click.option("--sizes", type=click.Choice(["paper", "demo"]), default=_library(DataConfig, "sizes"),
+              show_default=True,
               help="Synthetic sample sizes: as the paper's text, or per class as the demo code.")
 @click.option("--n-train", type=int, help="Training points in total (overrides --sizes).")
 @click.option("--n-val", type=int, help="Validation points in total.")
@@ -102,19 +110,21 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
 @click.option("--spiral-tau", type=float, help="Spiral input noise tau (default 0).")
 @click.option("--val-fraction", type=float, help="Image sets: held-out share of the training set "
                                                  "(default 0.2, 0.15 with --augment).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]),
+              default=_library(RunConfig, "dtype"), show_default=True)
+@click.option("--device", default=_library(Execution, "device"), show_default=True,
+              help="auto, cpu, cuda or cuda:N.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder of the image data sets' official files (README: Image data sets).")
 @click.option("--download", is_flag=True, help="Fetch the image set's official files into "
                                                "--data-dir if they are missing (MD5-checked).")
-@click.option("--amp", type=click.Choice(AMP_MODES), default="off", show_default=True,
+@click.option("--amp", type=click.Choice(AMP_MODES), default=_library(Execution, "amp"),
+              show_default=True,
               help="GPU speed: bf16 runs forward passes under bfloat16 autocast.")
 @click.option("--compile", "compile_", is_flag=True,
               help="GPU speed: torch.compile the training forward (compiled once; run files keep "
                    "the plain state dict).")
-@click.option("--ensemble", default="auto", show_default=True,
+@click.option("--ensemble", default=_library(Execution, "ensemble"), show_default=True,
               help="Sweeps: models stacked per vectorized chunk (auto, off or a number).")
 @click.option("--out", type=click.Path(file_okay=False), default="checkpoints", show_default=True,
               help="Folder for run files.")
@@ -124,7 +134,7 @@ def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
               help="Write the resume state at most this often (and at saved and final epochs; "
                    "metrics every epoch, or every few seconds where that is cheaper). A kill "
                    f"loses at most this interval; 0: every epoch.  "
-                   f"[default: {Execution.checkpoint_every:g}]")
+                   f"[default: {_library(Execution, 'checkpoint_every'):g}]")
 @click.option("--resume", is_flag=True, help="Continue unfinished runs; skip finished ones.")
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
