@@ -28,3 +28,17 @@ def test_readme_python_api_trains_mnist_with_the_papers_recipe(tmp_path, monkeyp
         assert (optim.name, optim.lr, optim.momentum, optim.batch_size) == ("sgd", 0.1, 0.9, 128)
         assert Run(path).config.model.depth == 2 and Run(path).config.model.width == 1000
     assert scope["result"].statuses == ("complete", "complete")
+
+
+def test_readme_generator_example_runs_and_floods(capsys):
+    text = README.read_text()
+    section = text[text.index("## Python API"):text.index("## Your own model")]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    assert "epochs=100" in code
+    scope: dict = {}
+    exec(compile(code.replace("epochs=100", "epochs=40"), "README.md", "exec"), scope)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["0", "20", "40"]
+    plain_loss, flooded_loss = scope["epoch"].metrics["train_loss"].tolist()
+    assert flooded_loss > plain_loss  # flooding keeps the training loss up, near b = 0.3
+    assert set(scope["final_weights"]) == set(scope["epoch"].group.member_state(0))
