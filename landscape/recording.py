@@ -2,10 +2,10 @@
 
 What is written when:
 - metric rows are committed every epoch while that costs less than COMMIT_SHARE of the time
-  (the paper's models: every epoch), else kept in memory and committed in blocks at least every
-  METRICS_EVERY seconds and with every checkpoint (small stacked models, where two flushes per
-  member and epoch were most of the time); a reader of a run in progress sees its epochs at most
-  that late;
+  (a commit costs ~1 ms a member: every epoch when a member's epoch takes 50 ms or more), else
+  kept in memory and committed in blocks at least every METRICS_EVERY seconds and with every
+  checkpoint (small stacked models, where two flushes per member and epoch were most of the
+  time); a reader of a run in progress sees its epochs at most that late;
 - the resume state (model and optimizer) at most every `checkpoint_every` seconds, at every saved
   epoch (with its weights) but 0 and at the last one; every epoch for 0 and for version-1 files;
 - a snapshot with the commit after the epoch that took it.
