@@ -201,3 +201,20 @@ def test_mse_refuses_a_diverged_run_naming_its_epoch(with_diverged, tmp_path):
     result = landscape_cli("mse", bad.path, "--out", tmp_path / "res")
     assert f"diverged in epoch {bad.epochs_done + 1}" in _one_line_error(result)
     assert not (tmp_path / "res").exists()
+
+
+def test_a_damaged_result_file_shows_its_failure_under_landscape_debug(every_result, tmp_path,
+                                                                       monkeypatch):
+    """The errors that name a damaged file could also be a plotting bug: LANDSCAPE_DEBUG=1 lets
+    them through as the internal error they are, which the CLI shows with its traceback."""
+    damaged = tmp_path / every_result["5.4"].name
+    shutil.copy(every_result["5.4"], damaged)
+    with h5py.File(damaged) as f:
+        key = next(k for k in f if isinstance(f[k], h5py.Dataset))
+    _edit(damaged, key, "missing")
+    args = ("figures", damaged, "--section", "5.4", "--out", tmp_path / "figures", "--format",
+            "png")
+    assert "LANDSCAPE_DEBUG=1" in _one_line_error(landscape_cli(*args))
+    monkeypatch.setenv("LANDSCAPE_DEBUG", "1")
+    result = landscape_cli(*args)
+    assert result.returncode != 0 and "internal error" in result.stderr

@@ -20,6 +20,7 @@ for must find its inputs, or nothing is drawn and one line names what is missing
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -170,10 +171,12 @@ def _damaged(what: str):
     try:
         yield
     except (KeyError, IndexError, ValueError, TypeError) as err:
+        if os.environ.get("LANDSCAPE_DEBUG"):  # the same errors could be a plotting bug: show it
+            raise
         text = str(err).splitlines()[0] if str(err) else ""
         raise BadInput(f"{what}: a result file with a dataset or attribute missing or of another "
                        f"shape than its writer made ({type(err).__name__}: {text}); make it "
-                       "again with its command") from err
+                       "again with its command (LANDSCAPE_DEBUG=1 shows where it failed)") from err
 
 
 def _slice_kind(paths: list[Path]) -> str:
