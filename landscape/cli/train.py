@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..config import (AMP_MODES, DATASETS, MODELS, DataConfig, Execution, ModelConfig,
-                      ObjectiveConfig, OptimConfig, RunConfig, parse_flood_levels)
+from ..config import (AMP_MODES, DATASETS, MODELS, RUN_DEFAULTS, DataConfig, Execution,
+                      ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, parse_flood_levels)
 from ..errors import BadInput
 from . import CONTEXT, cli, end, file_name
 
@@ -95,10 +95,12 @@ def _library(cls, name: str):
 @click.option("--save-epochs", metavar="E,E", help="Keep parameters at these epochs.")
 @click.option("--save", "save_kind", type=click.Choice(["all", "last", "none", "log"]),
               help="Keep parameters at every epoch, the last, none, or ~30 log-spaced epochs. "
-                   "Default: every 10 for one run, last for a sweep. Epoch 0 is always kept.")
+                   f"Default: {RUN_DEFAULTS['single'][0]} for one run, "
+                   f"{RUN_DEFAULTS['sweep'][0]} for a sweep. Epoch 0 is always kept.")
 @click.option("--eval-test", type=click.Choice(["every", "best"]),
               help="Test set every epoch, or only where validation accuracy reaches a new best, "
-                   "at saved epochs and at the end. Default: every for one run, best for sweeps.")
+                   f"at saved epochs and at the end. Default: {RUN_DEFAULTS['single'][1]} for "
+                   f"one run, {RUN_DEFAULTS['sweep'][1]} for sweeps.")
 @click.option("--sizes", type=click.Choice(["paper", "demo"]), default=_library(DataConfig, "sizes"),
               show_default=True,
               help="Synthetic sample sizes: as the paper's text, or per class as the demo code.")
