@@ -204,8 +204,10 @@ class Group:
             if pending.any():
                 below = (batch_loss < self.b).cpu() & pending
                 for k in below.nonzero().flatten().tolist():
+                    # kept on the CPU until its commit (seconds later): not in device memory
+                    state = {n: t.to("cpu", copy=True) for n, t in self.member_state(k).items()}
                     snapshots[k] = Snapshot((epoch - 1) * steps + step + 1, epoch,
-                                            float(batch_loss[k]), self.member_state(k, clone=True))
+                                            float(batch_loss[k]), state)
                 pending &= ~below
                 self.snapshot_wanted &= ~below
             self.optimizer.zero_grad(set_to_none=True)
