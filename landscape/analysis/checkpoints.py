@@ -23,7 +23,8 @@ from ..progress import progress_bar
 from ..sources import Source, as_sources
 from ..usermodel import Checkpoints
 from .filternorm import Normalization
-from .flatness import Model, SliceOptions, check_grid_fits, slice_models
+from .flatness import SliceOptions, check_grid_fits, slice_models
+from .sliced import Model
 from .gradnorm import KIND as GRADNORM, amplitudes
 from .loading import reuse_result, write_result
 from .mse import GRID_POINTS, KIND as MSE, check_fits, check_panels, write_check

@@ -27,7 +27,8 @@ from .spectrum import top_eigenpairs
 from .trajectory import pca_directions
 
 if TYPE_CHECKING:
-    from .flatness import Model, SliceOptions
+    from .flatness import SliceOptions
+    from .sliced import Model
 
 PATH_MARGIN = 1.2  # a pca grid's span: this times the path's largest coordinate
 HESSIAN_PRODUCTS = 200  # Lanczos steps at most for a direction

@@ -1,0 +1,107 @@
+"""The models a flatness slice evaluates (flatness.py): the paper's three from run files (for a
+run with b > 0 its first-below-flood snapshot and its last epoch, for b = 0 its last epoch), or a
+user's checkpoints (checkpoints.py), each with what identifies it in its result file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import BadInput
+from ..flooding import Loss
+from ..sources import Source
+from ..store import Run
+from .loading import dataset_for, model_for, split_sources, state_at
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model of Fig. 5: a run's first-below-flood snapshot or its last epoch."""
+
+    run: Run
+    which: str  # "snapshot" | "last"
+
+    @property
+    def role(self) -> str:
+        """snapshot (dotted blue), flooded (solid blue) or plain (solid vermillion) in Fig. 5."""
+        if self.which == "snapshot":
+            return "snapshot"
+        return "flooded" if self.run.config.objective.floods else "plain"
+
+
+def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
+    """The paper's models from runs: b > 0 gives the snapshot and the last epoch, b = 0 the last;
+    an adaptive run from b = 0 gives its snapshot where b rose far enough for one to be taken."""
+    def models(run: Run) -> tuple[str, ...]:
+        o = run.config.objective
+        snapshot = o.flood > 0 or (o.takes_snapshot and run.snapshot() is not None)
+        return ("snapshot", "last") if snapshot else ("last",)
+
+    return [Checkpoint(run, which) for run in runs for which in models(run)]
+
+
+@dataclass
+class Model:
+    """One model to slice, from a run or a user's checkpoint file: what identifies it in its
+    result file (`attrs`), and what evaluating it takes."""
+
+    name: str                       # file stem: OUT/<name>.slice.h5
+    attrs: dict                     # identity; compared with an existing file's (but `ignored`)
+    template: nn.Module
+    state: dict[str, torch.Tensor]
+    sources: dict[str, Source]
+    loss: Loss
+    model_config: ModelConfig | None = None  # ours: the stacking rule knows it
+    ignored: tuple[str, ...] = ()   # attrs that may differ (where the run file lives now)
+    trajectory: Sequence[Callable[[], dict[str, torch.Tensor]]] | None = None  # its saved
+    trajectory_epochs: Sequence[int] = ()   # states up to it, for pca directions, and their epochs
+
+
+def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = True,
+               report: Callable[[str], None] | None = None) -> list[Model]:
+    """The paper's models of `runs` (checkpoints_of; without snapshots, the last epochs only),
+    each last epoch with its run's saved epochs as its trajectory. A flooded run whose loss never
+    fell below b has no snapshot: it is left out and `report`ed (default: a warning), the others
+    are sliced; bad input (an unfinished run...) before any work, and when nothing is left."""
+    out = []
+    for checkpoint in checkpoints_of(runs):
+        if checkpoint.which == "snapshot" and not snapshots:
+            continue
+        run = checkpoint.run
+        data = dataset_for(run, device=device)
+        try:
+            state = state_at(run, checkpoint.which, device=device)
+        except BadInput as missing:
+            if checkpoint.which != "snapshot":
+                raise
+            (report or _warn)(f"{missing}; its snapshot is left out")
+            continue
+        snap = run.snapshot() if checkpoint.which == "snapshot" else None
+        attrs = {"run": str(run.path.resolve()), "run_name": run.name,
+                 "run_digest": run.config.digest(), "which": checkpoint.which,
+                 "role": checkpoint.role, "flood": run.config.objective.flood,
+                 "objective": run.config.objective.label,
+                 "epoch": snap.epoch if snap else run.epochs_done,
+                 "step": snap.step if snap else -1, "dtype": run.config.dtype,
+                 "model_mode": "eval", "train_points": len(data.train),
+                 "test_points": len(data.test)}
+        saved = list(run.saved_epochs) if checkpoint.which == "last" else None
+        out.append(Model(f"{run.name}.{checkpoint.which}", attrs,
+                         model_for(run, data, device=device), state, split_sources(data),
+                         run.config.objective.loss, run.config.model, ("run", "run_name"),
+                         None if saved is None else
+                         [lambda e=e: run.state_dict(e, device) for e in saved], saved or ()))
+    if not out:
+        raise BadInput("none of the runs has a model to slice")
+    return out
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
