@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,14 @@ def installed_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"landscape {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result
+
+
+def assert_same_metrics(expected, got) -> None:
+    """Two runs' metrics equal bit for bit, every one but the wall-clock `seconds`."""
+    got_metrics = got.metrics()
+    for name, values in expected.metrics().items():
+        if name != "seconds":
+            np.testing.assert_array_equal(got_metrics[name], values, err_msg=name)
 
 
 def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkeypatch,

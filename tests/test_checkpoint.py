@@ -5,11 +5,10 @@ to the numbers of an uninterrupted run, bit for bit."""
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config, train_interrupted
+from conftest import assert_same_metrics, tiny_config, train_interrupted
 from landscape.config import Execution, OptimConfig
 from landscape.runwriter import RunWriter
 from landscape.store import Run
@@ -40,9 +39,7 @@ def test_sgd_momentum_resumes_bit_for_bit_from_the_last_checkpoint(tmp_path, mon
     for ref_path in reference.paths:
         ref, got = Run(ref_path), Run(tmp_path / "cut" / ref_path.relative_to(tmp_path / "ref"))
         assert got.status == "complete" and got.resume_epochs == (7, 10)
-        for name, values in ref.metrics().items():
-            if name != "seconds":
-                np.testing.assert_array_equal(values, got.metrics()[name], err_msg=name)
+        assert_same_metrics(ref, got)
         for epoch in ref.saved_epochs:
             for key, t in ref.state_dict(epoch).items():
                 assert torch.equal(t, got.state_dict(epoch)[key]), (epoch, key)

@@ -5,10 +5,9 @@ epoch as it did, to the numbers of the same run trained now from scratch."""
 import shutil
 
 import h5py
-import numpy as np
 import torch
 
-from conftest import TESTS, landscape_cli
+from conftest import TESTS, assert_same_metrics, landscape_cli
 from landscape.config import Execution
 from landscape.store import FORMAT_VERSION, Run, find_runs
 from landscape.sweep import train
@@ -50,9 +49,7 @@ def test_an_unfinished_version_1_run_resumes_in_its_layout(tmp_path):
     fresh = Run(train([old.config], out=tmp_path / "fresh", execution=Execution(
         progress=False)).paths[0])
     assert resumed.status == "complete" and resumed.resume_epochs == (5, 6)
-    for name, values in fresh.metrics().items():
-        if name != "seconds":
-            np.testing.assert_array_equal(values, resumed.metrics()[name], err_msg=name)
+    assert_same_metrics(fresh, resumed)
 
 
 def test_the_trainer_reproduces_the_first_release_bit_for_bit(tmp_path):
@@ -63,9 +60,7 @@ def test_the_trainer_reproduces_the_first_release_bit_for_bit(tmp_path):
     for before, path in zip(old, new.paths):
         after = Run(path)
         assert after.config == before.config and after.saved_epochs == before.saved_epochs
-        for name, values in before.metrics().items():
-            if name != "seconds":
-                np.testing.assert_array_equal(after.metrics()[name], values, err_msg=name)
+        assert_same_metrics(before, after)
         for epoch in before.saved_epochs:
             for key, tensor in before.state_dict(epoch).items():
                 assert torch.equal(after.state_dict(epoch)[key], tensor), (epoch, key)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_same_metrics, tiny_config
 from landscape import recording
 from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
 from landscape.data import Dataset, Split, Standardize
@@ -91,9 +91,7 @@ def test_block_commits_write_what_commits_every_epoch_write(tmp_path, monkeypatc
         assert ra.name == a.stem and ra.config.name == a.stem  # its own attributes, not the template's
         np.testing.assert_array_equal(ra.flipped("train"), rb.flipped("train"))
         assert ra.status == rb.status == "complete" and rb.epochs_done == 12
-        for name, values in ra.metrics().items():
-            if name != "seconds":
-                np.testing.assert_array_equal(values, rb.metrics()[name], err_msg=name)
+        assert_same_metrics(ra, rb)
         assert ra.saved_epochs == rb.saved_epochs == (0, 5, 12)
         for epoch in ra.saved_epochs:
             for key, t in ra.state_dict(epoch).items():
@@ -132,6 +130,4 @@ def test_a_kill_between_block_commits_resumes_bit_for_bit(tmp_path, monkeypatch)
     for path in reference.paths:
         ref, got = Run(path), Run(tmp_path / "cut" / path.relative_to(tmp_path / "ref"))
         assert got.status == "complete" and got.resume_epochs == (8, 12)
-        for name, values in ref.metrics().items():
-            if name != "seconds":
-                np.testing.assert_array_equal(values, got.metrics()[name], err_msg=name)
+        assert_same_metrics(ref, got)
