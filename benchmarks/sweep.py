@@ -27,8 +27,8 @@ from typing import Callable
 
 import torch
 
-from landscape.config import (DataConfig, Execution, ModelConfig, ObjectiveConfig, OptimConfig,
-                              RunConfig)
+from landscape.config import DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
+from landscape.execution import Execution
 from landscape.data import load
 from landscape.device import describe, resolve_device
 from landscape.ensemble import Ensemble, auto_chunk_size

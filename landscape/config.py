@@ -1,7 +1,7 @@
 """What determines a run's result, as frozen dataclasses that serialize to JSON in the run file.
 
 `RunConfig` holds everything that determines the numbers (data, model, objective, optimizer, seed,
-what is saved); `Execution` holds how it runs (device, paths, progress). Defaults that depend on the
+what is saved); how it runs (device, paths, progress) is `execution.Execution`. Defaults that depend on the
 data set (the paper's settings, docs/settings.md) live in one place: `PAPER_DEFAULTS`, applied by
 `RunConfig.resolved()`, so a stored config is always explicit.
 """
@@ -12,11 +12,13 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from .errors import BadInput
+from .errors import BadInput, require, require_choice
+# How a run executes and the flood-level grammar were defined here in the first release.
+from .execution import AMP_MODES, Execution, check_device, requested_chunk  # noqa: F401
+from .floodgrid import parse_flood_levels  # noqa: F401
 
 # The choices, as types (for checkers and editors) and as the tuples that validation names.
 DataName = Literal["two_gaussians", "sinusoid", "spiral", "mnist", "kmnist", "svhn", "cifar10",
@@ -33,7 +35,6 @@ OBJECTIVES: tuple[str, ...] = get_args(ObjectiveKind)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 LOSSES: tuple[str, ...] = get_args(Loss)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-AMP_MODES = ("off", "bf16")
 NUM_CLASSES = {"two_gaussians": 2, "sinusoid": 2, "spiral": 2, "mnist": 10, "kmnist": 10,
                "svhn": 10, "cifar10": 10, "cifar100": 100}
 
@@ -76,15 +77,6 @@ def family(data_name: str) -> str:
     return "cifar"
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise BadInput(message)
-
-
-def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
-    _check(value in choices, f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """The data set, its label noise and the seed of its draw, label flips and split."""
@@ -103,22 +95,22 @@ class DataConfig:
     val_fraction: float | None = None     # image sets: share of the training set held out
 
     def __post_init__(self) -> None:
-        _choice(self.name, DATASETS, "data set")
-        _check(0.0 <= self.noise < 0.5 or (self.name not in SYNTHETIC and 0 <= self.noise < 1),
+        require_choice(self.name, DATASETS, "data set")
+        require(0.0 <= self.noise < 0.5 or (self.name not in SYNTHETIC and 0 <= self.noise < 1),
                f"--noise must be in [0, 0.5) for binary data, got {self.noise}")
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        _choice(self.sizes, ("paper", "demo"), "size convention")
+        require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require_choice(self.sizes, ("paper", "demo"), "size convention")
         for key in ("n_train", "n_val", "n_test"):
             value = getattr(self, key)
-            _check(value is None or value >= 2, f"--{key.replace('_', '-')} must be at least 2, got {value}")
+            require(value is None or value >= 2, f"--{key.replace('_', '-')} must be at least 2, got {value}")
         if self.sinusoid_input is not None:
-            _choice(self.sinusoid_input, ("gaussian", "disk"), "sinusoid input distribution")
-        _check(self.spiral_tau is None or (math.isfinite(self.spiral_tau) and self.spiral_tau >= 0),
+            require_choice(self.sinusoid_input, ("gaussian", "disk"), "sinusoid input distribution")
+        require(self.spiral_tau is None or (math.isfinite(self.spiral_tau) and self.spiral_tau >= 0),
                f"--spiral-tau must be a finite number >= 0, got {self.spiral_tau}")
-        _check(self.gaussian_mean is None or math.isfinite(self.gaussian_mean),
+        require(self.gaussian_mean is None or math.isfinite(self.gaussian_mean),
                f"gaussian mean must be finite, got {self.gaussian_mean}")
-        _check(self.gaussian_dim is None or self.gaussian_dim >= 1, "gaussian dim must be >= 1")
-        _check(self.val_fraction is None or 0 < self.val_fraction < 1,
+        require(self.gaussian_dim is None or self.gaussian_dim >= 1, "gaussian dim must be >= 1")
+        require(self.val_fraction is None or 0 < self.val_fraction < 1,
                f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
     @property
@@ -154,9 +146,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.name is not None:
-            _choice(self.name, MODELS, "model")
-        _check(self.depth is None or self.depth >= 0, f"--depth must be >= 0, got {self.depth}")
-        _check(self.width is None or self.width >= 1, f"--width must be >= 1, got {self.width}")
+            require_choice(self.name, MODELS, "model")
+        require(self.depth is None or self.depth >= 0, f"--depth must be >= 0, got {self.depth}")
+        require(self.width is None or self.width >= 1, f"--width must be >= 1, got {self.width}")
 
     def resolved(self, data_name: str) -> ModelConfig:
         name = self.name or PAPER_DEFAULTS[family(data_name)]["model"]
@@ -185,32 +177,32 @@ class ObjectiveConfig:
     adaflood_folds: int | None = None      # adaflood: folds of the auxiliary models
 
     def __post_init__(self) -> None:
-        _choice(self.kind, OBJECTIVES, "objective")
-        _check(math.isfinite(self.flood) and self.flood >= 0,
+        require_choice(self.kind, OBJECTIVES, "objective")
+        require(math.isfinite(self.flood) and self.flood >= 0,
                f"flood level must be a finite number >= 0, got {self.flood}")
         if self.loss is not None:
-            _choice(self.loss, LOSSES, "loss")
+            require_choice(self.loss, LOSSES, "loss")
         if self.schedule is not None:
-            _choice(self.schedule, SCHEDULES, "flood schedule")
-            _check(self.kind != "adaflood", "--flood-schedule adaptive does not apply to adaflood "
+            require_choice(self.schedule, SCHEDULES, "flood schedule")
+            require(self.kind != "adaflood", "--flood-schedule adaptive does not apply to adaflood "
                                             "(its levels are per sample and fixed)")
         else:
-            _check(self.schedule_step is None and self.schedule_threshold is None
+            require(self.schedule_step is None and self.schedule_threshold is None
                    and self.schedule_max is None,
                    "--flood-step/--flood-threshold/--flood-max need --flood-schedule adaptive")
         for value, what in ((self.schedule_step, "--flood-step"),
                             (self.schedule_threshold, "--flood-threshold"),
                             (self.schedule_max, "--flood-max")):
-            _check(value is None or (math.isfinite(value) and value >= 0),
+            require(value is None or (math.isfinite(value) and value >= 0),
                    f"{what} must be a finite number >= 0, got {value}")
         if self.kind == "adaflood":
-            _check(self.flood == 0, "adaflood sets a level per sample; --flood does not apply")
+            require(self.flood == 0, "adaflood sets a level per sample; --flood does not apply")
         else:
-            _check(self.adaflood_gamma is None and self.adaflood_folds is None,
+            require(self.adaflood_gamma is None and self.adaflood_folds is None,
                    "--adaflood-gamma/--adaflood-folds need --objective adaflood")
-        _check(self.adaflood_gamma is None or 0 < self.adaflood_gamma < 1,
+        require(self.adaflood_gamma is None or 0 < self.adaflood_gamma < 1,
                f"--adaflood-gamma must be in (0, 1), got {self.adaflood_gamma}")
-        _check(self.adaflood_folds is None or self.adaflood_folds >= 2,
+        require(self.adaflood_folds is None or self.adaflood_folds >= 2,
                f"--adaflood-folds must be at least 2, got {self.adaflood_folds}")
 
     def resolved(self, loss: str) -> ObjectiveConfig:
@@ -269,18 +261,18 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.name is not None:
-            _choice(self.name, OPTIMIZERS, "optimizer")
-        _check(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
+            require_choice(self.name, OPTIMIZERS, "optimizer")
+        require(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
                f"--lr must be > 0, got {self.lr}")
-        _check(self.momentum is None or 0 <= self.momentum < 1,
+        require(self.momentum is None or 0 <= self.momentum < 1,
                f"--momentum must be in [0, 1), got {self.momentum}")
-        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-        _check(math.isfinite(self.gamma) and self.gamma > 0, f"lr gamma must be > 0, got {self.gamma}")
-        _check(self.batch_size is None or self.batch_size >= 1,
+        require(math.isfinite(self.gamma) and self.gamma > 0, f"lr gamma must be > 0, got {self.gamma}")
+        require(self.batch_size is None or self.batch_size >= 1,
                f"--batch-size must be >= 1, got {self.batch_size}")
-        _check(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        _check(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+        require(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        require(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
                f"--lr-milestones must be increasing positive epochs, got {self.milestones}")
 
     def resolved(self, data_name: str) -> OptimConfig:
@@ -334,14 +326,14 @@ def check_save_policy(policy: str, epochs: int) -> None:
     kind, _, arg = policy.partition(":")
     try:
         if kind == "every":
-            _check(int(arg) >= 1, "--save-every must be >= 1")
+            require(int(arg) >= 1, "--save-every must be >= 1")
         elif kind == "epochs":
             listed = [int(e) for e in arg.split(",") if e.strip()]
-            _check(bool(listed), "--save-epochs needs at least one epoch")
+            require(bool(listed), "--save-epochs needs at least one epoch")
             bad = [e for e in listed if not 0 <= e <= epochs]
-            _check(not bad, f"--save-epochs lists epochs outside 0..{epochs}: {bad}")
+            require(not bad, f"--save-epochs lists epochs outside 0..{epochs}: {bad}")
         else:
-            _choice(kind, SAVE_POLICIES, "save policy")
+            require_choice(kind, SAVE_POLICIES, "save policy")
     except ValueError:
         raise BadInput(f"malformed save policy {policy!r}: epochs must be integers") from None
 
@@ -370,22 +362,22 @@ class RunConfig:
     dtype: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
-        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         if self.eval_test is not None:
-            _choice(self.eval_test, ("every", "best"), "test evaluation policy")
-        _choice(self.dtype, ("float32", "float64"), "dtype")
+            require_choice(self.eval_test, ("every", "best"), "test evaluation policy")
+        require_choice(self.dtype, ("float32", "float64"), "dtype")
         if self.save is not None:
             check_save_policy(self.save, self.epochs)
-        _check(not (self.augment and self.data.name in SYNTHETIC),
+        require(not (self.augment and self.data.name in SYNTHETIC),
                "--augment applies to image data sets only")
         loss = self.objective.loss
-        _check(loss != "logistic" or self.data.num_classes == 2,
+        require(loss != "logistic" or self.data.num_classes == 2,
                f"the logistic loss needs a binary data set; {self.data.name} has "
                f"{self.data.num_classes} classes")
-        _check(not (self.model.name or "").startswith("resnet") or self.data.name in IMAGES,
+        require(not (self.model.name or "").startswith("resnet") or self.data.name in IMAGES,
                f"{self.model.name} needs an image data set, not {self.data.name}")
         folds, n_train = self.objective.adaflood_folds, self.data.n_train
-        _check(folds is None or n_train is None or folds <= n_train,
+        require(folds is None or n_train is None or folds <= n_train,
                f"--adaflood-folds {folds} is more than the {n_train} training points (each fold "
                "holds out at least one)")
 
@@ -458,97 +450,3 @@ class RunConfig:
 
 LATER_OBJECTIVE_FIELDS = ("schedule", "schedule_step", "schedule_threshold", "schedule_max",
                           "adaflood_gamma", "adaflood_folds")
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How a run executes; recorded in the run file but not part of what determines the result."""
-
-    device: str = "auto"           # auto | cpu | cuda | cuda:N
-    data_dir: str | None = None    # where the image data sets' files are
-    ensemble: str = "auto"         # sweeps: "auto", "off" or the number of models stacked per chunk
-    progress: bool = True
-    download: bool = False         # fetch an image set's missing official files into data_dir
-    # GPU speed switches (README: Speed): they change the arithmetic, not the recipe.
-    # "bf16": forward passes under bfloat16 autocast (losses, weights and optimizer stay float32);
-    # compile: the training forward goes through torch.compile, compiled once per trained group.
-    amp: Literal["off", "bf16"] = "off"
-    compile: bool = False
-    # Seconds between resume states (model and optimizer) written to run files; metrics are
-    # committed every epoch or every few seconds (recording.py), the state also at saved and
-    # final epochs.
-    # 0: every epoch, metrics too.
-    checkpoint_every: float = 60.0
-
-    def __post_init__(self) -> None:
-        _choice(self.amp, AMP_MODES, "--amp mode")
-        _check(math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0,
-               f"--checkpoint-every must be a finite number of seconds >= 0, got "
-               f"{self.checkpoint_every}")
-        check_device(self.device)
-        requested_chunk(self.ensemble)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-
-def check_device(spec: str) -> None:
-    """The form of a device name, checked without torch (whether it exists is the device's
-    business: device.resolve_device)."""
-    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec) is not None,
-           f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
-
-
-def requested_chunk(ensemble: str) -> int | None:
-    """`--ensemble`: None for auto, 1 for off, else the number of members stacked per chunk."""
-    if ensemble in ("auto", "off"):
-        return None if ensemble == "auto" else 1
-    try:
-        size = int(ensemble)
-    except ValueError:
-        size = 0
-    _check(size >= 1, f"--ensemble must be auto, off or a positive number, got {ensemble!r}")
-    return size
-
-
-def parse_flood_levels(tokens: list[str] | tuple[str, ...]) -> tuple[float, ...]:
-    """Flood levels from CLI tokens: numbers, comma lists, or inclusive ranges start:stop:step."""
-    levels: list[float] = []
-    for token in tokens:
-        for part in str(token).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if ":" in part:
-                levels.extend(_parse_range(part))
-            else:
-                levels.append(_parse_number(part, token))
-    _check(bool(levels), "no flood level given: --flood needs a number, a list or start:stop:step")
-    bad = [b for b in levels if not (math.isfinite(b) and b >= 0)]
-    if bad:  # not _check: the message indexes bad[0]
-        raise BadInput(f"flood levels must be finite and >= 0, got {bad[0]:g}")
-    return tuple(dict.fromkeys(levels))  # ordered, without repeats
-
-
-def _parse_number(text: str, token: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise BadInput(f"malformed flood level {token!r}: expected a number, a comma list or "
-                       "start:stop:step") from None
-
-
-def _parse_range(text: str) -> list[float]:
-    pieces = text.split(":")
-    _check(len(pieces) == 3, f"malformed flood range {text!r}: expected start:stop:step")
-    start, stop, step = (_parse_number(p, text) for p in pieces)
-    _check(all(map(math.isfinite, (start, stop, step))),
-           f"malformed flood range {text!r}: start, stop and step must be finite")
-    _check(step > 0, f"malformed flood range {text!r}: step must be > 0")
-    _check(start <= stop, f"empty flood range {text!r}: start is above stop")
-    span = (stop - start) / step  # may overflow to inf (0:1e300:1e-300): too many either way
-    _check(span < 100_000, f"flood range {text!r} has too many levels ({span + 1:.3g}; at most "
-                           "100,000)")
-    count = int(math.floor(span + 1e-9)) + 1
-    # Rounded so that 0:0.5:0.01 gives 0.07, not 0.07000000000000001 (it names files).
-    return [round(start + i * step, 10) for i in range(count)]

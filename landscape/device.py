@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from .config import check_device
+from .execution import check_device
 from .errors import BadInput
 
 

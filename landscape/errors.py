@@ -19,6 +19,16 @@ class WorkFailed(LandscapeError):
     exit_code = 1
 
 
+def require(condition: bool, message: str) -> None:
+    """Bad input unless `condition`: the validation of configs and options."""
+    if not condition:
+        raise BadInput(message)
+
+
+def require_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    require(value in choices, f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a cluster's preemption notice), raised where the program is, like Ctrl-C: the
     epoch in flight is abandoned uncommitted and the run files are closed on the way out."""

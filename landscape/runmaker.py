@@ -23,7 +23,8 @@ import torch
 
 from . import __version__
 from . import descriptions
-from .config import Execution, RunConfig
+from .config import RunConfig
+from .execution import Execution
 from .files import check_space, publish, reserve, temporary
 from .store import FORMAT, FORMAT_VERSION, STATUSES, Layout
 

@@ -20,7 +20,8 @@ import torch
 from . import data as data_module
 from . import distributed
 from .adaflood import per_sample_arrays
-from .config import Execution, RunConfig, requested_chunk
+from .config import RunConfig
+from .execution import Execution, requested_chunk
 from .device import describe, resolve_device
 from .ensemble import (MemberData, auto_chunk_size, balanced_chunks, free_memory, member_bytes,
                        memory_limit, optimizer_layout)

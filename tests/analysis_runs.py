@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from landscape.config import Execution, ModelConfig
+from landscape.config import ModelConfig
+from landscape.execution import Execution
 from landscape.store import Run, open_runs
 from landscape.sweep import expand, train
 

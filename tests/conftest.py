@@ -15,7 +15,8 @@ import torch
 
 import landscape
 from landscape.cli import commands
-from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
+from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from landscape.execution import Execution
 from landscape import recording
 from landscape.runwriter import RunWriter
 from landscape.sweep import train

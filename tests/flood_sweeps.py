@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.sweep import expand, train
 
 from conftest import tiny_config

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from landscape.adaflood import corrected_levels, fold_assignment
-from landscape.config import Execution, ObjectiveConfig
+from landscape.config import ObjectiveConfig
+from landscape.execution import Execution
 from landscape.data import load
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.models import build_model

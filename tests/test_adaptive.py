@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.config import Execution, ObjectiveConfig
+from landscape.config import ObjectiveConfig
+from landscape.execution import Execution
 from landscape.errors import BadInput
 from landscape.schedule import AdaptiveRule, LevelState, levels, update
 from landscape.store import Run

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import assert_same_metrics, tiny_config, train_interrupted
-from landscape.config import Execution, OptimConfig
+from landscape.config import OptimConfig
+from landscape.execution import Execution
 from landscape.runwriter import RunWriter
 from landscape.store import Run
 from landscape.sweep import expand, train

@@ -2,9 +2,19 @@ import dataclasses
 
 import pytest
 
+from landscape import config, execution, floodgrid
 from landscape.config import (DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig,
-                              parse_flood_levels, save_epochs)
+                              save_epochs)
 from landscape.errors import BadInput
+from landscape.floodgrid import parse_flood_levels
+
+
+def test_the_first_release_import_paths_still_work():
+    """Execution and the flood-level grammar moved out of config.py; the old names are the same."""
+    assert config.Execution is execution.Execution
+    assert config.parse_flood_levels is floodgrid.parse_flood_levels
+    assert (config.check_device, config.requested_chunk, config.AMP_MODES) == (
+        execution.check_device, execution.requested_chunk, execution.AMP_MODES)
 
 
 def test_flood_ranges_and_lists():

@@ -4,7 +4,7 @@ channels_last layout."""
 import numpy as np
 import torch
 
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.device import autocast, channels_last
 from landscape.store import Run
 from landscape.sweep import train

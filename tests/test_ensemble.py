@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from landscape import ensemble as ensemble_module
-from landscape.config import Execution, ModelConfig
+from landscape.config import ModelConfig
+from landscape.execution import Execution
 from landscape.data import load
 from landscape.ensemble import auto_chunk_size, balanced_chunks
 from landscape.errors import BadInput

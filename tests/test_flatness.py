@@ -15,7 +15,8 @@ from landscape.analysis.flatness import (SliceOptions, bn_statistics, evaluate_p
 from landscape.analysis.gradnorm import gradnorm
 from landscape.analysis.loading import (dataset_for, model_for, read_result, split_sources,
                                         state_at)
-from landscape.config import Execution, ModelConfig
+from landscape.config import ModelConfig
+from landscape.execution import Execution
 from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss, predictions
 from landscape.store import Run

@@ -8,7 +8,7 @@ import h5py
 import torch
 
 from conftest import TESTS, assert_same_metrics, landscape_cli
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.store import FORMAT_VERSION, Run, find_runs
 from landscape.sweep import train
 

@@ -14,7 +14,8 @@ import pytest
 import scipy.io
 import torch
 
-from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
+from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from landscape.execution import Execution
 from landscape.data import Standardize, load
 from landscape.data.augment import random_crop_flip
 from landscape.data.images import STATS

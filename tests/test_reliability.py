@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from landscape import files, recording, runmaker
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.errors import BadInput, WorkFailed
 from landscape.runwriter import RunWriter
 from landscape.store import Run, write_sweep_index
@@ -305,7 +305,7 @@ def test_a_stacked_sweep_killed_between_members_commits_resumes_bit_for_bit(
         tmp_path, monkeypatch, commits):
     """float32, six members stacked: the resumed members continue from their common epoch in
     the chunk they began in, so every number equals the uninterrupted sweep's exactly."""
-    from landscape.config import Execution
+    from landscape.execution import Execution
     from landscape.sweep import expand
 
     from conftest import train_interrupted

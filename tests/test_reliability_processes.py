@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.errors import BadInput
 from landscape.inspect import describe_paths
 from landscape.store import Run, find_runs

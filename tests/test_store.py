@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.config import Execution
+from landscape.execution import Execution
 from landscape.errors import BadInput
 from landscape.runmaker import create_run
 from landscape.runwriter import RunWriter

@@ -22,3 +22,33 @@ def test_the_archived_table_is_landscape_tables(tmp_path, stopping):
                              early_stopping=bool(stopping))
     table = landscape_cli("table", sweep, *stopping, check=True).stdout
     assert archive.format_table(results) == table.strip()
+
+
+def test_each_trials_row_is_its_runs_numbers(tmp_path):
+    """`trials` rows against the run files read directly: the baseline at its first best
+    validation epoch, the chosen run the best validation accuracy over the grid (ties: smaller b)."""
+    import numpy as np
+    from landscape.store import Run, find_runs
+
+    sweep = train_sweep(tmp_path, epochs=6)
+    archive.save([str(sweep)], tmp_path / "a.npz")
+    rows = archive.trial_rows(archive.select(archive.records([str(tmp_path / "a.npz")]),
+                                             early_stopping=True))
+    runs = [Run(p) for p in find_runs([sweep])]
+    seeds = sorted({r.config.seed for r in runs})
+    assert [row[1] for row in rows] == seeds
+    for row in rows:
+        trial = [r for r in runs if r.config.seed == row[1]]
+        best = {}
+        for r in trial:
+            val = r.metrics()["val_acc"]
+            epoch = int(np.flatnonzero(val == val.max())[0])
+            best[r.config.objective.flood] = (val[epoch], epoch, r.metrics()["test_acc"][epoch])
+        b = min(best, key=lambda f: (-best[f][0], f))
+        val, epoch, test = best[b]
+        assert row[5:9] == pytest.approx((b, epoch, 100 * val, 100 * test))
+        base_val, base_epoch, base_test = best[0.0]
+        assert row[2:5] == pytest.approx((base_epoch, 100 * base_val, 100 * base_test))
+        assert row[9] == pytest.approx(100 * (test - base_test))
+        assert row[10] == pytest.approx(100 * (val - test))
+    assert archive.format_trials(rows).count("\n") == len(rows) + 1

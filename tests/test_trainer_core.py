@@ -13,7 +13,8 @@ import torch
 
 from conftest import assert_same_metrics, tiny_config
 from landscape import recording
-from landscape.config import DataConfig, Execution, ModelConfig, OptimConfig, RunConfig
+from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from landscape.execution import Execution
 from landscape.data import Dataset, Split, Standardize
 from landscape.ensemble import MemberData
 from landscape.runwriter import RunWriter

@@ -41,7 +41,7 @@ def demo(out, epochs, formats, device, overwrite, quiet):
       landscape demo --out /tmp/demo
     """
     from ..analysis.plotting import parse_formats
-    from ..config import Execution
+    from ..execution import Execution
     from ..errors import BadInput
 
     out = Path(out)

@@ -62,7 +62,7 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
     """
     from ..analysis.options import MseOptions
     from ..analysis.plotting import parse_formats, with_extension
-    from ..config import parse_flood_levels
+    from ..floodgrid import parse_flood_levels
 
     formats = parse_formats(formats)
     options = MseOptions(epoch=parse_epoch(epoch), samples=samples, sample_size=sample_size,

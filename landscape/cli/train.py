@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..config import (AMP_MODES, DATASETS, MODELS, RUN_DEFAULTS, DataConfig, Execution,
-                      ModelConfig, ObjectiveConfig, OptimConfig, RunConfig, parse_flood_levels)
+from ..config import (DATASETS, MODELS, RUN_DEFAULTS, DataConfig, ModelConfig, ObjectiveConfig,
+                      OptimConfig, RunConfig)
 from ..errors import BadInput
+from ..execution import AMP_MODES, Execution
+from ..floodgrid import parse_flood_levels
 from . import CONTEXT, cli, end, file_name
 
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
