@@ -8,6 +8,11 @@ and prints the table from any set of archives with the library's own selection (
 
     python analysis/table2/archive.py save checkpoints/table2-rest/sinusoid-noise0.01-seed0 OUT.npz
     python analysis/table2/archive.py table analysis/table2/runs/*.npz [--early-stopping]
+    python analysis/table2/archive.py trials analysis/table2/runs/*.npz [--early-stopping]
+
+`trials` prints each trial's baseline and chosen run (epoch, validation and test accuracy): what a
+mean over trials hides, e.g. how far the chosen run's validation accuracy overstates its test
+accuracy.
 """
 
 from __future__ import annotations
@@ -46,6 +51,31 @@ def records(paths: list[str]):
                 yield RunConfig.from_json(config), {n: archive[f"{i}/{n}"] for n in KEPT}
 
 
+TRIAL_HEADER = ("setting", "seed", "baseline epoch", "baseline val", "baseline test", "chosen b",
+                "chosen epoch", "chosen val", "chosen test", "gain", "chosen val - test",
+                "baseline val - test")
+
+
+def trial_rows(results) -> list[tuple]:
+    """One row per trial (TRIAL_HEADER): accuracies in %, the gain is chosen minus baseline test."""
+    rows = []
+    for result in results:
+        for t in result.trials:
+            base, chosen = t.baseline, t.chosen
+            rows.append((result.label, t.seed, base.epoch, 100 * base.val_acc, 100 * base.test_acc,
+                         chosen.flood, chosen.epoch, 100 * chosen.val_acc, 100 * chosen.test_acc,
+                         100 * (chosen.test_acc - base.test_acc),
+                         100 * (chosen.val_acc - chosen.test_acc),
+                         100 * (base.val_acc - base.test_acc)))
+    return rows
+
+
+def format_trials(rows: list[tuple]) -> str:
+    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    lines = ["| " + " | ".join(TRIAL_HEADER) + " |", "|" + "---|" * len(TRIAL_HEADER)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,11 +85,15 @@ def main() -> None:
     table = commands.add_parser("table", help="Table 2 from archives")
     table.add_argument("archives", nargs="+")
     table.add_argument("--early-stopping", action="store_true")
+    trials = commands.add_parser("trials", help="each trial's baseline and chosen run")
+    trials.add_argument("archives", nargs="+")
+    trials.add_argument("--early-stopping", action="store_true")
     args = parser.parse_args()
     if args.command == "save":
         print(f"{save(args.folders, args.out)} finished runs -> {args.out}", file=sys.stderr)
-    else:
-        print(format_table(select(records(args.archives), early_stopping=args.early_stopping)))
+        return
+    results = select(records(args.archives), early_stopping=args.early_stopping)
+    print(format_table(results) if args.command == "table" else format_trials(trial_rows(results)))
 
 
 if __name__ == "__main__":
