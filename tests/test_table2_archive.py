@@ -26,7 +26,8 @@ def test_the_archived_table_is_landscape_tables(tmp_path, stopping):
 
 def test_each_trials_row_is_its_runs_numbers(tmp_path):
     """`trials` rows against the run files read directly: the baseline at its first best
-    validation epoch, the chosen run the best validation accuracy over the grid (ties: smaller b)."""
+    validation epoch, the chosen run the best validation accuracy over the grid (ties: smaller
+    b)."""
     import numpy as np
     from landscape.store import Run, find_runs
 
@@ -51,4 +52,28 @@ def test_each_trials_row_is_its_runs_numbers(tmp_path):
         assert row[2:5] == pytest.approx((base_epoch, 100 * base_val, 100 * base_test))
         assert row[9] == pytest.approx(100 * (test - base_test))
         assert row[10] == pytest.approx(100 * (val - test))
-    assert archive.format_trials(rows).count("\n") == len(rows) + 1
+    assert archive.markdown(archive.TRIAL_HEADER, rows).count("\n") == len(rows) + 1
+
+
+def test_compare_puts_the_trials_mean_beside_the_papers_row(tmp_path):
+    """Ours: the mean over trials of the per-trial rows (and their gains); theirs: the csv's row."""
+    import numpy as np
+
+    sweep = train_sweep(tmp_path, epochs=6)
+    archive.save([str(sweep)], tmp_path / "a.npz")
+    config = next(archive.records([str(tmp_path / "a.npz")]))[0]
+    paper = tmp_path / "paper.csv"
+    paper.write_text("# a comment\ndata,noise,stopping,without,without_std,with,with_std,b,b_std\n"
+                     + "".join(f"{config.data.name},{config.data.noise},{s},80,1,85,2,0.2,0.1\n"
+                               for s in ("last", "early")))
+    rows = archive.compare_rows([str(tmp_path / "a.npz")], archive.paper_table(paper))
+    assert [r[1] for r in rows] == ["last", "early"]
+    for row in rows:
+        trials = archive.trial_rows(archive.select(archive.records([str(tmp_path / "a.npz")]),
+                                                   early_stopping=row[1] == "early"))
+        base, chosen = (np.array([t[i] for t in trials]) for i in (4, 8))
+        assert row[2] == str(len(trials))
+        assert float(row[3].split()[0]) == pytest.approx(base.mean(), abs=0.006)
+        assert float(row[5].split()[0]) == pytest.approx(chosen.mean(), abs=0.006)
+        assert float(row[7]) == pytest.approx((chosen - base).mean(), abs=0.006)
+        assert row[4:11:2] == ("80.00 (1.00)", "85.00 (2.00)", "+5.00", "0.20 (0.10)")

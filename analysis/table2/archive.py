@@ -9,6 +9,9 @@ and prints the table from any set of archives with the library's own selection (
     python analysis/table2/archive.py save checkpoints/table2-rest/sinusoid-noise0.01-seed0 OUT.npz
     python analysis/table2/archive.py table analysis/table2/runs/*.npz [--early-stopping]
     python analysis/table2/archive.py trials analysis/table2/runs/*.npz [--early-stopping]
+    python analysis/table2/archive.py compare analysis/table2/runs/rest-*.npz
+
+`compare` prints ours beside the paper's numbers (paper.csv), without and with early stopping.
 
 `trials` prints each trial's baseline and chosen run (epoch, validation and test accuracy): what a
 mean over trials hides, e.g. how far the chosen run's validation accuracy overstates its test
@@ -18,7 +21,9 @@ accuracy.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from landscape.config import RunConfig
 from landscape.store import Run, find_runs
 
 KEPT = ("val_acc", "test_acc", "test_acc_clean")
+PAPER = Path(__file__).with_name("paper.csv")
 
 
 def save(folders: list[str], out: Path) -> int:
@@ -70,9 +76,47 @@ def trial_rows(results) -> list[tuple]:
     return rows
 
 
-def format_trials(rows: list[tuple]) -> str:
+def paper_table(path: Path = PAPER) -> dict[tuple[str, float, str], dict[str, float]]:
+    """The paper's Table 2: (data, noise, "last" | "early") -> its numbers (% and b)."""
+    with open(path) as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {(r["data"], float(r["noise"]), r["stopping"]):
+                {k: float(v) for k, v in r.items() if k not in ("data", "noise", "stopping")}
+                for r in rows}
+
+
+COMPARE_HEADER = ("setting", "stopping", "trials", "ours w/o", "paper w/o", "ours w/", "paper w/",
+                  "ours gain", "paper gain", "ours b", "paper b")
+
+
+def compare_rows(archives: list[str], paper: dict) -> list[tuple[str, ...]]:
+    """Ours (mean (std) over the trials) beside the paper's, per setting and stopping rule."""
+    rows = []
+    for stopping in ("last", "early"):
+        for r in select(records(archives), early_stopping=stopping == "early"):
+            data = r.config.data
+            theirs = paper[(data.name, data.noise, stopping)]
+            gain = r.values("with_flooding") - r.values("without_flooding")
+            rows.append((f"{data.name} {data.noise:.0%}", stopping, str(len(r.trials)),
+                         _ours(r, "without_flooding"), _theirs(theirs, "without"),
+                         _ours(r, "with_flooding"), _theirs(theirs, "with"),
+                         f"{100 * gain.mean():+.2f}", f"{theirs['with'] - theirs['without']:+.2f}",
+                         _ours(r, "chosen_b", scale=1), _theirs(theirs, "b")))
+    return rows
+
+
+def _ours(result, column: str, *, scale: float = 100) -> str:
+    mean, std = result.mean_std(column)
+    return f"{mean * scale:.2f}" + ("" if math.isnan(std) else f" ({std * scale:.2f})")
+
+
+def _theirs(row: dict[str, float], key: str) -> str:
+    return f"{row[key]:.2f} ({row[key + '_std']:.2f})"
+
+
+def markdown(header: tuple[str, ...], rows: list[tuple]) -> str:
     cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    lines = ["| " + " | ".join(TRIAL_HEADER) + " |", "|" + "---|" * len(TRIAL_HEADER)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
@@ -88,12 +132,17 @@ def main() -> None:
     trials = commands.add_parser("trials", help="each trial's baseline and chosen run")
     trials.add_argument("archives", nargs="+")
     trials.add_argument("--early-stopping", action="store_true")
+    comparing = commands.add_parser("compare", help="ours beside the paper's Table 2")
+    comparing.add_argument("archives", nargs="+")
     args = parser.parse_args()
     if args.command == "save":
         print(f"{save(args.folders, args.out)} finished runs -> {args.out}", file=sys.stderr)
-        return
-    results = select(records(args.archives), early_stopping=args.early_stopping)
-    print(format_table(results) if args.command == "table" else format_trials(trial_rows(results)))
+    elif args.command == "compare":
+        print(markdown(COMPARE_HEADER, compare_rows(args.archives, paper_table())))
+    else:
+        results = select(records(args.archives), early_stopping=args.early_stopping)
+        print(format_table(results) if args.command == "table"
+              else markdown(TRIAL_HEADER, trial_rows(results)))
 
 
 if __name__ == "__main__":
