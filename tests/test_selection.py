@@ -57,6 +57,19 @@ def test_selection_without_early_stopping_matches_hand_computation():
     assert result.mean_std("chosen_b") == pytest.approx((.05, .1 / math.sqrt(2)))
 
 
+def test_the_oracle_is_the_best_test_accuracy_at_each_levels_own_epoch():
+    """Seed 1 chooses b = 0 by validation, while b = 0.1 has the best test accuracy: at the last
+    epoch (0.9 against 0.7) and at its early-stopping epoch 3 (0.9 against the baseline's 0.8 at
+    its epoch 2)."""
+    for early, expected in ((False, [(0.1, 3, .8), (0.1, 3, .9)]),
+                            (True, [(0.1, 2, .85), (0.1, 3, .9)])):
+        [result] = select(EXAMPLE, early_stopping=early)
+        oracles = [(t.oracle.flood, t.oracle.epoch, t.oracle.test_acc) for t in result.trials]
+        assert oracles == expected
+        assert [o.flood for o in result.trials[1].outcomes] == [0.0, 0.1, 0.2]
+    assert result.trials[1].chosen_b == 0.0
+
+
 def test_selection_with_early_stopping_matches_hand_computation():
     [result] = select(EXAMPLE, early_stopping=True)
     t0, t1 = result.trials

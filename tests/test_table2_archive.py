@@ -52,6 +52,8 @@ def test_each_trials_row_is_its_runs_numbers(tmp_path):
         assert row[2:5] == pytest.approx((base_epoch, 100 * base_val, 100 * base_test))
         assert row[9] == pytest.approx(100 * (test - base_test))
         assert row[10] == pytest.approx(100 * (val - test))
+        oracle = min(best, key=lambda f: (-best[f][2], f))
+        assert row[12:] == pytest.approx((oracle, 100 * (best[oracle][2] - base_test)))
     assert archive.markdown(archive.TRIAL_HEADER, rows).count("\n") == len(rows) + 1
 
 
@@ -77,3 +79,16 @@ def test_compare_puts_the_trials_mean_beside_the_papers_row(tmp_path):
         assert float(row[5].split()[0]) == pytest.approx(chosen.mean(), abs=0.006)
         assert float(row[7]) == pytest.approx((chosen - base).mean(), abs=0.006)
         assert row[4:11:2] == ("80.00 (1.00)", "85.00 (2.00)", "+5.00", "0.20 (0.10)")
+
+
+def test_trial_rows_of_a_hand_computed_example():
+    """tests/test_selection.py's example: seed 1 keeps b = 0 by validation (gain 0), while the
+    oracle, b = 0.1, would have gained 10 points at the last epoch and at its early-stopping
+    epoch."""
+    from test_selection import EXAMPLE
+
+    last, early = (archive.trial_rows(archive.select(EXAMPLE, early_stopping=e))
+                   for e in (False, True))
+    assert last[1][1:] == pytest.approx((1, 3, 90, 70, 0.0, 3, 90, 70, 0, 20, 20, 0.1, 20))
+    assert early[1][1:] == pytest.approx((1, 2, 90, 80, 0.0, 2, 90, 80, 0, 10, 10, 0.1, 10))
+    assert early[0][1:] == pytest.approx((0, 1, 80, 75, 0.1, 2, 90, 85, 10, 5, 5, 0.1, 10))

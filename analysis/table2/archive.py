@@ -59,20 +59,24 @@ def records(paths: list[str]):
 
 TRIAL_HEADER = ("setting", "seed", "baseline epoch", "baseline val", "baseline test", "chosen b",
                 "chosen epoch", "chosen val", "chosen test", "gain", "chosen val - test",
-                "baseline val - test")
+                "baseline val - test", "oracle b", "oracle gain")
 
 
 def trial_rows(results) -> list[tuple]:
-    """One row per trial (TRIAL_HEADER): accuracies in %, the gain is chosen minus baseline test."""
+    """One row per trial (TRIAL_HEADER): accuracies in %; the gain is chosen minus baseline test;
+    the oracle is the level with the best test accuracy (selection.TrialChoice.oracle), its gain
+    the most that choosing b could have given at the levels' own epochs."""
     rows = []
     for result in results:
         for t in result.trials:
-            base, chosen = t.baseline, t.chosen
-            rows.append((result.label, t.seed, base.epoch, 100 * base.val_acc, 100 * base.test_acc,
+            base, chosen, oracle = t.baseline, t.chosen, t.oracle
+            rows.append((f"{result.config.data.name} {result.config.data.noise:.0%}", t.seed,
+                         base.epoch, 100 * base.val_acc, 100 * base.test_acc,
                          chosen.flood, chosen.epoch, 100 * chosen.val_acc, 100 * chosen.test_acc,
                          100 * (chosen.test_acc - base.test_acc),
                          100 * (chosen.val_acc - chosen.test_acc),
-                         100 * (base.val_acc - base.test_acc)))
+                         100 * (base.val_acc - base.test_acc),
+                         oracle.flood, 100 * (oracle.test_acc - base.test_acc)))
     return rows
 
 

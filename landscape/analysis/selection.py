@@ -76,10 +76,19 @@ class TrialChoice:
     baseline: Outcome
     chosen: Outcome
     grid: tuple[float, ...]
+    outcomes: tuple[Outcome, ...] = ()  # every level's, in grid order
 
     @property
     def chosen_b(self) -> float:
         return self.chosen.flood
+
+    @property
+    def oracle(self) -> Outcome:
+        """The level a perfect choice would take: the best test accuracy at the levels' own
+        selection epochs (ties to the smaller b). A bound on what choosing b can gain, not a
+        result: it looks at the test set."""
+        candidates = [o for o in self.outcomes if math.isfinite(o.test_acc)]
+        return min(candidates, key=lambda o: (-o.test_acc, o.flood))
 
 
 # Table columns: name -> value of one trial. Test accuracies are the noisy ones unless `_clean`.
@@ -143,7 +152,8 @@ def select(records: Iterable[tuple[RunConfig, Mapping[str, np.ndarray]]], *,
                 raise BadInput(f"{labels[setting]}: seed {seed} has no b = 0 run (the baseline "
                                "without flooding)")
             choices.append(TrialChoice(seed, data_seed, baseline=outcomes[floods.index(BASELINE)],
-                                       chosen=choose(outcomes), grid=tuple(sorted(floods))))
+                                       chosen=choose(outcomes), grid=tuple(sorted(floods)),
+                                       outcomes=tuple(sorted(outcomes, key=lambda o: o.flood))))
         results.append(SettingResult(setting, labels[setting], early_stopping, tuple(choices)))
     return results
 
