@@ -78,7 +78,8 @@ def test_compare_puts_the_trials_mean_beside_the_papers_row(tmp_path):
         assert float(row[3].split()[0]) == pytest.approx(base.mean(), abs=0.006)
         assert float(row[5].split()[0]) == pytest.approx(chosen.mean(), abs=0.006)
         assert float(row[7]) == pytest.approx((chosen - base).mean(), abs=0.006)
-        assert row[4:11:2] == ("80.00 (1.00)", "85.00 (2.00)", "+5.00", "0.20 (0.10)")
+        assert float(row[9]) == pytest.approx(np.mean([t[13] for t in trials]), abs=0.006)
+        assert row[4:9:2] + row[11:] == ("80.00 (1.00)", "85.00 (2.00)", "+5.00", "0.20 (0.10)")
 
 
 def test_trial_rows_of_a_hand_computed_example():

@@ -90,21 +90,24 @@ def paper_table(path: Path = PAPER) -> dict[tuple[str, float, str], dict[str, fl
 
 
 COMPARE_HEADER = ("setting", "stopping", "trials", "ours w/o", "paper w/o", "ours w/", "paper w/",
-                  "ours gain", "paper gain", "ours b", "paper b")
+                  "ours gain", "paper gain", "ours oracle gain", "ours b", "paper b")
 
 
 def compare_rows(archives: list[str], paper: dict) -> list[tuple[str, ...]]:
-    """Ours (mean (std) over the trials) beside the paper's, per setting and stopping rule."""
+    """Ours (mean (std) over the trials) beside the paper's, per setting and stopping rule; the
+    gains are means over trials, the oracle's that of TrialChoice.oracle."""
     rows = []
     for stopping in ("last", "early"):
         for r in select(records(archives), early_stopping=stopping == "early"):
             data = r.config.data
             theirs = paper[(data.name, data.noise, stopping)]
             gain = r.values("with_flooding") - r.values("without_flooding")
+            oracle = np.array([t.oracle.test_acc - t.baseline.test_acc for t in r.trials])
             rows.append((f"{data.name} {data.noise:.0%}", stopping, str(len(r.trials)),
                          _ours(r, "without_flooding"), _theirs(theirs, "without"),
                          _ours(r, "with_flooding"), _theirs(theirs, "with"),
                          f"{100 * gain.mean():+.2f}", f"{theirs['with'] - theirs['without']:+.2f}",
+                         f"{100 * oracle.mean():+.2f}",
                          _ours(r, "chosen_b", scale=1), _theirs(theirs, "b")))
     return rows
 
