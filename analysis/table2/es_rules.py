@@ -9,6 +9,15 @@ at the epoch each rule picks, mean (std) over trials, per setting and flood leve
 
     python analysis/table2/es_rules.py analysis/table2/runs/es-rules-*.npz
 
+The archived runs (analysis/RESULTS.md) were trained and archived by, per setting (b = 0.3 for Two
+Gaussians, 0.25 for Sinusoid):
+
+    landscape train --data two_gaussians --noise 0.1 --seeds 10 --flood 0,0.3 --n-test 5000 \
+        --eval-test every --save last --name es-rules-two_gaussians-noise0.1 \
+        --out checkpoints/es-rules --resume
+    python analysis/table2/archive.py save checkpoints/es-rules/es-rules-two_gaussians-noise0.1 \
+        analysis/table2/runs/es-rules-two_gaussians-noise0.1.npz
+
 Rules: `first best` (ours, the first epoch of the best validation accuracy), `last best` (ties go
 to the later epoch: `if val >= best: keep`), `every k` (validation checked only at epochs k, 2k,
 ..., and the last), `patience p` (training stops after p epochs without a new best, keeping the
