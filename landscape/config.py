@@ -1,9 +1,9 @@
 """What determines a run's result, as frozen dataclasses that serialize to JSON in the run file.
 
 `RunConfig` holds everything that determines the numbers (data, model, objective, optimizer, seed,
-what is saved); how it runs (device, paths, progress) is `execution.Execution`. Defaults that depend on the
-data set (the paper's settings, docs/settings.md) live in one place: `PAPER_DEFAULTS`, applied by
-`RunConfig.resolved()`, so a stored config is always explicit.
+what is saved); how it runs (device, paths, progress) is `execution.Execution`. Defaults that
+depend on the data set (the paper's settings, docs/settings.md) live in one place:
+`PAPER_DEFAULTS`, applied by `RunConfig.resolved()`, so a stored config is always explicit.
 """
 
 from __future__ import annotations
@@ -97,21 +97,23 @@ class DataConfig:
     def __post_init__(self) -> None:
         require_choice(self.name, DATASETS, "data set")
         require(0.0 <= self.noise < 0.5 or (self.name not in SYNTHETIC and 0 <= self.noise < 1),
-               f"--noise must be in [0, 0.5) for binary data, got {self.noise}")
+                f"--noise must be in [0, 0.5) for binary data, got {self.noise}")
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         require_choice(self.sizes, ("paper", "demo"), "size convention")
         for key in ("n_train", "n_val", "n_test"):
             value = getattr(self, key)
-            require(value is None or value >= 2, f"--{key.replace('_', '-')} must be at least 2, got {value}")
+            require(value is None or value >= 2,
+                    f"--{key.replace('_', '-')} must be at least 2, got {value}")
         if self.sinusoid_input is not None:
             require_choice(self.sinusoid_input, ("gaussian", "disk"), "sinusoid input distribution")
-        require(self.spiral_tau is None or (math.isfinite(self.spiral_tau) and self.spiral_tau >= 0),
-               f"--spiral-tau must be a finite number >= 0, got {self.spiral_tau}")
+        require(self.spiral_tau is None
+                or (math.isfinite(self.spiral_tau) and self.spiral_tau >= 0),
+                f"--spiral-tau must be a finite number >= 0, got {self.spiral_tau}")
         require(self.gaussian_mean is None or math.isfinite(self.gaussian_mean),
-               f"gaussian mean must be finite, got {self.gaussian_mean}")
+                f"gaussian mean must be finite, got {self.gaussian_mean}")
         require(self.gaussian_dim is None or self.gaussian_dim >= 1, "gaussian dim must be >= 1")
         require(self.val_fraction is None or 0 < self.val_fraction < 1,
-               f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+                f"--val-fraction must be in (0, 1), got {self.val_fraction}")
 
     @property
     def num_classes(self) -> int:
@@ -179,31 +181,31 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         require_choice(self.kind, OBJECTIVES, "objective")
         require(math.isfinite(self.flood) and self.flood >= 0,
-               f"flood level must be a finite number >= 0, got {self.flood}")
+                f"flood level must be a finite number >= 0, got {self.flood}")
         if self.loss is not None:
             require_choice(self.loss, LOSSES, "loss")
         if self.schedule is not None:
             require_choice(self.schedule, SCHEDULES, "flood schedule")
             require(self.kind != "adaflood", "--flood-schedule adaptive does not apply to adaflood "
-                                            "(its levels are per sample and fixed)")
+                                             "(its levels are per sample and fixed)")
         else:
             require(self.schedule_step is None and self.schedule_threshold is None
-                   and self.schedule_max is None,
-                   "--flood-step/--flood-threshold/--flood-max need --flood-schedule adaptive")
+                    and self.schedule_max is None,
+                    "--flood-step/--flood-threshold/--flood-max need --flood-schedule adaptive")
         for value, what in ((self.schedule_step, "--flood-step"),
                             (self.schedule_threshold, "--flood-threshold"),
                             (self.schedule_max, "--flood-max")):
             require(value is None or (math.isfinite(value) and value >= 0),
-                   f"{what} must be a finite number >= 0, got {value}")
+                    f"{what} must be a finite number >= 0, got {value}")
         if self.kind == "adaflood":
             require(self.flood == 0, "adaflood sets a level per sample; --flood does not apply")
         else:
             require(self.adaflood_gamma is None and self.adaflood_folds is None,
-                   "--adaflood-gamma/--adaflood-folds need --objective adaflood")
+                    "--adaflood-gamma/--adaflood-folds need --objective adaflood")
         require(self.adaflood_gamma is None or 0 < self.adaflood_gamma < 1,
-               f"--adaflood-gamma must be in (0, 1), got {self.adaflood_gamma}")
+                f"--adaflood-gamma must be in (0, 1), got {self.adaflood_gamma}")
         require(self.adaflood_folds is None or self.adaflood_folds >= 2,
-               f"--adaflood-folds must be at least 2, got {self.adaflood_folds}")
+                f"--adaflood-folds must be at least 2, got {self.adaflood_folds}")
 
     def resolved(self, loss: str) -> ObjectiveConfig:
         """With the loss and the defaults of the schedule's or AdaFlood's parameters explicit."""
@@ -263,17 +265,20 @@ class OptimConfig:
         if self.name is not None:
             require_choice(self.name, OPTIMIZERS, "optimizer")
         require(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
-               f"--lr must be > 0, got {self.lr}")
+                f"--lr must be > 0, got {self.lr}")
         require(self.momentum is None or 0 <= self.momentum < 1,
-               f"--momentum must be in [0, 1), got {self.momentum}")
+                f"--momentum must be in [0, 1), got {self.momentum}")
         require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-               f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
-        require(math.isfinite(self.gamma) and self.gamma > 0, f"lr gamma must be > 0, got {self.gamma}")
+                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        require(math.isfinite(self.gamma) and self.gamma > 0,
+                f"lr gamma must be > 0, got {self.gamma}")
         require(self.batch_size is None or self.batch_size >= 1,
-               f"--batch-size must be >= 1, got {self.batch_size}")
-        require(self.epochs is None or self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        require(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
-               f"--lr-milestones must be increasing positive epochs, got {self.milestones}")
+                f"--batch-size must be >= 1, got {self.batch_size}")
+        require(self.epochs is None or self.epochs >= 1,
+                f"--epochs must be >= 1, got {self.epochs}")
+        require(all(m >= 1 for m in self.milestones)
+                and list(self.milestones) == sorted(self.milestones),
+                f"--lr-milestones must be increasing positive epochs, got {self.milestones}")
 
     def resolved(self, data_name: str) -> OptimConfig:
         """Every field left None filled from the paper's recipe for the data set."""
@@ -369,17 +374,17 @@ class RunConfig:
         if self.save is not None:
             check_save_policy(self.save, self.epochs)
         require(not (self.augment and self.data.name in SYNTHETIC),
-               "--augment applies to image data sets only")
+                "--augment applies to image data sets only")
         loss = self.objective.loss
         require(loss != "logistic" or self.data.num_classes == 2,
-               f"the logistic loss needs a binary data set; {self.data.name} has "
-               f"{self.data.num_classes} classes")
+                f"the logistic loss needs a binary data set; {self.data.name} has "
+                f"{self.data.num_classes} classes")
         require(not (self.model.name or "").startswith("resnet") or self.data.name in IMAGES,
-               f"{self.model.name} needs an image data set, not {self.data.name}")
+                f"{self.model.name} needs an image data set, not {self.data.name}")
         folds, n_train = self.objective.adaflood_folds, self.data.n_train
         require(folds is None or n_train is None or folds <= n_train,
-               f"--adaflood-folds {folds} is more than the {n_train} training points (each fold "
-               "holds out at least one)")
+                f"--adaflood-folds {folds} is more than the {n_train} training points (each fold "
+                "holds out at least one)")
 
     def resolved(self, *, sweep: bool = False) -> RunConfig:
         """The same config with every default made explicit: the paper's model, optimizer,

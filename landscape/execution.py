@@ -41,8 +41,8 @@ class Execution:
     def __post_init__(self) -> None:
         require_choice(self.amp, AMP_MODES, "--amp mode")
         require(math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0,
-               f"--checkpoint-every must be a finite number of seconds >= 0, got "
-               f"{self.checkpoint_every}")
+                f"--checkpoint-every must be a finite number of seconds >= 0, got "
+                f"{self.checkpoint_every}")
         check_device(self.device)
         requested_chunk(self.ensemble)
 
@@ -54,7 +54,7 @@ def check_device(spec: str) -> None:
     """The form of a device name, checked without torch (whether it exists is the device's
     business: device.resolve_device)."""
     require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec) is not None,
-           f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+            f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
 def requested_chunk(ensemble: str) -> int | None:

@@ -39,12 +39,12 @@ def _parse_range(text: str) -> list[float]:
     require(len(pieces) == 3, f"malformed flood range {text!r}: expected start:stop:step")
     start, stop, step = (_parse_number(p, text) for p in pieces)
     require(all(map(math.isfinite, (start, stop, step))),
-           f"malformed flood range {text!r}: start, stop and step must be finite")
+            f"malformed flood range {text!r}: start, stop and step must be finite")
     require(step > 0, f"malformed flood range {text!r}: step must be > 0")
     require(start <= stop, f"empty flood range {text!r}: start is above stop")
     span = (stop - start) / step  # may overflow to inf (0:1e300:1e-300): too many either way
     require(span < 100_000, f"flood range {text!r} has too many levels ({span + 1:.3g}; at most "
-                           "100,000)")
+                            "100,000)")
     count = int(math.floor(span + 1e-9)) + 1
     # Rounded so that 0:0.5:0.01 gives 0.07, not 0.07000000000000001 (it names files).
     return [round(start + i * step, 10) for i in range(count)]
