@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from archive import markdown, records
+from landscape.analysis.selection import early_stopping_epoch
 
 EVERY = (5, 10, 25, 50)
 PATIENCE = (10, 50)
@@ -51,7 +52,7 @@ def rule_epochs(val: np.ndarray) -> dict[str, int]:
     val = np.asarray(val, dtype=np.float64)
     last = len(val) - 1
     all_epochs = np.arange(len(val))
-    picked = {"first best": _best(val, all_epochs),
+    picked = {"first best": early_stopping_epoch(val),  # the library's, as `landscape table`
               "last best": _best(val, all_epochs, last_of_ties=True)}
     for k in EVERY:
         picked[f"every {k}"] = _best(val, np.unique(np.r_[np.arange(k, last + 1, k), last]))

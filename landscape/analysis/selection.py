@@ -75,8 +75,11 @@ class TrialChoice:
     data_seed: int
     baseline: Outcome
     chosen: Outcome
-    grid: tuple[float, ...]
-    outcomes: tuple[Outcome, ...] = ()  # every level's, in grid order
+    outcomes: tuple[Outcome, ...]  # every level's, by b
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        return tuple(o.flood for o in self.outcomes)
 
     @property
     def chosen_b(self) -> float:
@@ -152,7 +155,7 @@ def select(records: Iterable[tuple[RunConfig, Mapping[str, np.ndarray]]], *,
                 raise BadInput(f"{labels[setting]}: seed {seed} has no b = 0 run (the baseline "
                                "without flooding)")
             choices.append(TrialChoice(seed, data_seed, baseline=outcomes[floods.index(BASELINE)],
-                                       chosen=choose(outcomes), grid=tuple(sorted(floods)),
+                                       chosen=choose(outcomes),
                                        outcomes=tuple(sorted(outcomes, key=lambda o: o.flood))))
         results.append(SettingResult(setting, labels[setting], early_stopping, tuple(choices)))
     return results
