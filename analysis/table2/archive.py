@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.analysis.selection import format_table, select
+from landscape.analysis.selection import format_table, markdown_table, select
 from landscape.config import RunConfig
 from landscape.store import Run, find_runs
 
@@ -122,9 +122,9 @@ def _theirs(row: dict[str, float], key: str) -> str:
 
 
 def markdown(header: tuple[str, ...], rows: list[tuple]) -> str:
-    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    """`selection.markdown_table`, with numbers to two decimals."""
+    return markdown_table(header, [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row]
+                                   for row in rows])
 
 
 def main() -> None:

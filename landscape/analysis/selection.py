@@ -216,6 +216,11 @@ def format_table(results: Sequence[SettingResult], *, fmt: Literal["md", "latex"
                           r"\hline", body[0], r"\hline", *body[1:], r"\hline", r"\end{tabular}"])
     if fmt != "md":
         raise BadInput(f"unknown table format {fmt!r}; choose md or latex")
-    lines = ["| " + " | ".join(row) + " |" for row in [header] + rows]
+    return "\n".join([caption, "", markdown_table(header, rows)])
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table of the header and rows, given as cell texts."""
+    lines = ["| " + " | ".join(row) + " |" for row in [header, *rows]]
     lines.insert(1, "|" + "---|" * len(header))
-    return "\n".join([caption, "", *lines])
+    return "\n".join(lines)
