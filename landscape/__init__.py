@@ -1,24 +1,34 @@
 """landscape: flooding (Ishida et al., ICML 2020) and the loss landscape.
 
-Train with and without flooding into HDF5 run files, then analyse them (Section 5 of the paper).
-The measurements work on any PyTorch model too (README: Your own model):
+Train with and without flooding into HDF5 run files, analyse them (Section 5 of the paper), and
+measure any PyTorch model the same way:
 
     import landscape
     loss = landscape.flood(criterion(model(x), y), b=0.02)     # in a training loop
     line = landscape.loss_slice(model, loader)                  # a filter-normalized slice
     top = landscape.hessian_top_eigenvalue(model, (x, y))
+    result = landscape.train(landscape.expand(landscape.RunConfig(landscape.DataConfig(
+        "two_gaussians", noise=0.1)), floods=[0, 0.3], seeds=[0]))
+
+Everything common is importable from here (`__all__`); the subpackages are the layers beneath:
+measures (any model, pure), train, runs (the run file), analysis (result files), figures, cli.
 """
 
 __version__ = "0.1.0"
 
 # name -> module: imported on first use, so that `import landscape` (and the command's --help)
-# stays free of torch until a measurement is asked for
+# stays free of torch until something that needs it is asked for
 _PUBLIC = {
     "flood": "flooding", "iflood": "flooding",
     **{name: "measures" for name in (
         "Estimate", "Slice", "loss_slice", "loss_surface", "gradient_amplitude",
         "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
         "average_sharpness", "risk_mse", "trajectory_directions")},
+    **{name: "sweep" for name in ("train", "expand", "TrainResult")},
+    **{name: "store" for name in ("Run", "open_runs", "find_runs")},
+    **{name: "config" for name in (
+        "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig")},
+    "Execution": "execution",
 }
 __all__ = sorted(_PUBLIC)
 
