@@ -26,8 +26,8 @@ from .analysis.gradnorm import amplitudes
 from .analysis.mse import MseOptions, check_panels
 from .analysis.spectrum import Density, density, top_eigenpairs
 from .analysis.trajectory import Trajectory, pca_directions
-from .analysis.sharpness import (SharpnessOptions, average_sharpness as _average_sharpness,
-                                 hessian_trace as _trace, hvp_function, top_eigenvalue)
+from .analysis.sharpness import (SharpnessOptions, sharpness_estimate,
+                                 hutchinson_trace, hvp_function, top_eigenvalue)
 from .errors import BadInput
 from .evaluation import rows_of, sample_losses
 from .flooding import Loss, check_loss
@@ -227,7 +227,7 @@ def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
     Rademacher vectors, with its standard error."""
     SharpnessOptions(probes=probes, seed=seed)
     with _hessian(model, data, loss, params, device) as (theta, hvp):
-        return Estimate(*_trace(hvp, theta, probes=probes, seed=seed))
+        return Estimate(*hutchinson_trace(hvp, theta, probes=probes, seed=seed))
 
 
 def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss = "cross_entropy",
@@ -275,7 +275,7 @@ def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entrop
         first = next(iter(theta.values()))
         source = as_source(data, device=first.device, dtype=_dtype(state))
         rows = rows_of(template, source, 1, first.device)
-        value, stderr, _ = _average_sharpness(template, theta, buffers, source, loss, options,
+        value, stderr, _ = sharpness_estimate(template, theta, buffers, source, loss, options,
                                               at_once=1, rows=rows)
     return Estimate(value, stderr)
 

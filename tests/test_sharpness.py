@@ -14,8 +14,8 @@ from torch.func import functional_call, hessian
 
 from landscape.analysis.filternorm import Normalization, gaussian_directions, parameters_of
 from landscape.analysis.loading import dataset_for, model_for, read_result
-from landscape.analysis.sharpness import (KIND, SharpnessOptions, average_sharpness,
-                                          hessian_trace, hvp_function, top_eigenvalue)
+from landscape.analysis.sharpness import (KIND, SharpnessOptions, sharpness_estimate,
+                                          hutchinson_trace, hvp_function, top_eigenvalue)
 from landscape.data import Split, load
 from landscape.flooding import per_sample_loss
 from landscape.sources import as_source
@@ -72,7 +72,7 @@ def test_hutchinson_trace_converges_to_the_exact_trace(exact):
     model, params, buffers, split, H, _ = exact
     hvp = hvp_function(model, params, buffers, split, "logistic", rows=40)
     probes = 2000
-    estimate, stderr = hessian_trace(hvp, params, probes=probes, seed=1)
+    estimate, stderr = hutchinson_trace(hvp, params, probes=probes, seed=1)
     exact_stderr = math.sqrt(2 * (H.square().sum() - H.diagonal().square().sum()) / probes)
     assert abs(estimate - float(H.trace())) <= 4 * exact_stderr
     assert stderr == pytest.approx(exact_stderr, rel=0.15)
@@ -84,7 +84,7 @@ def test_average_sharpness_at_small_sigma_is_half_the_curvature_along_the_draws(
     = s^2 / 2 d.Hd + O(s^4) for each draw d (ReLU kinks are not crossed at s = 1e-5)."""
     model, params, buffers, _, H, data = exact
     options = SharpnessOptions(sigma=1e-5, draws=4, seed=3)
-    value, _, _ = average_sharpness(model, params, buffers, as_source(data.train, device=CPU,
+    value, _, _ = sharpness_estimate(model, params, buffers, as_source(data.train, device=CPU,
                                     dtype=None), "logistic", options, at_once=8, rows=16)
     directions = gaussian_directions(params, 3, Normalization(), count=4)
     flat = torch.stack([torch.cat([d[k].flatten() for k in params]) for d in directions])
@@ -99,7 +99,7 @@ def test_average_sharpness_equals_a_slow_loop(pair):
     model = model_for(run, data, device=CPU)
     params, buffers = parameters_of(model, run.state_dict(14))
     options = SharpnessOptions(sigma=0.3, draws=3, seed=5, split="test")
-    value, stderr, base = average_sharpness(model, params, buffers, as_source(
+    value, stderr, base = sharpness_estimate(model, params, buffers, as_source(
         data.test, device=CPU, dtype=None), "logistic", options, at_once=4, rows=64)
     module = model_for(run, data, device=CPU)
     pair_means = []

@@ -130,7 +130,7 @@ def top_eigenvalue(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors,
     return estimate, step
 
 
-def hessian_trace(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *, probes: int,
+def hutchinson_trace(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *, probes: int,
                   seed: int) -> tuple[float, float]:
     """(Hutchinson's estimate of tr H, its standard error) from `probes` Rademacher vectors."""
     generator = torch.Generator().manual_seed(seed)
@@ -146,7 +146,7 @@ def hessian_trace(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, 
     return float(samples.mean()), stderr
 
 
-def average_sharpness(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,
+def sharpness_estimate(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,
                       loss: Loss, options: SharpnessOptions, *, at_once: int, rows: int
                       ) -> tuple[float, float, float]:
     """(E[L(theta + sigma d)] - L(theta), its standard error over the draws, L(theta))."""
@@ -203,10 +203,10 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
             out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
                 hvp, params, iterations=options.iterations, tolerance=options.tolerance,
                 seed=options.seed)
-            out["trace"][i], out["trace_stderr"][i] = hessian_trace(
+            out["trace"][i], out["trace_stderr"][i] = hutchinson_trace(
                 hvp, params, probes=options.probes, seed=options.seed)
             out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
-                average_sharpness(model, params, buffers, source, loss, options,
+                sharpness_estimate(model, params, buffers, source, loss, options,
                                   at_once=at_once, rows=rows))
     return out
 
