@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sweep import matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -42,12 +43,10 @@ from landscape.data import Split, Standardize
 from landscape.data.augment import random_crop_flip
 from landscape.data.images import STATS
 from landscape.device import autocast, channels_last, describe
-from landscape.ensemble import Ensemble
 from landscape.flooding import flooded_objective, per_sample_loss
+from landscape.measures.stack import Ensemble
 from landscape.models import build_model
-from landscape.training import epoch_generator, make_optimizer
-
-from sweep import matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
+from landscape.training.loop import epoch_generator, make_optimizer
 
 MEAN, STD = STATS["cifar10"]
 MEAN_CHW, STD_CHW = (torch.tensor(v)[:, None, None] for v in STATS["cifar10"])

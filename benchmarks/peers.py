@@ -32,13 +32,12 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sweep import parse_with_device, sync  # benchmarks/sweep.py, same folder
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape
 from landscape.device import describe
-
-from sweep import parse_with_device, sync  # benchmarks/sweep.py, same folder
 
 
 def user_model(width: int, depth: int) -> nn.Module:

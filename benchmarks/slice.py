@@ -23,18 +23,24 @@ from typing import Callable
 
 import numpy as np
 import torch
+from sweep import (  # benchmarks/sweep.py, same folder
+    config_for,
+    matmul_rate,
+    parse_with_device,
+    report,
+    timed,
+)
 
-from landscape.analysis.filternorm import Normalization, gaussian_directions, parameters_of
-from landscape.analysis.flatness import evaluate_points
 from landscape.analysis.loading import split_sources
 from landscape.config import RunConfig
 from landscape.data import load
 from landscape.device import describe
-from landscape.evaluation import models_at_once
 from landscape.flooding import per_sample_loss, predictions
+from landscape.measures.filternorm import gaussian_directions, parameters_of
+from landscape.measures.options import Normalization
+from landscape.measures.slices import evaluate_points
+from landscape.memory import models_at_once
 from landscape.models import build_model, count_parameters
-
-from sweep import config_for, matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
 
 
 def slice_runners(config: RunConfig, points: int, device: torch.device

@@ -3,7 +3,7 @@ setting (Two Gaussians, 100 training points, batch 100, Adam, MLP depth x width)
 
   steps  the training steps alone: K models stacked as one vmap ensemble (what the sweep runs)
          against a plain PyTorch loop over K nn.Modules, each with its own Adam; per width;
-  sweep  `landscape.sweep.train` end to end (evaluation and run files included) with the
+  sweep  `landscape.train` end to end (evaluation and run files included) with the
          execution `--ensemble auto` chooses against `--ensemble off` (one model at a time).
 
 Both print the ratio (loop time / chosen time) and the achieved FLOP/s as a fraction of a large
@@ -28,15 +28,16 @@ from typing import Callable
 import torch
 
 from landscape.config import DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.data import load
 from landscape.device import describe, resolve_device
-from landscape.ensemble import Ensemble, auto_chunk_size
 from landscape.flooding import flooded_objective, per_sample_loss
+from landscape.measures.stack import Ensemble
+from landscape.memory import auto_chunk_size
 from landscape.models import build_model, count_parameters
-from landscape.store import Run
-from landscape.sweep import expand, train
-from landscape.training import make_optimizer
+from landscape.runs.store import Run
+from landscape.training.loop import make_optimizer
+from landscape.training.planner import expand, train
 
 
 def sync(device: torch.device) -> None:
@@ -175,7 +176,8 @@ def write_share(config: RunConfig, floods: list[float], device: torch.device,
     """(wall seconds, seconds inside RunWriter's per-epoch writes, seconds making run files) of one
     stacked sweep trained end to end. Every RunWriter method but opening and closing counts
     as a write; calls nested in another write count once."""
-    from landscape import runmaker, runwriter
+    from landscape.runs import maker as runmaker
+    from landscape.runs import writer as runwriter
     spent = {"writes": 0.0, "create": 0.0}
     depth = [0]
 

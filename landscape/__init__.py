@@ -10,8 +10,9 @@ measure any PyTorch model the same way:
     result = landscape.train(landscape.expand(landscape.RunConfig(landscape.DataConfig(
         "two_gaussians", noise=0.1)), floods=[0, 0.3], seeds=[0]))
 
-Everything common is importable from here (`__all__`); the subpackages are the layers beneath:
-measures (any model, pure), train, runs (the run file), analysis (result files), figures, cli.
+Everything common is importable from here (`__all__`); the subpackages are the layers beneath,
+each importing only those below it: measures (any model, pure), training, runs (the run file),
+analysis (result files), figures (no torch), cli.
 """
 
 __version__ = "0.1.0"
@@ -20,15 +21,19 @@ __version__ = "0.1.0"
 # stays free of torch until something that needs it is asked for
 _PUBLIC = {
     "flood": "flooding", "iflood": "flooding",
-    **{name: "measures" for name in (
-        "Estimate", "Slice", "loss_slice", "loss_surface", "gradient_amplitude",
-        "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
-        "average_sharpness", "risk_mse", "trajectory_directions")},
-    **{name: "sweep" for name in ("train", "expand", "TrainResult")},
-    **{name: "store" for name in ("Run", "open_runs", "find_runs")},
+    "loss_slice": "measures.slices", "loss_surface": "measures.slices", "Slice": "measures.slices",
+    "gradient_amplitude": "measures.gradients",
+    **{name: "measures.hessian" for name in (
+        "Estimate", "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density",
+        "hessian_trace", "average_sharpness")},
+    "Density": "measures.density",
+    "risk_mse": "measures.theorem1",
+    "trajectory_directions": "measures.trajectory", "Trajectory": "measures.trajectory",
+    **{name: "training.planner" for name in ("train", "expand", "TrainResult")},
+    **{name: "runs.store" for name in ("Run", "open_runs", "find_runs")},
     **{name: "config" for name in (
         "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig")},
-    "Execution": "execution",
+    "Execution": "config.execution",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,3 +1,3 @@
-from .cli import main
+from landscape.cli import main
 
 main()

@@ -6,8 +6,8 @@ import contextlib
 
 import torch
 
-from .execution import check_device
-from .errors import BadInput
+from landscape.config.execution import check_device
+from landscape.errors import BadInput
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import BadInput, LandscapeError, WorkFailed
+from landscape.errors import BadInput, LandscapeError, WorkFailed
 
 T = TypeVar("T")
 

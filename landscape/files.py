@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -21,7 +22,7 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
-from .errors import BadInput, LandscapeError, WorkFailed
+from landscape.errors import BadInput, LandscapeError, WorkFailed
 
 # Room for the suffixes added to a name (".h5", ".<token>.partial") within the usual 255-byte
 # limit of a file name.
@@ -196,3 +197,12 @@ def being_written(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def digest(path: Path) -> str:
+    """sha256 of a file's bytes: identifies the weights a result was computed from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

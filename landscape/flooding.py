@@ -24,7 +24,7 @@ Loss = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 def check_loss(loss: Loss) -> Loss:
     """A loss name we know or a callable; anything else is bad input."""
-    from .errors import BadInput
+    from landscape.errors import BadInput
 
     if callable(loss) or loss in LOSSES:
         return loss
@@ -41,7 +41,7 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.
             -1, *y.shape[logits.dim() - 1:])
         out = loss(logits.reshape(-1, c), flat_y)
         if out.shape != flat_y.shape[:1]:
-            from .errors import BadInput
+            from landscape.errors import BadInput
             raise BadInput(f"the loss callable must return one loss per sample (shape "
                            f"[{flat_y.shape[0]}]), got shape {list(out.shape)}; use "
                            "reduction='none'")

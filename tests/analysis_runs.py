@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from landscape.config import ModelConfig
-from landscape.execution import Execution
-from landscape.store import Run, open_runs
-from landscape.sweep import expand, train
 
 from conftest import tiny_config
+
+from landscape.config import ModelConfig
+from landscape.config.execution import Execution
+from landscape.runs.store import Run, open_runs
+from landscape.training.planner import expand, train
 
 
 def train_pair(tmp_path_factory, *, model: str = "mlp", flood: float = 0.5, epochs: int = 10,

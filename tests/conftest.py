@@ -16,10 +16,10 @@ import torch
 import landscape
 from landscape.cli import commands
 from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from landscape.execution import Execution
-from landscape import recording
-from landscape.runwriter import RunWriter
-from landscape.sweep import train
+from landscape.config.execution import Execution
+from landscape.runs.writer import RunWriter
+from landscape.training import recording
+from landscape.training.planner import train
 
 TESTS = Path(__file__).parent
 MNIST_SUBSET = TESTS / "data"

@@ -7,11 +7,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
-from landscape.execution import Execution
-from landscape.sweep import expand, train
-
 from conftest import tiny_config
+
+from landscape.config.execution import Execution
+from landscape.training.planner import expand, train
 
 FLOODS = (0.0, 0.2, 0.4)
 

@@ -8,18 +8,17 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
-from landscape.adaflood import corrected_levels, fold_assignment
 from landscape.config import ObjectiveConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.data import load
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.models import build_model
-from landscape.store import Run
-from landscape.sweep import train
-from landscape.training import epoch_generator
-
-from conftest import tiny_config
+from landscape.runs.store import Run
+from landscape.training.adaflood import corrected_levels, fold_assignment
+from landscape.training.loop import epoch_generator
+from landscape.training.planner import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,15 +10,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
 
 from landscape.config import ObjectiveConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.errors import BadInput
-from landscape.schedule import AdaptiveRule, LevelState, levels, update
-from landscape.store import Run
-from landscape.sweep import expand, train
-
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
+from landscape.runs.store import Run
+from landscape.training.planner import expand, train
+from landscape.training.schedule import AdaptiveRule, LevelState, levels, update
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RULE = AdaptiveRule(step=0.1, threshold=0.05, max_level=0.25)
@@ -124,11 +123,14 @@ def test_an_adaptive_run_from_b_0_takes_its_snapshot_once_b_has_risen(tmp_path):
 def test_analyses_draw_an_adaptive_run_from_b_0_as_flooded(tmp_path):
     """An adaptive run that starts at b = 0 floods later: gradnorm and flatness mark it "o" /
     solid blue and name its objective, not "b = 0" (which stays the plain run's)."""
-    from landscape.analysis.flatness import SliceOptions, flatness, read_slices
-    from landscape.analysis.flatness_plot import plot_flatness
-    from landscape.analysis.gradnorm import gradnorm, plot_gradnorm
-    from landscape.analysis.loading import read_result
-    from landscape.store import open_runs
+    from landscape.analysis.flatness import flatness
+    from landscape.analysis.gradnorm import gradnorm
+    from landscape.figures.flatness import plot_flatness
+    from landscape.figures.flatness_text import read_slices
+    from landscape.figures.gradnorm import plot_gradnorm
+    from landscape.measures.options import SliceOptions
+    from landscape.results import read_result
+    from landscape.runs.store import open_runs
 
     plain = tiny_config(noise=0.0, epochs=4, save="all")
     paths = train([dataclasses.replace(_adaptive(), optim=plain.optim, save="all"), plain],

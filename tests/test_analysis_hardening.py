@@ -9,18 +9,19 @@ import matplotlib.figure
 import numpy as np
 import pytest
 import torch
-
 from analysis_runs import train_pair
 from conftest import TINY_TRAIN_ARGS, landscape_cli
 from flood_sweeps import read_figure_data
+
 from landscape.analysis.flatness import flatness
-from landscape.analysis.gradnorm import gradnorm, plot_gradnorm
+from landscape.analysis.gradnorm import gradnorm
 from landscape.analysis.memorization import memorization
 from landscape.analysis.mse import theorem1_check
-from landscape.analysis.options import MseOptions, SharpnessOptions, SliceOptions
 from landscape.analysis.sharpness import sharpness
-from landscape.analysis.sharpness_plot import plot_sharpness
-from landscape.store import Run
+from landscape.figures.gradnorm import plot_gradnorm
+from landscape.figures.sharpness import plot_sharpness
+from landscape.measures.options import MseOptions, SharpnessOptions, SliceOptions
+from landscape.runs.store import Run
 
 CPU = torch.device("cpu")
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from analysis_runs import train_pair
+from conftest import landscape_cli
 from torch import nn
 from torch.func import functional_call, hessian
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape
-from landscape.analysis.filternorm import parameters_of
-from landscape.analysis.loading import read_result, state_at
-
-from analysis_runs import train_pair
-from conftest import landscape_cli
+from landscape.analysis.loading import state_at
+from landscape.measures.filternorm import parameters_of
+from landscape.results import read_result
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

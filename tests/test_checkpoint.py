@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import assert_same_metrics, tiny_config, train_interrupted
+
 from landscape.config import OptimConfig
-from landscape.execution import Execution
-from landscape.runwriter import RunWriter
-from landscape.store import Run
-from landscape.sweep import expand, train
+from landscape.config.execution import Execution
+from landscape.runs.store import Run
+from landscape.runs.writer import RunWriter
+from landscape.training.planner import expand, train
 
 NEVER = 1e9  # seconds: only saved and final epochs checkpoint
 
@@ -53,7 +53,7 @@ def test_sgd_momentum_resumes_bit_for_bit_from_the_last_checkpoint(tmp_path, mon
 def test_the_interval_checkpoints_in_between(tmp_path, monkeypatch):
     """With a clock that advances 1 s an epoch and a 3 s interval, the state is written every
     third epoch as well as at saved and final ones: the slots hold the last two."""
-    import landscape.recording as recording
+    import landscape.training.recording as recording
     clock = iter(range(10_000))
     monkeypatch.setattr(recording.time, "monotonic", lambda: float(next(clock)))
     config = tiny_config(epochs=9, save="last")

@@ -5,10 +5,9 @@ import sys
 
 import h5py
 import pytest
-
-from landscape.store import Run
-
 from conftest import TINY_TRAIN_ARGS, installed_cli, landscape_cli
+
+from landscape.runs.store import Run
 
 
 def _one_line_error(result, code=2):

@@ -2,19 +2,16 @@ import dataclasses
 
 import pytest
 
-from landscape import config, execution, floodgrid
-from landscape.config import (DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig,
-                              save_epochs)
+from landscape.config import (
+    DataConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RunConfig,
+    save_epochs,
+)
+from landscape.config.floodgrid import parse_flood_levels
 from landscape.errors import BadInput
-from landscape.floodgrid import parse_flood_levels
-
-
-def test_the_first_release_import_paths_still_work():
-    """Execution and the flood-level grammar moved out of config.py; the old names are the same."""
-    assert config.Execution is execution.Execution
-    assert config.parse_flood_levels is floodgrid.parse_flood_levels
-    assert (config.check_device, config.requested_chunk, config.AMP_MODES) == (
-        execution.check_device, execution.requested_chunk, execution.AMP_MODES)
 
 
 def test_flood_ranges_and_lists():
@@ -99,7 +96,8 @@ def test_defaults_fill_only_what_was_left_unset():
 def test_cli_and_library_resolve_alike(tmp_path):
     """`landscape train` passes unset options as None: the stored config is the library's."""
     from conftest import MNIST_SUBSET, landscape_cli
-    from landscape.store import Run
+
+    from landscape.runs.store import Run
     landscape_cli("train", "--data", "mnist", "--data-dir", MNIST_SUBSET, "--epochs", "1",
                   "--width", "8", "--out", tmp_path, "--name", "m", "-q", check=True)
     stored = Run(tmp_path / "m.h5").config

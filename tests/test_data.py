@@ -4,14 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_SUBSET
 
 from landscape.config import DataConfig
 from landscape.data import flip_labels, load
 from landscape.data.idx import read_idx
 from landscape.data.synthetic import sinusoid, spiral, two_gaussians
 from landscape.errors import BadInput
-
-from conftest import MNIST_SUBSET
 
 
 def test_two_gaussians_classes_and_means():

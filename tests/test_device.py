@@ -3,13 +3,12 @@ channels_last layout."""
 
 import numpy as np
 import torch
-
-from landscape.execution import Execution
-from landscape.device import autocast, channels_last
-from landscape.store import Run
-from landscape.sweep import train
-
 from conftest import landscape_cli, tiny_config
+
+from landscape.config.execution import Execution
+from landscape.device import autocast, channels_last
+from landscape.runs.store import Run
+from landscape.training.planner import train
 
 
 def test_compile_wraps_the_training_forward_once_and_saves_plain_state(tmp_path, monkeypatch):

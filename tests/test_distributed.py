@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
-import landscape.cli.train  # noqa: F401 - registers `train` on the group
-from landscape import distributed
-from landscape.analysis.flatness import SliceOptions, flatness
-from landscape.analysis.gradnorm import gradnorm
-from landscape.analysis.loading import read_result
-from landscape.cli import cli
-from landscape.store import Run, find_runs, open_runs
-
 from conftest import TINY_TRAIN_ARGS
+
+import landscape.cli.train  # noqa: F401 - registers the train command
+from landscape import distributed
+from landscape.analysis.flatness import flatness
+from landscape.analysis.gradnorm import gradnorm
+from landscape.cli import cli
+from landscape.measures.options import SliceOptions
+from landscape.results import read_result
+from landscape.runs.store import Run, find_runs, open_runs
 
 CPU = torch.device("cpu")
 SWEEP = "two_gaussians-noise0.1-mlp-flood"  # the folder name `train` derives for these runs

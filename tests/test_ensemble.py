@@ -8,20 +8,20 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
 
-from landscape import ensemble as ensemble_module
+from landscape import memory
 from landscape.config import ModelConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.data import load
-from landscape.ensemble import auto_chunk_size, balanced_chunks
 from landscape.errors import BadInput
 from landscape.flooding import flooded_objective, per_sample_loss
+from landscape.memory import auto_chunk_size
 from landscape.models import build_model, count_parameters
-from landscape.store import Run
-from landscape.sweep import expand, train
-from landscape.training import epoch_generator
-
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config, train_interrupted
+from landscape.runs.store import Run
+from landscape.training.loop import epoch_generator
+from landscape.training.members import balanced_chunks
+from landscape.training.planner import expand, train
 
 FLOODS = [0.0, 0.3, 0.6]
 
@@ -129,11 +129,11 @@ def test_chunks_are_balanced_and_bounded_by_memory(monkeypatch, tmp_path):
     # With room for only ~3 members, a request for 6 trains in chunks of at most 3.
     config = _base().resolved()
     n_params = count_parameters(build_model(config.model, (10,), 1))
-    per_member = ensemble_module.member_bytes(config.model, n_params, (10,), 16, 8)
-    monkeypatch.setattr(ensemble_module, "free_memory", lambda device: 2 * (
-        ensemble_module.EVAL_NUMBERS * 8 + 3 * per_member + 8))
+    per_member = memory.member_bytes(config.model, n_params, (10,), 16, 8)
+    monkeypatch.setattr(memory, "free_memory", lambda device: 2 * (
+        memory.EVAL_NUMBERS * 8 + 3 * per_member + 8))
     sizes = []
-    monkeypatch.setattr("landscape.sweep._train_part",
+    monkeypatch.setattr("landscape.training.planner._train_part",
                         lambda part, data, *args, **kw: sizes.append(len(part)) or
                         ["complete"] * len(part))
     train(expand(config, FLOODS, [0, 1]), out=tmp_path,

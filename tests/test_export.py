@@ -7,12 +7,11 @@ import json
 import math
 
 import numpy as np
-
-from landscape.export import describe_metric, metrics_table
-from landscape.store import Run
-from landscape.sweep import train
-
 from conftest import landscape_cli, tiny_config
+
+from landscape.runs.export import describe_metric, metrics_table
+from landscape.runs.store import Run
+from landscape.training.planner import train
 
 
 def test_csv_holds_every_metric_of_every_epoch(tmp_path):

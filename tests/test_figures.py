@@ -6,17 +6,19 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from conftest import landscape_cli
 from flood_sweeps import FLOODS, read_figure_data, train_sweep
-from landscape.analysis.curves import plot_curves, usable
+
+from landscape.analysis.curves import learning_curves, usable
 from landscape.analysis.figures import build_figures
-from landscape.analysis.flatness import SliceOptions, flatness
+from landscape.analysis.flatness import flatness
 from landscape.analysis.gradnorm import gradnorm
-from landscape.analysis.mse import MseOptions, theorem1_check
+from landscape.analysis.mse import theorem1_check
 from landscape.errors import BadInput
-from landscape.store import Run, open_runs
-from landscape.sweep import train
+from landscape.figures.curves import plot_curves
+from landscape.measures.options import MseOptions, SliceOptions
+from landscape.runs.store import Run, open_runs
+from landscape.training.planner import train
 
 CPU = torch.device("cpu")
 
@@ -42,7 +44,7 @@ def results(sweep, tmp_path_factory):
 
 def test_curves_data_file_holds_the_mean_over_seeds_of_each_runs_losses(sweep, tmp_path):
     runs = open_runs([sweep])
-    written = plot_curves(runs, tmp_path / "curves", formats=("png",))
+    written = plot_curves(learning_curves(runs), tmp_path / "curves", formats=("png",))
     table = read_figure_data(written[-1])
     for b in FLOODS:
         mine = [r.metrics() for r in runs if r.config.objective.flood == b]
@@ -96,7 +98,7 @@ def test_curves_refuse_the_same_run_twice(sweep, tmp_path):
     runs = open_runs([sweep])
     again = Run(train([runs[0].config], out=tmp_path).paths[0])
     with pytest.raises(BadInput, match="are the same run"):
-        plot_curves(runs + [again], tmp_path / "curves", formats=("png",))
+        plot_curves(learning_curves(runs + [again]), tmp_path / "curves", formats=("png",))
 
 
 def test_figures_name_slices_and_surfaces(sweep, results, tmp_path):
@@ -111,7 +113,7 @@ def test_figures_name_slices_and_surfaces(sweep, results, tmp_path):
 
 
 def test_log_axes_label_every_decade_and_runs_are_named_by_b():
-    from landscape.analysis.plotting import figure, log_axis, run_labels
+    from landscape.figures.style import figure, log_axis, run_labels
 
     fig, axes = figure()
     ax = axes[0, 0]

@@ -6,9 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.analysis.filternorm import (Normalization, amplitude, gaussian_directions,
-                                           normalize_direction, parameters_of)
 from landscape.errors import BadInput
+from landscape.measures.filternorm import (
+    amplitude,
+    gaussian_directions,
+    normalize_direction,
+    parameters_of,
+)
+from landscape.measures.options import Normalization
 
 
 @pytest.fixture

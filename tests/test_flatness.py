@@ -7,23 +7,23 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-import landscape.analysis.flatness as flatness_module
-from landscape.analysis.filternorm import Normalization, gaussian_directions, parameters_of
-from landscape.analysis.flatness import (SliceOptions, bn_statistics, evaluate_points, flatness,
-                                         statistics_model)
-from landscape.analysis.gradnorm import gradnorm
-from landscape.analysis.loading import (dataset_for, model_for, read_result, split_sources,
-                                        state_at)
-from landscape.config import ModelConfig
-from landscape.execution import Execution
-from landscape.errors import BadInput
-from landscape.flooding import per_sample_loss, predictions
-from landscape.store import Run
-from landscape.sweep import train
-
 from analysis_runs import train_pair
 from conftest import landscape_cli, tiny_config
+
+import landscape.analysis.flatness as flatness_module
+from landscape.analysis.flatness import flatness
+from landscape.analysis.gradnorm import gradnorm
+from landscape.analysis.loading import dataset_for, model_for, split_sources, state_at
+from landscape.config import ModelConfig
+from landscape.config.execution import Execution
+from landscape.errors import BadInput
+from landscape.flooding import per_sample_loss, predictions
+from landscape.measures.filternorm import gaussian_directions, parameters_of
+from landscape.measures.options import Normalization, SliceOptions
+from landscape.measures.slices import bn_statistics, evaluate_points, statistics_model
+from landscape.results import read_result
+from landscape.runs.store import Run
+from landscape.training.planner import train
 
 CPU = torch.device("cpu")
 

@@ -6,11 +6,11 @@ import shutil
 
 import h5py
 import torch
-
 from conftest import TESTS, assert_same_metrics, landscape_cli
-from landscape.execution import Execution
-from landscape.store import FORMAT_VERSION, Run, find_runs
-from landscape.sweep import train
+
+from landscape.config.execution import Execution
+from landscape.runs.store import FORMAT_VERSION, Run, find_runs
+from landscape.training.planner import train
 
 V1 = TESTS / "data" / "v1"
 

@@ -5,18 +5,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from landscape.analysis.filternorm import Normalization
-from landscape.analysis.gradnorm import gradnorm, plot_gradnorm, run_amplitudes
-from landscape.analysis.loading import dataset_for, model_for, read_result
-from landscape.analysis.selection import early_stopping_epoch
-from landscape.evaluation import mean_loss
-from landscape.sources import as_source
-from landscape.ensemble import Ensemble
-from landscape.errors import BadInput
-from landscape.flooding import per_sample_loss
-
 from analysis_runs import train_pair
+
+from landscape.analysis.gradnorm import gradnorm, run_amplitudes
+from landscape.analysis.loading import dataset_for, model_for
+from landscape.analysis.selection import early_stopping_epoch
+from landscape.errors import BadInput
+from landscape.figures.gradnorm import plot_gradnorm
+from landscape.flooding import per_sample_loss
+from landscape.measures.evaluation import mean_loss
+from landscape.measures.options import Normalization
+from landscape.measures.sources import as_source
+from landscape.measures.stack import Ensemble
+from landscape.results import read_result
 
 CPU = torch.device("cpu")
 

@@ -13,18 +13,16 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import landscape_cli
 
 from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.data import Standardize, load
 from landscape.data.augment import random_crop_flip
 from landscape.data.images import STATS
 from landscape.errors import BadInput, WorkFailed
-from landscape.store import Run
-from landscape.sweep import train
-
-from conftest import landscape_cli
-
+from landscape.runs.store import Run
+from landscape.training.planner import train
 
 # -- writers of the official formats -------------------------------------------------------------
 
@@ -299,7 +297,7 @@ def test_analyses_find_moved_image_files_with_data_dir(tmp_path):
     """Runs record where training read an image set; after the files move, an analysis says so
     and reads them from --data-dir."""
     from landscape.analysis.gradnorm import gradnorm
-    from landscape.store import open_runs
+    from landscape.runs.store import open_runs
 
     write_mnist_like(tmp_path / "old" / "mnist", 50, 20)
     config = RunConfig(DataConfig("mnist"), ModelConfig("mlp", depth=1, width=8),

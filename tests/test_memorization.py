@@ -3,13 +3,13 @@ selection.py, the figure's data file holds what is plotted."""
 
 import numpy as np
 import pytest
-
 from flood_sweeps import FLOODS, read_figure_data, train_sweep
-from landscape.analysis.memorization import (STOPPING, mean_std, memorization, plot_memorization,
-                                             read_memorization)
+
+from landscape.analysis.memorization import memorization
 from landscape.analysis.selection import early_stopping_epoch, select_runs
 from landscape.errors import BadInput
-from landscape.store import open_runs
+from landscape.figures.memorization import STOPPING, mean_std, plot_memorization, read_memorization
+from landscape.runs.store import open_runs
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import integrate, stats
-
 from conftest import landscape_cli, tiny_config
 from flood_sweeps import read_figure_data
-from landscape.analysis.mse import (MseOptions, check_claims, default_grid, flooded_risk,
-                                    mse_panel, plot_mse, read_check, theorem1_check)
+from scipy import integrate, stats
+
+from landscape.analysis.mse import theorem1_check
 from landscape.data.synthetic import two_gaussians
 from landscape.errors import BadInput
-from landscape.store import Run
-from landscape.sweep import train
+from landscape.figures.mse import plot_mse, read_check
+from landscape.measures.options import MseOptions
+from landscape.measures.theorem1 import check_claims, default_grid, flooded_risk, mse_panel
+from landscape.runs.store import Run
+from landscape.training.planner import train
 
 DIM, MEAN = 10, 1.0  # the paper's Two Gaussians
 

@@ -13,15 +13,16 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
-from landscape import files, recording, runmaker
-from landscape.execution import Execution
-from landscape.errors import BadInput, WorkFailed
-from landscape.runwriter import RunWriter
-from landscape.store import Run, write_sweep_index
-from landscape.sweep import train
-
 from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+
+from landscape import files
+from landscape.config.execution import Execution
+from landscape.errors import BadInput, WorkFailed
+from landscape.runs import maker as runmaker
+from landscape.runs.store import Run, write_sweep_index
+from landscape.runs.writer import RunWriter
+from landscape.training import recording
+from landscape.training.planner import train
 
 
 def _one_line_error(result, code=2):
@@ -305,10 +306,10 @@ def test_a_stacked_sweep_killed_between_members_commits_resumes_bit_for_bit(
         tmp_path, monkeypatch, commits):
     """float32, six members stacked: the resumed members continue from their common epoch in
     the chunk they began in, so every number equals the uninterrupted sweep's exactly."""
-    from landscape.execution import Execution
-    from landscape.sweep import expand
-
     from conftest import train_interrupted
+
+    from landscape.config.execution import Execution
+    from landscape.training.planner import expand
 
     configs = expand(tiny_config(epochs=6, save="every:2", eval_test="best"), [0.0, 0.3, 0.6],
                      [0, 1])
@@ -362,7 +363,9 @@ def test_an_interrupt_that_a_finalizer_swallowed_stops_training_at_the_next_epoc
     """A SIGTERM whose exception Python dropped (raised while a weakref callback ran, as h5py's
     are at every write) still stops the trainer: errors.interrupt notes it, record re-raises it."""
     import weakref
-    from landscape import errors, training
+
+    from landscape import errors
+    from landscape.training import loop as training
     measure = training.Group.measure
 
     def swallowed_at_epoch_3(self, epoch):

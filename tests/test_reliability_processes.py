@@ -10,14 +10,13 @@ import time
 
 import numpy as np
 import pytest
-
-from landscape.execution import Execution
-from landscape.errors import BadInput
-from landscape.inspect import describe_paths
-from landscape.store import Run, find_runs
-from landscape.sweep import expand, train
-
 from conftest import TINY_TRAIN_ARGS, installed_command, tiny_config
+
+from landscape.config.execution import Execution
+from landscape.errors import BadInput
+from landscape.runs.inspect import describe_paths
+from landscape.runs.store import Run, find_runs
+from landscape.training.planner import expand, train
 
 DEADLINE = 300  # seconds: only a hung process gets near it
 # Tiny models: one thread each, or OpenMP's spinning on a busy 2-core machine costs 10x.

@@ -8,7 +8,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from landscape.config import ModelConfig
 from landscape.errors import BadInput
 from landscape.models import build_model, count_parameters
-from landscape.resnet import PadShortcut, build
+from landscape.models.resnet import PadShortcut, build
 
 
 @pytest.mark.parametrize("name,classes,count", [

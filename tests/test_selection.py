@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import landscape_cli
 
-from landscape.analysis.selection import (early_stopping_epoch, format_table, select,
-                                          select_runs)
+from landscape.analysis.selection import early_stopping_epoch, format_table, select, select_runs
 from landscape.config import DataConfig, ModelConfig, ObjectiveConfig, OptimConfig, RunConfig
 from landscape.errors import BadInput
-
-from conftest import landscape_cli
 
 
 def config(flood: float, seed: int, noise: float = 0.1) -> RunConfig:

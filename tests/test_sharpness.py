@@ -10,18 +10,24 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, hessian
-
-from landscape.analysis.filternorm import Normalization, gaussian_directions, parameters_of
-from landscape.analysis.loading import dataset_for, model_for, read_result
-from landscape.analysis.sharpness import (KIND, SharpnessOptions, sharpness_estimate,
-                                          hutchinson_trace, hvp_function, top_eigenvalue)
-from landscape.data import Split, load
-from landscape.flooding import per_sample_loss
-from landscape.sources import as_source
-
 from analysis_runs import train_pair
 from conftest import landscape_cli
+from torch.func import functional_call, hessian
+
+from landscape.analysis.loading import dataset_for, model_for
+from landscape.analysis.sharpness import KIND
+from landscape.data import Split, load
+from landscape.flooding import per_sample_loss
+from landscape.measures.filternorm import gaussian_directions, parameters_of
+from landscape.measures.hessian import (
+    hutchinson_trace,
+    hvp_function,
+    sharpness_estimate,
+    top_eigenvalue,
+)
+from landscape.measures.options import Normalization, SharpnessOptions
+from landscape.measures.sources import as_source
+from landscape.results import read_result
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from analysis_runs import train_pair
+from conftest import landscape_cli
 from torch import nn
 from torch.func import functional_call, hessian
 
 import landscape
-from landscape.analysis.filternorm import Normalization, normalize_direction, parameters_of
-from landscape.analysis.loading import dataset_for, model_for, read_result
-from landscape.analysis.vtk import write_vtp
-
-from analysis_runs import train_pair
-from conftest import landscape_cli
+from landscape.analysis.loading import dataset_for, model_for
+from landscape.figures.vtk import write_vtp
+from landscape.measures.filternorm import normalize_direction, parameters_of
+from landscape.measures.options import Normalization
+from landscape.results import read_result
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -173,7 +174,8 @@ def _check_vtp(path, a):
 
 
 def test_vtp_of_a_non_square_surface(pair, tmp_path):
-    from landscape.analysis.flatness import SliceOptions, flatness
+    from landscape.analysis.flatness import flatness
+    from landscape.measures.options import SliceOptions
 
     (surface,) = flatness([pair[0]], SliceOptions(points=4, y_points=3, two_d=True), tmp_path,
                           device=CPU, progress=False)

@@ -7,15 +7,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from landscape.execution import Execution
-from landscape.errors import BadInput
-from landscape.runmaker import create_run
-from landscape.runwriter import RunWriter
-from landscape.store import (Run, Snapshot, find_runs, layout_of,
-                             write_sweep_index)
-
 from conftest import landscape_cli, tiny_config
+
+from landscape.config.execution import Execution
+from landscape.errors import BadInput
+from landscape.runs.maker import create_run
+from landscape.runs.store import Run, Snapshot, find_runs, layout_of, write_sweep_index
+from landscape.runs.writer import RunWriter
 
 
 def _make(path, config, state, optim):
@@ -78,7 +76,7 @@ def test_uncommitted_epochs_are_invisible(tmp_path):
 
 @pytest.fixture
 def real_run(tmp_path):
-    from landscape.sweep import train
+    from landscape.training.planner import train
     return train([tiny_config(epochs=2)], out=tmp_path / "runs").paths[0]
 
 
@@ -107,14 +105,14 @@ def test_a_run_being_written_reads_and_is_not_trained_twice(tmp_path):
     """While another process holds a run file open for writing (a trainer at work), it can be read
     (info shows it running) but not trained into; once that process is gone it reads as
     unfinished."""
-    from landscape.sweep import train
+    from landscape.training.planner import train
 
     config = tiny_config(epochs=2)
     path = train([config], out=tmp_path).paths[0]
     with h5py.File(path, "r+") as f:
         f["status"][()] = np.bytes_("running")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from landscape.runwriter import RunWriter; f = RunWriter(sys.argv[1]); "
+        [sys.executable, "-c", "import sys; from landscape.runs.writer import RunWriter; f = RunWriter(sys.argv[1]); "
          "print('open', flush=True); sys.stdin.read()", str(path)],  # holds it until killed
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

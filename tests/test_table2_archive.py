@@ -4,7 +4,6 @@ run files, with and without early stopping."""
 import importlib.util
 
 import pytest
-
 from conftest import TESTS, landscape_cli
 from flood_sweeps import train_sweep
 
@@ -29,7 +28,8 @@ def test_each_trials_row_is_its_runs_numbers(tmp_path):
     validation epoch, the chosen run the best validation accuracy over the grid (ties: smaller
     b)."""
     import numpy as np
-    from landscape.store import Run, find_runs
+
+    from landscape.runs.store import Run, find_runs
 
     sweep = train_sweep(tmp_path, epochs=6)
     archive.save([str(sweep)], tmp_path / "a.npz")

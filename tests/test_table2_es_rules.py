@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import TESTS
 from flood_sweeps import train_sweep
 

@@ -10,17 +10,17 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_metrics, tiny_config
-from landscape import recording
+
 from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from landscape.execution import Execution
+from landscape.config.execution import Execution
 from landscape.data import Dataset, Split, Standardize
-from landscape.ensemble import MemberData
-from landscape.runwriter import RunWriter
-from landscape.store import Run
-from landscape.sweep import expand, train
-from landscape.training import Start, epochs
+from landscape.runs.store import Run
+from landscape.runs.writer import RunWriter
+from landscape.training import recording
+from landscape.training.loop import Start, epochs
+from landscape.training.members import MemberData
+from landscape.training.planner import expand, train
 
 
 def _images(seed: int, n: int = 12) -> Dataset:

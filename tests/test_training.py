@@ -8,17 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+from torch.func import functional_call
 
 from landscape.data import load
 from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss
 from landscape.models import build_model
-from landscape.store import Run
-from landscape.sweep import expand, train
-from landscape.training import epoch_generator
-from torch.func import functional_call
-
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+from landscape.runs.store import Run
+from landscape.training.loop import epoch_generator
+from landscape.training.planner import expand, train
 
 
 def _comparable(run: Run) -> dict[str, np.ndarray]:
@@ -108,8 +107,8 @@ def test_divergence_is_recorded_and_exits_1(tmp_path):
 # mid-epoch, mid-write or between epochs, at an epoch chosen by the test, not by the machine's speed.
 SELF_KILLING_TRAINER = """
 import os, signal, sys, threading
-from landscape import recording
-from landscape.runwriter import RunWriter
+from landscape.training import recording
+from landscape.runs.writer import RunWriter
 commit, delay = int(sys.argv[1]), float(sys.argv[2])
 write, done = RunWriter.commit, []
 recording.METRICS_EVERY = 0  # a commit every epoch: kills land at epochs the test chooses

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Choosing b without the full grid (issue 8): on Two Gaussians, test accuracy and compute cost of
 #   grid      the exhaustive grid of b with validation selection (paper Sec. 4)
-#   adaptive  one run whose b follows the adaptive schedule (landscape/schedule.py)
+#   adaptive  one run whose b follows the adaptive schedule (landscape/training/schedule.py)
 #   adaflood  one run with AdaFlood's per-sample levels, plus its auxiliary models (adaflood.py)
 #   iflood    iFlood over the same grid with the same validation selection
 #   adaptive-step0.05  the adaptive schedule with alpha = 0.05 instead of 0.01

@@ -32,8 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from archive import markdown, records
+
 from landscape.analysis.selection import early_stopping_epoch
 
 EVERY = (5, 10, 25, 50)

@@ -18,17 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import BadInput
-from ..evaluation import rows_of
-from .filternorm import gaussian_directions, normalize_direction, parameters_of
-from .options import DIRECTIONS  # noqa: F401 - re-exported: where it was
-from .sharpness import hvp_function
-from .spectrum import top_eigenpairs
-from .trajectory import pca_directions
+from landscape.errors import BadInput
+from landscape.measures.filternorm import gaussian_directions, normalize_direction, parameters_of
+from landscape.measures.hessian import hvp_function
+from landscape.measures.spectrum import top_eigenpairs
+from landscape.measures.trajectory import pca_directions
+from landscape.memory import rows_of
 
 if TYPE_CHECKING:
-    from .flatness import SliceOptions
-    from .sliced import Model
+    from landscape.analysis.sliced import Model
+    from landscape.measures.options import SliceOptions
 
 PATH_MARGIN = 1.2  # a pca grid's span: this times the path's largest coordinate
 HESSIAN_PRODUCTS = 200  # Lanczos steps at most for a direction

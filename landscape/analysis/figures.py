@@ -25,23 +25,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import BadInput
-from ..store import FORMAT as RUN_FORMAT
-from ..store import SWEEP_INDEX, Run, file_format, find_runs
-from . import curves, memorization, mse
-from .flatness import KIND as SLICE_KIND
-from .flatness_plot import plot_flatness
-from .gradnorm import KIND as GRADNORM_KIND
-from .gradnorm import plot_gradnorm
-from .options import SKIP_EPOCHS
-from .sharpness import KIND as SHARPNESS_KIND
-from .sharpness_plot import plot_sharpness
+from landscape.analysis import curves, memorization, mse
+from landscape.errors import BadInput
+from landscape.figures.curves import plot_curves
+from landscape.figures.epochs import SKIP_EPOCHS
+from landscape.figures.flatness import plot_flatness
+from landscape.figures.gradnorm import plot_gradnorm
+from landscape.figures.memorization import plot_memorization
+from landscape.figures.mse import plot_mse
+from landscape.figures.sharpness import plot_sharpness
+from landscape.results import GRADNORM, MEMORIZATION, MSE, SHARPNESS, SLICE
+from landscape.runs.store import FORMAT as RUN_FORMAT
+from landscape.runs.store import SWEEP_INDEX, Run, file_format, find_runs
 
 PAPER_SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")  # what "all" draws
 SECTIONS = PAPER_SECTIONS + ("sharpness",)
-RESULT_SECTION = {f"landscape-{memorization.KIND}": "5.1", f"landscape-{GRADNORM_KIND}": "5.2",
-                  f"landscape-{SLICE_KIND}": "5.3", f"landscape-{mse.KIND}": "5.4",
-                  f"landscape-{SHARPNESS_KIND}": "sharpness"}
+RESULT_SECTION = {f"landscape-{MEMORIZATION}": "5.1", f"landscape-{GRADNORM}": "5.2",
+                  f"landscape-{SLICE}": "5.3", f"landscape-{MSE}": "5.4",
+                  f"landscape-{SHARPNESS}": "sharpness"}
 STEMS = {"2": "fig2_learning_curves", "5.1": "fig3_memorization", "5.2": "fig4_gradients",
          "5.3": "fig5_flatness", "5.4": "thm1_mse", "sharpness": "sharpness"}
 NEEDS = {"2": "runs with the test loss at every epoch (landscape train --eval-test every)",
@@ -122,13 +123,13 @@ def _written(section: str, paths: list[Path], source: str) -> str:
 
 def _curves_builder(runs: list[Run], notes: list[str]):
     def build(out: Path, formats: Sequence[str]) -> list[str]:
-        written = curves.plot_curves(runs, out / STEMS["2"], formats)
+        written = plot_curves(curves.learning_curves(runs), out / STEMS["2"], formats)
         return notes + [_written("2", written, f"{len(runs)} runs")]
     return build
 
 
-PLOTS = {"5.1": memorization.plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
-         "5.4": mse.plot_mse, "sharpness": plot_sharpness}
+PLOTS = {"5.1": plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
+         "5.4": plot_mse, "sharpness": plot_sharpness}
 REPORTS = {"5.1": memorization.report, "5.4": mse.report}
 PER_EPOCH = ("5.2", "sharpness")  # figures of every computed epoch, less the first skip_epochs
 
@@ -181,7 +182,7 @@ def _damaged(what: str):
 
 def _slice_kind(paths: list[Path]) -> str:
     """"slice" or "surface": what a folder of flatness result files draws."""
-    from .flatness import read_slices
+    from landscape.figures.flatness_text import read_slices
 
     return "surface" if int(read_slices(paths[:1])[0][0]["directions"]) == 2 else "slice"
 

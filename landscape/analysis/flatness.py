@@ -16,102 +16,30 @@ training inputs (`bn_stats="recompute"`).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call
 
-from .. import distributed
-from ..ensemble import Ensemble
-from ..errors import BadInput
-from ..flooding import Loss
-from ..progress import progress_bar
-from ..sources import Source
-from ..store import Run
-from ..evaluation import mean_loss, models_at_once, rows_of
-from .directions import choose
-from .filternorm import parameters_of
-from .loading import check_same_architecture, read_result, refuse_unless_fits, stored
-from .loading import write_result
-from .options import BN_STATS, SliceOptions  # noqa: F401 - re-exported: where they were
-from .sliced import Model, checkpoints_of, run_models
+from landscape import distributed
+from landscape.analysis.directions import choose
+from landscape.analysis.loading import check_same_architecture
+from landscape.analysis.sliced import Model, checkpoints_of, run_models
+from landscape.errors import BadInput
+from landscape.measures.filternorm import parameters_of
+from landscape.measures.options import SliceOptions
+from landscape.measures.slices import evaluate_points
+from landscape.memory import models_at_once, refuse_unless_fits
+from landscape.progress import progress_bar
+from landscape.results import SLICE, read_result, stored, write_result
+from landscape.runs.store import Run
 
-KIND = "slice"
+KIND = SLICE
 SAVE_SECONDS = 10.0  # a killed surface loses at most this much work
-
-
-def bn_statistics(stat_model: nn.Module, params: dict[str, torch.Tensor],
-                  buffers: dict[str, torch.Tensor], source: Source, rows: int
-                  ) -> dict[str, torch.Tensor]:
-    """BatchNorm running statistics re-estimated at `params` from the source's inputs:
-    `stat_model` is in train mode with momentum None (a cumulative average over batches; exact
-    with one batch), and functional_call updates the fresh buffers we pass in place."""
-    fresh = {k: (torch.ones_like(v) if k.endswith("running_var") else torch.zeros_like(v))
-             for k, v in buffers.items()}
-    with torch.no_grad():
-        for x, _ in source.batches(rows):
-            functional_call(stat_model, {**params, **fresh}, (x,))
-    return fresh
-
-
-def statistics_model(template: nn.Module) -> nn.Module:
-    """A copy of the model that re-estimates BatchNorm statistics when called (see bn_statistics)."""
-    model = copy.deepcopy(template).train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    return model
-
-
-def evaluate_points(template: nn.Module, state: Mapping[str, torch.Tensor],
-                    directions: Sequence[Mapping[str, torch.Tensor]], coords: np.ndarray,
-                    sources: Mapping[str, Source], loss: Loss, *, members: int = 1,
-                    bn_stats: str = "checkpoint") -> dict[str, np.ndarray]:
-    """Loss and accuracy on every source (`<name>_loss`, `<name>_acc`) at theta + sum_j
-    coords[p, j] * directions[j] for every point p (coords [P, D]): `members` points stacked as one
-    vmapped Ensemble, or one at a time (members = 1, the fast choice on a CPU). Each perturbed
-    parameter set is written once into the ensemble's own stacked tensors (allocated once per
-    call, not per point) and evaluated on every source; buffers (BN running statistics) are never
-    perturbed, or, with bn_stats "recompute", re-estimated at each point from the "train" source."""
-    params, buffers = parameters_of(template, state)
-    first = next(iter(params.values()))
-    if bn_stats == "recompute":
-        members, stat_model = 1, statistics_model(template)
-    members = max(1, min(members, len(coords)))
-    rows = {name: rows_of(template, source, members, first.device)
-            for name, source in sources.items()}
-    slots: dict[int, Ensemble] = {}  # by size: the last chunk may be smaller
-    out = {f"{name}_{m}": np.full(len(coords), np.nan) for name in sources for m in ("loss", "acc")}
-    for start in range(0, len(coords), members):
-        chunk = coords[start:start + members].tolist()
-        if len(chunk) not in slots:
-            slots[len(chunk)] = Ensemble(template, [dict(state)] * len(chunk),
-                                         device=first.device, dtype=first.dtype)
-        ensemble = slots[len(chunk)]
-        with torch.no_grad():
-            for k, c in enumerate(chunk):
-                for n, theta in params.items():  # theta + sum_j c_j d_j
-                    slot = ensemble.params[n][k].copy_(theta)
-                    for a, d in zip(c, directions):
-                        slot.add_(d[n], alpha=a)
-                if bn_stats == "recompute":
-                    point = {n: p[k] for n, p in ensemble.params.items()}
-                    fresh = bn_statistics(stat_model, point, buffers, sources["train"],
-                                          rows["train"])
-                    for n, value in fresh.items():
-                        ensemble.buffers[n][k].copy_(value)
-        for name, source in sources.items():
-            split_loss, split_acc, _ = mean_loss(ensemble, source, loss, rows[name])
-            out[f"{name}_loss"][start:start + len(chunk)] = split_loss.numpy()
-            out[f"{name}_acc"][start:start + len(chunk)] = split_acc.numpy()
-    return out
 
 
 @dataclass
@@ -238,41 +166,4 @@ def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path
                 plan.save()
     return [plan.path for plan in plans]
 
-
-def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.ndarray]]]:
-    """(attrs, arrays) of slice/surface result files, refusing a mix of 1-D and 2-D."""
-    results = [read_result(p, KIND) for p in paths]
-    if not results:
-        raise BadInput("no slice result files given")
-    for _, arrays in results:  # a user's model evaluated on its training data only
-        shape = arrays["train_loss"].shape if "train_loss" in arrays else None
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            if shape is not None:
-                arrays.setdefault(key, np.full(shape, np.nan))
-    if len({int(a["directions"]) for a, _ in results}) > 1:
-        raise BadInput("slices (1-D) and surfaces (2-D) cannot be drawn in one figure")
-    return results
-
-
-def describe(attrs: dict) -> str:
-    """A model's legend label: its flood level (or objective, where b is not one fixed level) and
-    which state it is; a user's checkpoint by its file name."""
-    if "label" in attrs:
-        return str(attrs["label"])
-    b = f"b = {float(attrs['flood']):g}"
-    if attrs.get("role") != "plain" and float(attrs["flood"]) == 0:  # adaptive from 0, AdaFlood
-        b = attrs.get("objective", b)
-    if attrs["which"] == "snapshot":
-        return f"{b}, first below b (epoch {attrs['epoch']})"
-    return f"{b}, last epoch ({attrs['epoch']})"
-
-
-def direction_caption(attrs: dict) -> str:
-    kind = attrs.get("direction", "random")
-    if kind == "pca":
-        return (f"PCA of the optimization path (saved epochs, orange), bias/BN "
-                f"{attrs['biasbn']}, BN statistics: {attrs['bn_stats']}")
-    what = "top Hessian eigenvector(s), Lanczos seed" if kind == "hessian" else "direction seed"
-    return (f"{what} {attrs['direction_seed']}, {attrs['normalization']}-normalized, "
-            f"bias/BN {attrs['biasbn']}, BN statistics: {attrs['bn_stats']}")
 

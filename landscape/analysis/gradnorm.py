@@ -9,62 +9,30 @@ Several saved epochs are stacked as one Ensemble where that pays (GPUs; evaluati
 
 from __future__ import annotations
 
-import itertools
-import json
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from .. import distributed
-from ..ensemble import Ensemble
-from ..errors import BadInput
-from ..flooding import Loss
-from ..progress import progress_bar
-from ..sources import Source
-from ..store import Run
-from ..evaluation import mean_loss, models_at_once, rows_of
-from .filternorm import Normalization, amplitude
-from .loading import (check_same_architecture, dataset_for, model_for, read_result,
-                      reuse_result, runs_identity, split_sources, text, write_result)
-from .options import SKIP_EPOCHS, drawn_epochs, skipped
-from .plotting import FORMATS, figure, save_figure
-from .selection import early_stopping_epoch
+from landscape import distributed
+from landscape.analysis.loading import (
+    check_same_architecture,
+    dataset_for,
+    model_for,
+    split_sources,
+)
+from landscape.analysis.selection import early_stopping_epoch
+from landscape.errors import BadInput
+from landscape.figures.gradnorm import _nearest, _ranges
+from landscape.measures.gradients import amplitudes
+from landscape.measures.options import Normalization
+from landscape.memory import models_at_once
+from landscape.progress import progress_bar
+from landscape.results import GRADNORM, SPLITS, reuse_result, runs_identity, write_result
+from landscape.runs.store import Run
 
-KIND = "gradnorm"
-SPLITS = ("train", "test")
-
-
-def amplitudes(template: nn.Module, states: Sequence[Mapping[str, torch.Tensor]],
-               sources: Mapping[str, Source], loss: Loss, normalization: Normalization, *,
-               splits: Sequence[str], members: int = 1, progress: bool = False,
-               label: str = "") -> dict[str, np.ndarray]:
-    """Per state dict: `<name>_loss` and `<name>_acc` on every source, and `<name>_grad`, the
-    gradient amplitude of its mean loss, for the sources named in `splits` (NaN for the others).
-    `members` states are stacked as one Ensemble. Returns 1-D arrays over the states."""
-    first = next(iter(states[0].values()))
-    rows = {name: rows_of(template, source, members, first.device, gradients=True)
-            for name, source in sources.items()}
-    out = {f"{name}_{m}": np.full(len(states), np.nan) for name in sources
-           for m in ("grad", "loss", "acc")}
-    starts = range(0, len(states), members)
-    with progress_bar(starts, enabled=progress, label=label) as bar:
-        for start in bar:
-            chunk = [dict(s) for s in states[start:start + members]]
-            ensemble = Ensemble(template, chunk, device=first.device, dtype=first.dtype)
-            theta = {n: p.detach() for n, p in ensemble.params.items()}
-            where = slice(start, start + len(chunk))
-            for name, source in sources.items():
-                split_loss, split_acc, grads = mean_loss(ensemble, source, loss, rows[name],
-                                                         gradients=name in splits)
-                if grads is not None:
-                    out[f"{name}_grad"][where] = amplitude(grads, theta, normalization,
-                                                           batch=1).double().cpu().numpy()
-                out[f"{name}_loss"][where] = split_loss.numpy()
-                out[f"{name}_acc"][where] = split_acc.numpy()
-    return out
+KIND = GRADNORM
 
 
 def run_amplitudes(run: Run, *, device: torch.device, normalization: Normalization,
@@ -162,85 +130,3 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
     return Path(out)
 
 
-def refuse_empty_figure(epochs: Sequence[int], skip_epochs: int) -> None:
-    """Bad input before any work when no epoch to compute lies after the ones the figure drops."""
-    if skip_epochs < 0:
-        raise BadInput(f"--skip-epochs must be >= 0, got {skip_epochs}")
-    if epochs and not drawn_epochs(np.asarray(epochs), skip_epochs).any():
-        raise BadInput(f"no epoch after the first {skip_epochs} to plot (the last is "
-                       f"{max(epochs)}); lower --skip-epochs to draw the early ones")
-
-
-def _ranges(epochs: Sequence[int]) -> str:
-    """A short listing of many epochs: "0, 10, 20, ..., 500"."""
-    shown = list(map(str, epochs))
-    return ", ".join(shown if len(shown) <= 8 else shown[:3] + ["..."] + shown[-2:]) or "none"
-
-
-def _nearest(computed: Sequence[int], epoch: int) -> int:
-    """The computed epoch closest to `epoch` (the earlier one on ties): where its marker can go."""
-    return min(computed, key=lambda e: (abs(e - epoch), e))
-
-
-def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
-                  formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
-    """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
-    against the gradient amplitude of the training loss (left) and of the test loss (right).
-    "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped
-    (none with 0: options.drawn_epochs);
-    large black markers at each run's early-stopping epoch (the computed epoch nearest to it),
-    drawn even when it falls in the dropped epochs (small data sets peak early). The amplitudes
-    span orders of magnitude (a memorizing model's training gradient goes to ~0): log x axes.
-    Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    from .plotting import epoch_markers, log_axis, marker_legend
-
-    attrs, a = read_result(result_path, KIND)
-    computed = json.loads(attrs["splits"])
-    keep = drawn_epochs(a["epoch"], skip_epochs)
-    if not keep.any():
-        raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot; "
-                       "lower --skip-epochs to draw the early ones")
-    cmap = colormaps["viridis"]
-    shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
-    fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
-    names = [text(n) for n in a["run_name"]]
-    # Files from before the `flooded` array: only a fixed b > 0 floods.
-    flooded = a.get("flooded", a["flood"] > 0).astype(bool)
-    for r, with_flooding in enumerate(flooded):
-        mine = keep & (a["run"] == r)
-        stop = (a["run"] == r) & (a["epoch"] == a["marked_epoch"][r])
-        for (row, metric), (col, grad) in itertools.product(enumerate(("test_loss", "test_acc")),
-                                                            enumerate(("train_grad", "test_grad"))):
-            ax = axes[row, col]
-            epoch_markers(ax, a[grad][mine], a[metric][mine], cmap(shade(a["epoch"][mine])),
-                          a[grad][stop], a[metric][stop], flooded=with_flooding)
-            if grad.split("_")[0] in computed:
-                log_axis(ax.xaxis)
-            ax.set_xlabel(f"gradient amplitude, {grad.split('_')[0]} loss")
-            ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy"))
-    for col, split in enumerate(SPLITS):
-        if split not in computed:
-            for ax in axes[:, col]:
-                ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center")
-    # legend in grey: the markers' colours mean epochs, not runs
-    labels = [f"b = {b:g}" for b in a["flood"]]
-    if "objective" in a:  # adaptive from b = 0 and AdaFlood are not "b = 0"
-        labels = [text(o) if f and b == 0 else label for o, f, b, label
-                  in zip(a["objective"], flooded, a["flood"], labels)]
-    if "label" in a:  # a user's checkpoints: no flood level is known
-        labels = [text(label) for label in a["label"]]
-    marker_legend(axes[0, 0], labels, flooded)
-    fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
-    fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "
-                 f"{skipped(skip_epochs)}\nlarge black: early-stopping epoch",
-                 fontsize=7)
-    plotted = np.flatnonzero(keep | (a["epoch"] == a["marked_epoch"][a["run"]]))
-    csv = {"run": [names[r] for r in a["run"][plotted]], "flood": a["flood"][a["run"][plotted]],
-           **{k: a[k][plotted] for k in ("epoch", "train_grad", "test_grad", "test_loss",
-                                         "test_acc")},
-           "early_stopping": a["epoch"][plotted] == a["marked_epoch"][a["run"][plotted]]}
-    return save_figure(fig, out_stem, csv, formats=formats)

@@ -21,11 +21,10 @@ from typing import Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ..config import RunConfig
-from ..errors import BadInput
-from ..store import Run, find_runs
-
-BASELINE = 0.0  # b = 0 is training without flooding
+from landscape.config import RunConfig
+from landscape.config.floodgrid import BASELINE
+from landscape.errors import BadInput
+from landscape.runs.store import Run, find_runs
 
 
 def early_stopping_epoch(val_acc: Sequence[float] | np.ndarray) -> int:

@@ -24,141 +24,40 @@ bounded by the chunk unless the graphs fit in memory, where they are built once 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from ..config import ModelConfig
-from ..data import Split
-from ..errors import BadInput
-from ..flooding import Loss, per_sample_loss
-from ..progress import progress_bar
-from ..sources import Source, TensorSource, as_source
-from ..store import Run
-from ..evaluation import layers, losses_at, models_at_once, row_numbers, rows_of
-from .filternorm import gaussian_directions, parameters_of
-from .loading import (check_same_architecture, dataset_for, model_for, reuse_result,
-                      runs_identity, split_sources, write_result)
-from .options import SharpnessOptions  # noqa: F401 - re-exported: where it was
-from .selection import early_stopping_epoch
-from .spectrum import density, flat_draws, top_eigenpairs
+from landscape.analysis.loading import (
+    check_same_architecture,
+    dataset_for,
+    model_for,
+    split_sources,
+)
+from landscape.analysis.selection import early_stopping_epoch
+from landscape.config import ModelConfig
+from landscape.errors import BadInput
+from landscape.flooding import Loss
+from landscape.measures.filternorm import parameters_of
+from landscape.measures.hessian import (
+    hutchinson_trace,
+    hvp_function,
+    sharpness_estimate,
+    top_eigenvalue,
+)
+from landscape.measures.options import SharpnessOptions
+from landscape.measures.sources import Source
+from landscape.measures.spectrum import density, top_eigenpairs
+from landscape.memory import models_at_once, rows_of
+from landscape.progress import progress_bar
+from landscape.results import SHARPNESS, reuse_result, runs_identity, write_result
+from landscape.runs.store import Run
 
-KIND = "sharpness"
-PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
-GRAPH_NUMBERS = 1 << 27  # gradient graphs kept across Hessian-vector products (512 MB in float32)
+KIND = SHARPNESS
 Tensors = dict[str, torch.Tensor]
-
-
-def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Source | Split,
-                 loss: Loss, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v -> Hv for stacked flat vectors [P, N] (N: all parameters, in order), H the Hessian of
-    the data's mean loss at params (eval mode), in chunks of `rows` rows (a DataLoader keeps its
-    own batches).
-
-    Reverse over reverse, as PyHessian: each chunk's gradient is built once with its graph
-    (create_graph) and every product is one backward pass through it. The graphs are kept across
-    products while they fit in GRAPH_NUMBERS, which removes a forward and a backward pass from
-    every product; beyond that each product rebuilds them chunk by chunk. Vectors are flat, so
-    that the power and Lanczos iterations' arithmetic is one operation per step, not one per
-    parameter tensor (a narrow model's product is a few milliseconds)."""
-    first = next(iter(params.values()))
-    source = as_source(data, device=first.device, dtype=first.dtype)
-    leaves = {k: p.detach().requires_grad_() for k, p in params.items()}
-    inputs = list(leaves.values())
-    sizes = [p.numel() for p in inputs]
-    model.eval()
-
-    def gradient(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        total = per_sample_loss(functional_call(model, (leaves, buffers), (x,)), y, loss).sum()
-        return list(torch.autograd.grad(total, inputs, create_graph=True))
-
-    cache: list[list[torch.Tensor]] | None = []
-    n = held = 0
-    per_unit = 4 * layers(model)  # double backward keeps a few numbers per unit of every layer
-    if isinstance(source, TensorSource):  # kept graphs need no small chunks: fewer, larger ones
-        per_row = per_unit * row_numbers(model, source.input_shape())
-        if len(source) * per_row <= GRAPH_NUMBERS:
-            rows = max(rows, len(source))
-    with torch.enable_grad():
-        for x, y in source.batches(rows):
-            n += len(y)
-            held += len(y) * per_unit * row_numbers(model, tuple(x.shape[1:]))
-            if cache is not None and held <= GRAPH_NUMBERS:
-                cache.append(gradient(x, y))
-            else:
-                cache = None
-
-    def product(vectors: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(vectors)
-        pieces = [[t.view(p.shape) for t, p in zip(v.split(sizes), inputs)] for v in vectors]
-        with torch.enable_grad():
-            grads = cache if cache is not None else (gradient(x, y) for x, y in
-                                                     source.batches(rows))
-            for g in grads:
-                for row, v in zip(out, pieces):
-                    hv = torch.autograd.grad(g, inputs, v, retain_graph=True, allow_unused=True)
-                    # None: the gradient does not depend on that parameter
-                    row += torch.cat([torch.zeros(s, dtype=out.dtype, device=out.device)
-                                      if h is None else h.reshape(-1) for h, s in zip(hv, sizes)])
-        return out.div_(n)
-
-    return product
-
-
-def top_eigenvalue(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *,
-                   iterations: int, tolerance: float, seed: int) -> tuple[float, int]:
-    """(lambda_max, products used) by power iteration from a seeded Gaussian start."""
-    generator = torch.Generator().manual_seed(seed)
-    first = next(iter(params.values()))
-    v = flat_draws(params, lambda shape: torch.randn(shape, generator=generator)).to(first)
-    v = (v / v.norm())[None]                                           # [1, N]
-    estimate = math.nan
-    for step in range(1, iterations + 1):
-        hv = hvp(v)
-        previous, estimate = estimate, float(v[0] @ hv[0])
-        norm = float(hv.norm())
-        if norm == 0:  # v in the null space: the loss is flat along it
-            return 0.0, step
-        v = hv / norm
-        if abs(estimate - previous) <= tolerance * abs(estimate):
-            break
-    return estimate, step
-
-
-def hutchinson_trace(hvp: Callable[[torch.Tensor], torch.Tensor], params: Tensors, *, probes: int,
-                  seed: int) -> tuple[float, float]:
-    """(Hutchinson's estimate of tr H, its standard error) from `probes` Rademacher vectors."""
-    generator = torch.Generator().manual_seed(seed)
-    first = next(iter(params.values()))
-    values = []
-    for start in range(0, probes, PROBE_BATCH):
-        count = min(PROBE_BATCH, probes - start)
-        z = torch.cat([(torch.randint(0, 2, (count, p.numel()), generator=generator) * 2 - 1)
-                       for p in params.values()], 1).to(first)            # [count, N]
-        values.append((z * hvp(z)).sum(1))
-    samples = torch.cat(values).double()
-    stderr = float(samples.std() / math.sqrt(probes)) if probes > 1 else math.nan
-    return float(samples.mean()), stderr
-
-
-def sharpness_estimate(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,
-                      loss: Loss, options: SharpnessOptions, *, at_once: int, rows: int
-                      ) -> tuple[float, float, float]:
-    """(E[L(theta + sigma d)] - L(theta), its standard error over the draws, L(theta))."""
-    directions = gaussian_directions(params, options.seed, options.normalization,
-                                     count=options.draws)
-    points = [{**params, **buffers}] + [
-        {**{k: p + sign * options.sigma * d[k] for k, p in params.items()}, **buffers}
-        for d in directions for sign in (1, -1)]
-    losses = losses_at(model, points, source, loss, at_once=at_once, rows=rows)
-    pairs = (losses[1::2] + losses[2::2]) / 2 - losses[0]  # [draws]: antithetic means
-    stderr = pairs.std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else math.nan
-    return float(pairs.mean()), float(stderr), float(losses[0])
 
 
 MEASURES = ("lambda_max", "power_iterations", "trace", "trace_stderr", "avg_sharpness",

@@ -11,12 +11,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import BadInput
-from ..flooding import Loss
-from ..sources import Source
-from ..store import Run
-from .loading import dataset_for, model_for, split_sources, state_at
+from landscape.analysis.loading import dataset_for, model_for, split_sources, state_at
+from landscape.config import ModelConfig
+from landscape.errors import BadInput
+from landscape.flooding import Loss
+from landscape.measures.sources import Source
+from landscape.runs.store import Run
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ from typing import NoReturn
 
 import click
 
-from ..errors import LandscapeError, Terminated, clear_pending, interrupt, quiet_when_pending
+from landscape.errors import (
+    LandscapeError,
+    Terminated,
+    clear_pending,
+    interrupt,
+    quiet_when_pending,
+)
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
@@ -131,14 +137,14 @@ def analysis_options(command):
 
 def file_name(ctx, param, value):
     """A --name option's check: one file name, so that nothing is written outside --out."""
-    from ..files import check_name
+    from landscape.files import check_name
 
     return value if value is None else check_name(value, f"--{param.name}")
 
 
 def skip_epochs_option():
     """--skip-epochs, of the per-epoch figures (gradnorm, sharpness, and figures redrawing them)."""
-    from ..analysis.options import SKIP_EPOCHS
+    from landscape.figures.epochs import SKIP_EPOCHS
 
     return click.option("--skip-epochs", type=click.IntRange(min=0), default=SKIP_EPOCHS,
                         show_default=True,
@@ -176,7 +182,7 @@ def normalization_options(command):
 
     @functools.wraps(command)
     def wrapped(*args, normalization, include_biasbn, **kwargs):
-        from ..analysis.options import Normalization
+        from landscape.measures.options import Normalization
 
         return command(*args, normalization=Normalization(normalization, include_biasbn), **kwargs)
 
@@ -200,7 +206,7 @@ def model_options(command):
 
     @functools.wraps(command)
     def wrapped(*args, paths, model, weights, user_data, loss, **kwargs):
-        from ..errors import BadInput
+        from landscape.errors import BadInput
 
         given = [name for name, v in (("--model", model), ("--weights", weights),
                                       ("--data", user_data)) if v]
@@ -213,7 +219,7 @@ def model_options(command):
             missing = [n for n in ("--model", "--weights", "--data") if n not in given]
             raise BadInput(f"{', '.join(given)} also needs {' and '.join(missing)}")
         def opened():  # called once the command's own options are checked: no torch before
-            from ..usermodel import open_checkpoints
+            from landscape.analysis.usermodel import open_checkpoints
 
             return open_checkpoints(model, list(weights) + list(paths), user_data, loss)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli
+from landscape.cli import CONTEXT, cli
 
 FLOODS = (0.0, 0.3)
 # The paper's Two Gaussians with 10% label noise, with a 5 x 100 MLP instead of 5 x 500 and 2,000
@@ -40,9 +40,9 @@ def demo(out, epochs, formats, device, overwrite, quiet):
     Example:
       landscape demo --out /tmp/demo
     """
-    from ..analysis.plotting import parse_formats
-    from ..execution import Execution
-    from ..errors import BadInput
+    from landscape.config.execution import Execution
+    from landscape.errors import BadInput
+    from landscape.figures.style import parse_formats
 
     out = Path(out)
     formats = parse_formats(formats)
@@ -66,14 +66,17 @@ def demo(out, epochs, formats, device, overwrite, quiet):
 
 def _run(out: Path, epochs: int, formats, execution, overwrite: bool, quiet: bool,
          runs_dir: Path, slices_dir: Path) -> None:
-    from ..analysis.curves import plot_curves
-    from ..analysis.flatness import SliceOptions, flatness
-    from ..analysis.flatness_plot import plot_flatness
-    from ..config import DataConfig, ModelConfig, OptimConfig, RunConfig
-    from ..device import resolve_device
-    from ..inspect import demo_report
-    from ..store import Run
-    from ..sweep import expand, train as train_runs
+    from landscape.analysis.curves import learning_curves
+    from landscape.analysis.flatness import flatness
+    from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+    from landscape.device import resolve_device
+    from landscape.figures.curves import plot_curves
+    from landscape.figures.flatness import plot_flatness
+    from landscape.measures.options import SliceOptions
+    from landscape.runs.inspect import demo_report
+    from landscape.runs.store import Run
+    from landscape.training.planner import expand
+    from landscape.training.planner import train as train_runs
 
     base = RunConfig(data=DataConfig("two_gaussians", noise=0.1, n_test=N_TEST),
                      model=ModelConfig("mlp", width=WIDTH), optim=OptimConfig(epochs=epochs),
@@ -84,7 +87,7 @@ def _run(out: Path, epochs: int, formats, execution, overwrite: bool, quiet: boo
     click.echo(demo_report(result.paths))
     slices = flatness(runs, SliceOptions(), slices_dir, device=resolve_device(execution.device),
                       overwrite=overwrite, progress=not quiet)
-    curves = plot_curves(runs, out / "learning_curves", formats)
+    curves = plot_curves(learning_curves(runs), out / "learning_curves", formats)
     slice_figure = plot_flatness(slices, out / "flatness_slice", formats)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     click.echo(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli
+from landscape.cli import CONTEXT, cli
 
 
 @cli.command(context_settings=CONTEXT)
@@ -24,8 +24,8 @@ def export(paths, out, describe):
       landscape export checkpoints/two_gaussians-noise0.1-mlp-flood0.3-seed0.h5 --out tables
       python -c "import pandas; print(pandas.read_csv('tables/two_gaussians-noise0.1-mlp-flood0.3-seed0.csv'))"
     """
-    from ..export import describe_metric, export_csv
-    from ..store import open_runs
+    from landscape.runs.export import describe_metric, export_csv
+    from landscape.runs.store import open_runs
 
     runs = open_runs(paths)
     if describe:

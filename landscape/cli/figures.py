@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import CONTEXT, cli, skip_epochs_option
+from landscape.cli import CONTEXT, cli, skip_epochs_option
 
 
 @cli.command(context_settings=CONTEXT)
@@ -34,8 +34,8 @@ def figures(paths, sections, out, formats, skip_epochs):
       landscape figures checkpoints/study results/ --section all --out figures/
       landscape figures checkpoints/two_gaussians-noise0.1-mlp-flood --section 5.1
     """
-    from ..analysis.figures import PAPER_SECTIONS, build_figures
-    from ..analysis.plotting import parse_formats
+    from landscape.analysis.figures import PAPER_SECTIONS, build_figures
+    from landscape.figures.style import parse_formats
 
     sections = PAPER_SECTIONS if "all" in sections else tuple(dict.fromkeys(sections))
     for line in build_figures(paths, sections, out, formats=parse_formats(formats),

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
-
-from . import CONTEXT, analysis_options, cli, model_options, normalization_options
+from landscape.cli import CONTEXT, analysis_options, cli, model_options, normalization_options
+from landscape.errors import BadInput
 
 
 @cli.command(context_settings=CONTEXT)
@@ -69,8 +68,8 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
       landscape flatness checkpoints/pair --2d --direction pca --out results/pair/pca
       landscape flatness --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
-    from ..analysis.options import SliceOptions
-    from ..analysis.plotting import parse_formats
+    from landscape.figures.style import parse_formats
+    from landscape.measures.options import SliceOptions
 
     formats = parse_formats(formats)
     if vtp and not two_d:
@@ -80,15 +79,15 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
                            bn_stats=bn_stats,
                            normalization=normalization)
     # torch comes in only now: a mistyped option is answered before its seconds of import
-    from ..analysis.flatness import flatness as compute
-    from ..analysis.flatness_plot import plot_flatness
-    from ..device import resolve_device
-    from ..distributed import current
-    from ..store import open_runs
+    from landscape.analysis.flatness import flatness as compute
+    from landscape.device import resolve_device
+    from landscape.distributed import current
+    from landscape.figures.flatness import plot_flatness
+    from landscape.runs.store import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()
-        from ..analysis.checkpoints import checkpoint_flatness
+        from landscape.analysis.usercheckpoints import checkpoint_flatness
 
         results = checkpoint_flatness(checkpoints, options, Path(out),
                                       device=resolve_device(device), overwrite=overwrite,
@@ -105,7 +104,7 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
                               formats):
         click.echo(f"figure: {path}")
     if vtp:
-        from ..analysis.vtk import write_vtp
+        from landscape.figures.vtk import write_vtp
 
         for path in results:
             for split in ("train", "test"):

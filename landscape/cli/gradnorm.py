@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, model_options, normalization_options, per_epoch_options
+from landscape.cli import (
+    CONTEXT,
+    analysis_options,
+    cli,
+    model_options,
+    normalization_options,
+    per_epoch_options,
+)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -37,21 +44,22 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
       landscape gradnorm checkpoints/pair --out results/pair
       landscape gradnorm --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
-    from ..analysis.plotting import parse_formats
-    from .train import _csv_ints
+    from landscape.cli.train import _csv_ints
+    from landscape.figures.style import parse_formats
 
     formats = parse_formats(formats)
     splits = splits or ("train", "test")
     chosen = _csv_ints(epochs, "--epochs") or None
     # torch comes in only now: a mistyped option is answered before its seconds of import
-    from ..analysis.gradnorm import gradnorm as compute, plot_gradnorm, refuse_empty_figure
-    from ..device import resolve_device
-    from ..distributed import current
-    from ..store import open_runs
+    from landscape.analysis.gradnorm import gradnorm as compute
+    from landscape.device import resolve_device
+    from landscape.distributed import current
+    from landscape.figures.gradnorm import plot_gradnorm, refuse_empty_figure
+    from landscape.runs.store import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()
-        from ..analysis.checkpoints import checkpoint_gradnorm
+        from landscape.analysis.usercheckpoints import checkpoint_gradnorm
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs)
         result = checkpoint_gradnorm(checkpoints, Path(out) / f"{name}.h5",

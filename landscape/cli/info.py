@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import CONTEXT, cli
+from landscape.cli import CONTEXT, cli
 
 
 @cli.command(context_settings=CONTEXT)
@@ -16,6 +16,6 @@ def info(paths):
     Example:
       landscape info checkpoints/two_gaussians-noise0.1-mlp-flood0.3-seed0.h5
     """
-    from ..inspect import describe_paths
+    from landscape.runs.inspect import describe_paths
 
     click.echo(describe_paths(paths))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, cli, file_name
+from landscape.cli import CONTEXT, cli, file_name
 
 
 @cli.command(context_settings=CONTEXT)
@@ -32,11 +32,13 @@ def memorization(paths, out, name, formats, overwrite):
       landscape train --data two_gaussians --noise 0.1 --flood 0:0.5:0.05 --seeds 2 --epochs 300
       landscape memorization checkpoints/two_gaussians-noise0.1-mlp-flood --out results
     """
-    from ..analysis.plotting import parse_formats, with_extension
+    from landscape.figures.style import parse_formats, with_extension
 
     formats = parse_formats(formats)
     # the run files come in only now: a mistyped option is answered before torch's import
-    from ..analysis.memorization import memorization as measure, plot_memorization, report
+    from landscape.analysis.memorization import memorization as measure
+    from landscape.analysis.memorization import report
+    from landscape.figures.memorization import plot_memorization
 
     stem = Path(out) / name
     result = measure(paths, with_extension(stem, "h5"), overwrite=overwrite)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import BadInput
-from . import CONTEXT, analysis_options, cli, model_options
+from landscape.cli import CONTEXT, analysis_options, cli, model_options
+from landscape.errors import BadInput
 
 
 def parse_epoch(text: str) -> int | str:
@@ -60,9 +60,9 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
       landscape mse checkpoints/two_gaussians-noise0.1-mlp-flood0-seed0.h5 --samples 5000
       landscape mse --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
-    from ..analysis.options import MseOptions
-    from ..analysis.plotting import parse_formats, with_extension
-    from ..floodgrid import parse_flood_levels
+    from landscape.config.floodgrid import parse_flood_levels
+    from landscape.figures.style import parse_formats, with_extension
+    from landscape.measures.options import MseOptions
 
     formats = parse_formats(formats)
     options = MseOptions(epoch=parse_epoch(epoch), samples=samples, sample_size=sample_size,
@@ -71,13 +71,14 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
     if checkpoints is None and len(paths) != 1:
         raise BadInput(f"mse checks one run file; got {len(paths)} paths")
     # torch comes in only now: a mistyped option is answered before its seconds of import
-    from ..analysis.mse import plot_mse, report, theorem1_check
-    from ..device import resolve_device
-    from ..store import open_runs
+    from landscape.analysis.mse import report, theorem1_check
+    from landscape.device import resolve_device
+    from landscape.figures.mse import plot_mse
+    from landscape.runs.store import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()
-        from ..analysis.checkpoints import checkpoint_mse
+        from landscape.analysis.usercheckpoints import checkpoint_mse
 
         stem = Path(out) / f"{checkpoints.files[0].stem}-mse"
         result = checkpoint_mse(checkpoints, with_extension(stem, "h5"), sample_size=sample_size,

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from . import CONTEXT, analysis_options, cli, model_options, normalization_options, per_epoch_options
+from landscape.cli import (
+    CONTEXT,
+    analysis_options,
+    cli,
+    model_options,
+    normalization_options,
+    per_epoch_options,
+)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -61,9 +68,9 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
       landscape sharpness checkpoints/pair --top-k 5 --density --out results/pair
       landscape sharpness --model mynet:make --data mynet:splits --weights 'ckpt/epoch_*.pt'
     """
-    from ..analysis.options import SharpnessOptions
-    from ..analysis.plotting import parse_formats
-    from .train import _csv_ints
+    from landscape.cli.train import _csv_ints
+    from landscape.figures.style import parse_formats
+    from landscape.measures.options import SharpnessOptions
 
     formats = parse_formats(formats)
     chosen = _csv_ints(epochs, "--epochs") or None
@@ -73,15 +80,15 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
                                density_iterations=density_iterations, density_runs=density_runs,
                                normalization=normalization)
     # torch comes in only now: a mistyped option is answered before its seconds of import
-    from ..analysis.gradnorm import refuse_empty_figure
-    from ..analysis.sharpness import sharpness as compute
-    from ..analysis.sharpness_plot import plot_sharpness
-    from ..device import resolve_device
-    from ..store import open_runs
+    from landscape.analysis.sharpness import sharpness as compute
+    from landscape.device import resolve_device
+    from landscape.figures.gradnorm import refuse_empty_figure
+    from landscape.figures.sharpness import plot_sharpness
+    from landscape.runs.store import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()
-        from ..analysis.checkpoints import checkpoint_sharpness
+        from landscape.analysis.usercheckpoints import checkpoint_sharpness
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs)
         result = checkpoint_sharpness(checkpoints, Path(out) / f"{name}.h5", options,

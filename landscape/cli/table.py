@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import CONTEXT, cli
+from landscape.cli import CONTEXT, cli
 
 
 @cli.command(context_settings=CONTEXT)
@@ -22,6 +22,6 @@ def table(paths, early_stopping, fmt):
       landscape train --data two_gaussians --noise 0.05 --flood 0:0.5:0.01 --seeds 10
       landscape table checkpoints/two_gaussians-noise0.05-mlp-flood --early-stopping
     """
-    from ..analysis.selection import format_table, select_runs
+    from landscape.analysis.selection import format_table, select_runs
 
     click.echo(format_table(select_runs(paths, early_stopping=early_stopping), fmt=fmt))

@@ -7,12 +7,20 @@ from pathlib import Path
 
 import click
 
-from ..config import (DATASETS, MODELS, RUN_DEFAULTS, DataConfig, ModelConfig, ObjectiveConfig,
-                      OptimConfig, RunConfig)
-from ..errors import BadInput
-from ..execution import AMP_MODES, Execution
-from ..floodgrid import parse_flood_levels
-from . import CONTEXT, cli, end, file_name
+from landscape.cli import CONTEXT, cli, end, file_name
+from landscape.config import (
+    DATASETS,
+    MODELS,
+    RUN_DEFAULTS,
+    DataConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    OptimConfig,
+    RunConfig,
+)
+from landscape.config.execution import AMP_MODES, Execution
+from landscape.config.floodgrid import parse_flood_levels
+from landscape.errors import BadInput
 
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
 
@@ -201,8 +209,9 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
                           **({} if checkpoint_every is None else
                              {"checkpoint_every": checkpoint_every}))
     # torch comes in only now: a mistyped option is answered before its seconds of import
-    from ..distributed import current
-    from ..sweep import expand, train as train_runs
+    from landscape.distributed import current
+    from landscape.training.planner import expand
+    from landscape.training.planner import train as train_runs
 
     configs = expand(base, levels, seed_list, data_seed=data_seed)
     result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
@@ -218,8 +227,8 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
 
 
 def report_training(result) -> None:
-    from ..inspect import status_text
-    from ..store import Run
+    from landscape.runs.inspect import status_text
+    from landscape.runs.store import Run
 
     if result.folder is not None:
         counts = {s: result.statuses.count(s) for s in dict.fromkeys(result.statuses)}

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import SYNTHETIC, DataConfig
+from landscape.config import SYNTHETIC, DataConfig
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def load(config: DataConfig, *, device: torch.device | str = "cpu",
     missing files are fetched first (download.py)."""
     device = torch.device(device)
     if config.name in SYNTHETIC:
-        from .synthetic import make_synthetic
+        from landscape.data.synthetic import make_synthetic
         return make_synthetic(config, device=device, dtype=dtype)
-    from .images import load_images
+    from landscape.data.images import load_images
     return load_images(config, device=device, dtype=dtype, data_dir=data_dir, download=download)

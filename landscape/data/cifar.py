@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput
+from landscape.errors import BadInput
 
 TRAIN = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)), "cifar100": ("train",)}
 TEST = {"cifar10": ("test_batch",), "cifar100": ("test",)}

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import WorkFailed
+from landscape.errors import WorkFailed
 
 
 @dataclass(frozen=True)

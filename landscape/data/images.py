@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import BadInput
-from . import Dataset, Standardize, flip_labels, split_rngs, to_split
+from landscape.config import DataConfig
+from landscape.data import Dataset, Standardize, flip_labels, split_rngs, to_split
+from landscape.errors import BadInput
 
 Arrays = tuple[np.ndarray, np.ndarray]  # uint8 images [n, C, H, W], int64 labels [n]
 
@@ -63,12 +63,12 @@ def locate(data_dir: str | None, name: str) -> Path | None:
 def read_official(name: str, root: Path) -> tuple[Arrays, Arrays]:
     """The official (training, test) sets of `name` from its folder."""
     if name in ("mnist", "kmnist"):
-        from .idx import read_images_labels
+        from landscape.data.idx import read_images_labels
         return read_images_labels(root, "train"), read_images_labels(root, "test")
     if name == "svhn":
-        from .svhn import read_mat
+        from landscape.data.svhn import read_mat
         return read_mat(root / "train_32x32.mat"), read_mat(root / "test_32x32.mat")
-    from .cifar import read_cifar
+    from landscape.data.cifar import read_cifar
     return read_cifar(root, name)
 
 
@@ -79,7 +79,7 @@ def load_images(config: DataConfig, *, device: torch.device, dtype: torch.dtype,
     if root is None and not download and not Path(data_dir).expanduser().is_dir():
         raise BadInput(f"data directory {data_dir} does not exist")
     if root is None and download:
-        from .download import fetch
+        from landscape.data.download import fetch
         fetch(config.name, Path(data_dir))
         root = locate(data_dir, config.name)
     if root is None:

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from ..errors import BadInput
+from landscape.errors import BadInput
 
 
 def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from . import Dataset, flip_labels, split_rngs, to_split
+from landscape.config import DataConfig
+from landscape.data import Dataset, flip_labels, split_rngs, to_split
 
 
 def two_gaussians(n: int, rng: np.random.Generator, *, dim: int = 10,

@@ -1,0 +1,169 @@
+"""The analyses on a user's own model and checkpoint files (usermodel.Checkpoints: --model,
+--weights, --data) instead of run files: the same measurements (flatness.evaluate_points,
+gradnorm.amplitudes, sharpness.measure_states, mse.check_panels) and the same result files and
+figures, with the checkpoint files recorded where a run's name would be.
+
+A trajectory is the checkpoint files in natural order; a file's epoch is the last number in its
+name (usermodel.epochs_of). There is no flood level or early-stopping epoch to know: the figures
+mark no early-stopping epoch and draw the models as "+".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from landscape.analysis.flatness import check_grid_fits, slice_models
+from landscape.analysis.gradnorm import KIND as GRADNORM
+from landscape.analysis.mse import KIND as MSE
+from landscape.analysis.mse import check_fits, write_check
+from landscape.analysis.sharpness import KIND as SHARPNESS
+from landscape.analysis.sharpness import measure_states
+from landscape.analysis.sliced import Model
+from landscape.analysis.usermodel import Checkpoints
+from landscape.errors import BadInput
+from landscape.files import digest
+from landscape.measures.evaluation import sample_losses
+from landscape.measures.gradients import amplitudes
+from landscape.measures.options import Normalization, SharpnessOptions, SliceOptions
+from landscape.measures.sources import Source, as_sources
+from landscape.measures.theorem1 import GRID_POINTS, check_panels
+from landscape.memory import rows_of
+from landscape.progress import progress_bar
+from landscape.results import reuse_result, write_result
+
+
+def _placed(ck: Checkpoints, device: torch.device) -> tuple[torch.nn.Module, dict[str, Source]]:
+    model = ck.model.to(device).eval()
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    return model, as_sources(ck.data, device=device, dtype=dtype)
+
+
+def _need(sources: dict[str, Source], splits: Sequence[str], what: str) -> None:
+    absent = [s for s in splits if s not in sources]
+    if absent:
+        raise BadInput(f"{what} needs the {' and '.join(absent)} split: make the --data factory "
+                       "return {'train': ..., 'test': ...}")
+
+
+def _per_trajectory(ck: Checkpoints, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-run arrays the gradnorm and sharpness figures read, for one trajectory."""
+    return {**values, "epoch": np.asarray(ck.epochs, dtype=np.int64),
+            "run": np.zeros(len(ck.files), dtype=np.int64), "run_name": np.array([ck.name]),
+            "label": np.array([ck.name]), "flood": np.array([np.nan]),
+            "flooded": np.array([False]), "early_stopping_epoch": np.array([-1]),
+            "marked_epoch": np.array([-1])}
+
+
+def _source_attrs(ck: Checkpoints, identity: dict) -> dict:
+    return {**identity, "epochs": ck.epochs, "model_mode": "eval", "identity": identity}
+
+
+def checkpoint_gradnorm(ck: Checkpoints, out: str | Path, *, device: torch.device,
+                        normalization: Normalization = Normalization(),
+                        splits: Sequence[str] = ("train", "test"), progress: bool = True,
+                        overwrite: bool = False) -> Path:
+    """Gradient amplitudes (paper Sec. 5.2) at every checkpoint, as `landscape gradnorm`."""
+    identity = {**ck.identity(), **normalization.attrs(), "splits": list(splits)}
+    if reuse_result(out, GRADNORM, identity, overwrite=overwrite):
+        return Path(out)
+    model, sources = _placed(ck, device)
+    _need(sources, ("train", "test"), "gradnorm")
+    parts = []
+    with progress_bar(range(len(ck.files)), enabled=progress, label=ck.name) as bar:
+        for i in bar:  # one checkpoint in memory at a time
+            state = {k: v.to(device) for k, v in ck.state(i).items()}
+            parts.append(amplitudes(model, [state], {s: sources[s] for s in ("train", "test")},
+                                    ck.loss, normalization, splits=splits))
+    values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    attrs = {**normalization.attrs(), "splits": list(splits), **_source_attrs(ck, identity)}
+    return write_result(out, kind=GRADNORM, attrs=attrs, arrays=_per_trajectory(ck, values))
+
+
+def checkpoint_sharpness(ck: Checkpoints, out: str | Path,
+                         options: SharpnessOptions = SharpnessOptions(), *,
+                         device: torch.device, progress: bool = True,
+                         overwrite: bool = False) -> Path:
+    """Top Hessian eigenvalue, trace and average-case sharpness at every checkpoint, with the
+    test loss and accuracy there, as `landscape sharpness`."""
+    identity = {**ck.identity(), **options.attrs()}
+    if reuse_result(out, SHARPNESS, identity, overwrite=overwrite):
+        return Path(out)
+    model, sources = _placed(ck, device)
+    _need(sources, (options.split, "test"), "sharpness")
+    parts = []
+    with progress_bar(range(len(ck.files)), enabled=progress, label=ck.name) as bar:
+        for i in bar:  # each checkpoint read once: its measures, then its test loss and accuracy
+            state = {k: v.to(device) for k, v in ck.state(i).items()}
+            part = measure_states(model, [lambda: state], sources[options.split], ck.loss,
+                                  options, model_config=None, progress=False)
+            tested = amplitudes(model, [state], {"test": sources["test"]}, ck.loss,
+                                options.normalization, splits=())
+            parts.append({**part, "test_loss": tested["test_loss"],
+                          "test_acc": tested["test_acc"]})
+    values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    attrs = {**options.attrs(), **_source_attrs(ck, identity), "objectives": ["checkpoints"]}
+    return write_result(out, kind=SHARPNESS, attrs=attrs, arrays=_per_trajectory(ck, values))
+
+
+def checkpoint_flatness(ck: Checkpoints, options: SliceOptions, out: str | Path, *,
+                        device: torch.device, overwrite: bool = False,
+                        progress: bool = True) -> list[Path]:
+    """A slice (or surface) of every checkpoint, one result file each (OUT/<file>.slice.h5), as
+    `landscape flatness`: every data split given is evaluated."""
+    check_grid_fits(options, len(ck.files))
+    model, sources = _placed(ck, device)
+    if options.bn_stats == "recompute":
+        _need(sources, ("train",), "--bn-stats recompute")
+    stems = [f.stem for f in ck.files]
+    names = stems if len(set(stems)) == len(stems) else [f"{i:04d}-{s}" for i, s in
+                                                         enumerate(stems)]
+    models = []
+    trajectory = [lambda i=i: {k: v.to(device) for k, v in ck.state(i).items()}
+                  for i in range(len(ck.files))]
+    chosen = range(len(ck.files))
+    if options.direction == "pca":  # the plane of the whole path, around its last point
+        chosen = [len(ck.files) - 1]
+    for i in chosen:
+        f, name = ck.files[i], names[i]
+        attrs = {"run": str(f.resolve()), "label": f.name, "weights_digest": digest(f),
+                 "which": "last", "role": "model", "epoch": ck.epochs[i], "step": -1,
+                 "model_mode": "eval"}
+        state = {k: v.to(device) for k, v in ck.state(i).items()}
+        models.append(Model(name, attrs, model, state, sources, ck.loss,
+                            trajectory=trajectory[:i + 1], trajectory_epochs=ck.epochs[:i + 1]))
+    return slice_models(models, options, out, overwrite=overwrite, progress=progress)
+
+
+def checkpoint_mse(ck: Checkpoints, out: str | Path, *, sample_size: int | None, samples: int,
+                   flood_grid: Sequence[float], seed: int, device: torch.device,
+                   progress: bool = True, overwrite: bool = False) -> Path:
+    """Theorem 1 (paper Sec. 5.4) on one checkpoint: R on the test split (the pool), R^ on index
+    draws from it and from the training split, as `landscape mse`."""
+    if len(ck.files) != 1:
+        raise BadInput(f"mse checks one model; --weights names {len(ck.files)} files")
+    identity = {**ck.identity(), "samples": samples, "sample_size": sample_size,
+                "flood_grid": list(flood_grid), "draw_seed": seed}
+    if reuse_result(out, MSE, identity, overwrite=overwrite):
+        return Path(out)
+    check_fits(samples, len(flood_grid) or GRID_POINTS, device=device)
+    model, sources = _placed(ck, device)
+    _need(sources, ("train", "test"), "mse")
+    state = {k: v.to(device) for k, v in ck.state(0).items()}
+    pool, train = (sample_losses(model, state, sources[s], ck.loss, rows_of(model, sources[s], 1,
+                                                                              device),
+                                 progress=progress and s == "test", label=f"{s} losses")
+                   for s in ("test", "train"))
+    size = sample_size or len(train)
+    check = check_panels(pool, train, sample_size=size, samples=samples, flood_grid=flood_grid,
+                         seed=seed, progress=progress)
+    attrs = {"epoch": ck.files[0].name, "samples": samples, "sample_size": size,
+             "draw_seed": seed, "run": str(ck.files[0]),
+             "config_digest": identity["weights_digests"][0],
+             "pool": f"the test split of the data factory ({len(pool)} points)",
+             "pool_points": len(pool), "train_points": len(train),
+             "loss": ck.specs["loss"], "identity": identity}
+    return write_check(out, check, attrs)

@@ -1,0 +1,160 @@
+"""What determines an analysis's result: the option dataclasses of filter normalization
+(filternorm.py), slices and surfaces (flatness.py), sharpness (sharpness.py) and Theorem 1
+(mse.py), recorded in their result files.
+
+They live here, free of torch, so that the command line builds and checks them before it imports
+torch: a mistyped value is answered at once instead of after seconds of import. Their modules
+re-export them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from landscape.errors import BadInput
+
+if TYPE_CHECKING:  # numpy too: the command line imports this module at its start
+    import numpy as np
+    import torch
+
+MODES = ("filter", "layer")                 # filter normalization (filternorm.py)
+DIRECTIONS = ("random", "hessian", "pca")   # a slice's directions (directions.py)
+BN_STATS = ("checkpoint", "recompute")      # BatchNorm statistics at perturbed points
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How directions and gradients are scaled; recorded in every result that depends on it."""
+
+    mode: str = "filter"
+    include_biasbn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise BadInput(f"unknown normalization {self.mode!r}; choose filter or layer")
+
+    def attrs(self) -> dict[str, str]:
+        return {"normalization": self.mode,
+                "biasbn": "included" if self.include_biasbn else "excluded"}
+
+    def includes(self, t: torch.Tensor, batch: int = 0) -> bool:
+        """Whether a parameter takes part: weights always, 1-D parameters only on request."""
+        return t.dim() - batch > 1 or self.include_biasbn
+
+
+@dataclass(frozen=True)
+class SliceOptions:
+    """What determines a slice or surface; recorded in its result file."""
+
+    points: int = 51
+    span: float | None = None          # alpha (and beta) in [-span, span]; None: 1, or for pca
+                                       # directions the path's reach (directions.choose)
+    direction_seed: int = 0
+    direction: str = "random"          # random | hessian | pca (directions.py)
+    two_d: bool = False
+    y_points: int | None = None        # surfaces: grid rows (default: points)
+    bn_stats: str = "checkpoint"
+    normalization: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self) -> None:
+        if self.points < 2 or (self.y_points is not None and self.y_points < 2):  # [-span, span]
+            raise BadInput(f"--points must be >= 2, got {self.points}")
+        if self.span is not None and not (math.isfinite(self.span) and self.span > 0):
+            raise BadInput(f"--span must be a finite number > 0, got {self.span}")
+        if self.direction not in DIRECTIONS:
+            raise BadInput(f"unknown --direction {self.direction!r}; choose "
+                           f"{', '.join(DIRECTIONS)}")
+        if self.direction_seed < 0:
+            raise BadInput(f"--direction-seed must be >= 0, got {self.direction_seed}")
+        if self.bn_stats not in BN_STATS:
+            raise BadInput(f"unknown --bn-stats {self.bn_stats!r}; choose checkpoint or recompute")
+
+    def coordinates(self, span: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        import numpy as np
+
+        span = span or self.span or 1.0
+        x = np.linspace(-span, span, self.points)
+        if not self.two_d:
+            return x, None
+        return x, np.linspace(-span, span, self.y_points or self.points)
+
+    def attrs(self, span: float | None = None) -> dict:
+        return {"direction_seed": self.direction_seed, "directions": 2 if self.two_d else 1,
+                "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
+                else 1, "span": span or self.span or 1.0, "bn_stats": self.bn_stats,
+                **self.normalization.attrs(), "draw_order": "parameters",
+                **({} if self.direction == "random" else {"direction": self.direction})}
+
+
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """What the numbers depend on; recorded as attributes of the result file."""
+
+    split: str = "train"
+    iterations: int = 100        # power iteration: most Hessian-vector products
+    tolerance: float = 1e-4      # ... stops when the Rayleigh quotient changes less (relative)
+    probes: int = 100            # Hutchinson: Rademacher vectors
+    draws: int = 10              # average-case sharpness: antithetic pairs of directions
+    sigma: float = 0.1           # ... their scale (1 = one filter norm)
+    seed: int = 0                # the start vector, the probes and the directions
+    normalization: Normalization = field(default_factory=Normalization)
+    top_k: int = 0               # the k largest eigenvalues too (Lanczos: spectrum.py)
+    eigenvectors: bool = False   # ... and their eigenvectors, stored
+    density: bool = False        # the spectral density (stochastic Lanczos quadrature)
+    density_iterations: int = 90
+    density_runs: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "density_iterations", "density_runs"):
+            if getattr(self, name) < (0 if name == "top_k" else 1):
+                raise BadInput(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
+        if self.eigenvectors and not self.top_k:
+            raise BadInput("--save-eigenvectors needs --top-k")
+        if self.split not in ("train", "test"):
+            raise BadInput(f"unknown split {self.split!r}; use train or test")
+        for name in ("iterations", "probes", "draws"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise BadInput(f"--sigma must be a number > 0, got {self.sigma}")
+        if not 0 <= self.tolerance < 1:
+            raise BadInput(f"tolerance must be in [0, 1), got {self.tolerance}")
+        if self.seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.seed}")
+
+    def attrs(self) -> dict:
+        return {"split": self.split, "iterations": self.iterations, "tolerance": self.tolerance,
+                "probes": self.probes, "draws": self.draws, "sigma": self.sigma,
+                "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval",
+                **({"top_k": self.top_k} if self.top_k else {}),
+                **({"density_iterations": self.density_iterations,
+                    "density_runs": self.density_runs} if self.density else {})}
+
+
+@dataclass(frozen=True)
+class MseOptions:
+    """What determines a Theorem 1 check; stored in the result's attributes."""
+
+    epoch: int | str = "last"          # an epoch number, "last" or "snapshot"
+    samples: int = 2000                # M draws of R^
+    sample_size: int | None = None     # n; None: the run's training-set size
+    flood_grid: tuple[float, ...] = ()  # empty: GRID_POINTS levels from 0 to 2 max(R, train loss)
+    pool_size: int = 100_000           # fresh draws (synthetic sets); image sets use the test split
+    pool_seed: int | None = None       # None: the run's data seed + POOL_SEED_OFFSET
+    draw_seed: int = 0                 # index draws of the M samples
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise BadInput(f"--samples must be at least 2, got {self.samples}")
+        if self.sample_size is not None and self.sample_size < 1:
+            raise BadInput(f"--sample-size must be at least 1, got {self.sample_size}")
+        if self.pool_size < 2:
+            raise BadInput(f"--pool-size must be at least 2, got {self.pool_size}")
+        if any(not (math.isfinite(b) and b >= 0) for b in self.flood_grid):
+            raise BadInput("flood levels must be finite and >= 0")
+        if self.draw_seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.draw_seed}")
+        if self.pool_seed is not None and self.pool_seed < 0:
+            raise BadInput(f"--pool-seed must be >= 0, got {self.pool_seed}")

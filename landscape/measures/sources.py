@@ -1,0 +1,163 @@
+"""Where the measurements read their data: one interface over our in-memory splits, a user's pair
+of tensors and any iterable of batches (a torch DataLoader).
+
+A measurement asks a source for `batches(rows)`: (x, y) pairs on the device, x in the model's
+floating dtype, one pass over the data per call. Tensors and splits are cut into `rows`-row chunks
+(the caller's memory rule, evaluation.rows_for); an iterable keeps its own batch size, so `rows`
+does not apply to it. A measurement makes many passes (a 51-point slice: 51 per split), so an
+iterable's batches are kept on the device after the first whole pass when they hold at most
+KEEP_NUMBERS numbers, and replayed: a DataLoader's per-sample collation is paid once, and every
+point sees the same rows (a loader that shuffles or augments gives one draw to all of them). A
+larger iterable is re-iterated each pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Mapping, Protocol
+
+import torch
+
+from landscape.errors import BadInput
+from landscape.memory import KEEP_NUMBERS
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Source(Protocol):
+    def batches(self, rows: int) -> Iterator[Batch]: ...
+
+    def count(self, rows: int) -> int | None: ...
+
+    def input_shape(self) -> tuple[int, ...]: ...
+
+
+class TensorSource:
+    """Rows of x [n, ...] and y [n] (or an in-memory Split, which standardizes stored pixels as
+    it gathers them), `rows` at a time."""
+
+    def __init__(self, x: torch.Tensor | None, y: torch.Tensor, *, split=None) -> None:
+        self.x, self.y, self.split = x, y, split
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """All model inputs at once [n, ...]."""
+        return self.split.x if self.split is not None else self.x
+
+    def count(self, rows: int) -> int:
+        """Batches in a pass."""
+        return -(-len(self.y) // rows)
+
+    def batches(self, rows: int) -> Iterator[Batch]:
+        for start in range(0, len(self.y), rows):
+            where = slice(start, start + rows)
+            x = self.split.inputs(where) if self.split is not None else self.x[where]
+            yield x, self.y[where]
+
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs.shape[1:]) if self.split is None else tuple(
+            self.split.stored.shape[1:])
+
+
+class LoaderSource:
+    """An iterable of (x, y, ...) batches, moved to `device`; extra items of a batch (sample
+    weights, indices) are ignored. After a whole pass that fits KEEP_NUMBERS, later passes replay
+    it: as one TensorSource chunked by the caller's `rows` where the batches' inputs share a shape
+    (a loader's own small batches would each cost a call), else batch by batch."""
+
+    def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.iterable, self.device, self.dtype = batches, device, dtype
+        self.kept: TensorSource | list[Batch] | None = None
+
+    def count(self, rows: int) -> int | None:
+        """Batches in a pass, where known."""
+        if isinstance(self.kept, TensorSource):
+            return self.kept.count(rows)
+        if self.kept is not None:
+            return len(self.kept)
+        return len(self.iterable) if hasattr(self.iterable, "__len__") else None
+
+    def batches(self, rows: int) -> Iterator[Batch]:
+        if isinstance(self.kept, TensorSource):
+            yield from self.kept.batches(rows)
+            return
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[Batch] | None = []
+        held = 0
+        for batch in self.iterable:
+            x, y = _pair(batch)
+            x, y = _to(x, self.device, self.dtype), y.to(self.device)
+            if kept is not None:
+                held += x.numel() + y.numel()
+                if held <= KEEP_NUMBERS:
+                    kept.append((x, y))
+                else:
+                    kept = None
+            yield x, y
+        if kept == []:
+            raise BadInput("the data source yielded no batches")
+        if kept is not None and len({tuple(x.shape[1:]) for x, _ in kept}) == 1:
+            self.kept = TensorSource(torch.cat([x for x, _ in kept]),
+                                     torch.cat([y for _, y in kept]))
+        else:
+            self.kept = kept
+
+    def input_shape(self) -> tuple[int, ...]:
+        if isinstance(self.kept, TensorSource):
+            return self.kept.input_shape()
+        x, _ = _pair(next(iter(self.iterable)))
+        return tuple(x.shape[1:])
+
+
+def _pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, Mapping):
+        batch = (batch.get("x", batch.get("input")), batch.get("y", batch.get("label")))
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not all(
+            isinstance(t, torch.Tensor) for t in batch[:2]):
+        raise BadInput("a data batch must be a pair (x, y) of tensors (or a tuple starting with "
+                       f"one), got {type(batch).__name__}")
+    return batch[0], batch[1]
+
+
+def _to(x: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    x = x.to(device)
+    return x.to(dtype) if dtype is not None and x.is_floating_point() else x
+
+
+def as_source(data: Any, *, device: torch.device, dtype: torch.dtype | None
+              ) -> TensorSource | LoaderSource:
+    """A Source for `data`: a (x, y) pair of tensors, an in-memory Split, a Source, or any
+    iterable of (x, y) batches such as a DataLoader; floating inputs are cast to `dtype` (the
+    model's) on `device`."""
+    from landscape.data import Split
+
+    if isinstance(data, (TensorSource, LoaderSource)):
+        return data
+    if isinstance(data, Split):
+        return TensorSource(None, data.y, split=data)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise BadInput(f"x has {len(x)} rows but y has {len(y)}")
+        if len(y) == 0:
+            raise BadInput("the data has no rows")
+        return TensorSource(_to(x, device, dtype), y.to(device))
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
+        return LoaderSource(data, device=device, dtype=dtype)
+    raise BadInput(f"data must be a pair (x, y) of tensors or an iterable of (x, y) batches "
+                   f"(e.g. a DataLoader), got {type(data).__name__}")
+
+
+def as_sources(data: Any, *, device: torch.device, dtype: torch.dtype
+               ) -> dict[str, TensorSource | LoaderSource]:
+    """Named sources: a mapping of split name to data as it is, one data source as "train"."""
+    if isinstance(data, Mapping):
+        if not data:
+            raise BadInput("the mapping of data splits is empty")
+        return {str(k): as_source(v, device=device, dtype=dtype) for k, v in data.items()}
+    return {"train": as_source(data, device=device, dtype=dtype)}

@@ -1,0 +1,129 @@
+"""The Hessian's spectrum beyond its top eigenvalue: the k largest eigenvalues (and eigenvectors)
+and the spectral density, from Hessian-vector products (sharpness.hvp_function).
+
+Both run the Lanczos iteration with full reorthogonalization: from a unit start q_1, each step
+multiplies by H, removes the components along every earlier q (twice: one pass loses
+orthogonality in float32) and normalizes, building H Q_m = Q_m T_m + beta_m q_{m+1} e_m^T with T_m
+tridiagonal. The eigenvalues of T_m (Ritz values) approach H's extreme eigenvalues first.
+
+- top-k (as PyHessian's `eigenvalues(top_n=k)` answers, by a faster route than its deflated
+  power iteration): the k algebraically largest Ritz values, stopped when each one's residual
+  |beta_m s_mi| (the distance of H y_i from theta_i y_i, y_i = Q_m s_i) is below `tolerance` times
+  |theta_i|, or after `iterations` products; eigenvectors y_i.
+- density (stochastic Lanczos quadrature, Ghorbani et al. 2019; PyHessian's `density`): for each
+  of `runs` Rademacher starts, m steps give nodes theta_j and weights (first entry of T's j-th
+  eigenvector)^2 summing to 1, a quadrature of the spectral measure seen from the start vector:
+  sum_j w_j theta_j^p = q_1' H^p q_1, whose expectation is tr(H^p) / n. The density is that
+  measure averaged over runs and broadened by a Gaussian of width `sigma` (a share of the
+  spectrum's range), integrating to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from landscape.measures.density import Density
+
+Tensors = dict[str, torch.Tensor]
+Product = Callable[[torch.Tensor], torch.Tensor]  # flat vectors [P, N] -> H times them
+
+
+def flat_draws(params: Tensors, draw: Callable[[tuple[int, ...]], torch.Tensor]) -> torch.Tensor:
+    """One random vector [N] over all parameters, drawn parameter by parameter in order (so a
+    seed's draws do not depend on how the vector is held)."""
+    return torch.cat([draw(tuple(p.shape)).reshape(-1) for p in params.values()])
+
+
+def unflatten(flat: torch.Tensor, params: Tensors) -> Tensors:
+    """A flat vector [N] as {name: tensor shaped as the parameter}."""
+    sizes = [p.numel() for p in params.values()]
+    return {k: t.view(p.shape) for (k, p), t in zip(params.items(), flat.split(sizes))}
+
+
+@dataclass
+class Lanczos:
+    """m steps of the iteration: T's diagonal (alpha [m]) and off-diagonal (beta [m]: the last
+    is the residual norm beyond step m) and the basis Q [m, N]."""
+
+    alpha: list[float]
+    beta: list[float]
+    basis: torch.Tensor
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (ascending) and eigenvectors (columns) of T."""
+        m = len(self.alpha)
+        t = np.diag(np.asarray(self.alpha, dtype=np.float64))
+        off = np.asarray(self.beta[:m - 1], dtype=np.float64)
+        t += np.diag(off, 1) + np.diag(off, -1)
+        return np.linalg.eigh(t)
+
+
+def lanczos(hvp: Product, params: Tensors, start: torch.Tensor, *, steps: int,
+            stop: Callable[[Lanczos], bool] | None = None) -> Lanczos:
+    """Up to `steps` Lanczos steps from `start` [N] (any scale), fewer when the Krylov space is
+    exhausted (beta ~ 0) or `stop(state)` says the answer is there."""
+    n = start.numel()
+    steps = min(steps, n)
+    basis = torch.empty(steps, n, dtype=start.dtype, device=start.device)
+    basis[0] = start / start.norm()
+    state = Lanczos([], [], basis[:1])
+    for j in range(steps):
+        w = hvp(basis[j][None])[0]
+        alpha = float(w @ basis[j])
+        for _ in range(2):  # full reorthogonalization, twice
+            w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
+        beta = float(w.norm())
+        state = Lanczos(state.alpha + [alpha], state.beta + [beta], basis[:j + 1])
+        scale = max(abs(a) for a in state.alpha) or 1.0
+        if j + 1 == steps or beta <= 1e-10 * scale or (stop is not None and stop(state)):
+            return state
+        basis[j + 1] = w / beta
+    return state
+
+
+def top_eigenpairs(hvp: Product, params: Tensors, *, k: int, iterations: int = 100,
+                   tolerance: float = 1e-4, seed: int = 0, vectors: bool = False
+                   ) -> tuple[np.ndarray, list[Tensors] | None, int]:
+    """(the k largest eigenvalues, descending; their eigenvectors {name: tensor} if asked;
+    products used) from a seeded Gaussian start."""
+    generator = torch.Generator().manual_seed(seed)
+    first = next(iter(params.values()))
+    start = flat_draws(params, lambda shape: torch.randn(shape, generator=generator))
+    k = min(k, start.numel())
+
+    def converged(state: Lanczos) -> bool:
+        if len(state.alpha) < k:
+            return False
+        values, s = state.ritz()
+        top = slice(len(values) - k, None)
+        residual = np.abs(state.beta[-1] * s[-1, top])
+        return bool(np.all(residual <= tolerance * np.maximum(np.abs(values[top]), 1e-30)))
+
+    state = lanczos(hvp, params, start.to(first), steps=max(iterations, k), stop=converged)
+    values, s = state.ritz()
+    order = np.argsort(values)[::-1][:k]
+    found = None
+    if vectors:
+        ritz = torch.as_tensor(s[:, order].T.copy(), dtype=state.basis.dtype,
+                               device=state.basis.device) @ state.basis            # [k, N]
+        found = [unflatten(y, params) for y in ritz]
+    return values[order], found, len(state.alpha)
+
+
+def density(hvp: Product, params: Tensors, *, iterations: int = 90, runs: int = 1,
+            seed: int = 0) -> Density:
+    """Stochastic Lanczos quadrature of H's spectral density (see the module's text)."""
+    generator = torch.Generator().manual_seed(seed)
+    first = next(iter(params.values()))
+    nodes, weights = [], []
+    for _ in range(runs):
+        start = flat_draws(params, lambda shape: torch.randint(0, 2, shape, generator=generator)
+                           * 2.0 - 1).to(first)
+        values, s = lanczos(hvp, params, start, steps=iterations).ritz()
+        nodes.append(values)
+        weights.append(s[0] ** 2 / runs)
+    return Density(np.concatenate(nodes), np.concatenate(weights))

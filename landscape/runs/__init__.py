@@ -1,0 +1,2 @@
+"""The run file: its layout and reader (store), writer, maker, inspection and export.
+"""
