@@ -1,4 +1,5 @@
-"""Choosing the device (`--device auto|cpu|cuda[:N]`) and applying speed settings once."""
+"""Choosing the device (`--device auto|cpu|cuda[:N]`), the dtype a config names, and applying speed
+settings once."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def resolve_device(spec: str = "auto") -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls and convolutions on GPUs
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+def dtype_of(name: str) -> torch.dtype:
+    """The torch dtype a config names ("float32", "float64", "bfloat16")."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise BadInput(f"unknown dtype {name!r}")
+    return dtype
 
 
 def describe(device: torch.device) -> str:

@@ -26,7 +26,7 @@ from landscape.measures.trajectory import pca_directions
 from landscape.memory import rows_of
 
 if TYPE_CHECKING:
-    from landscape.analysis.sliced import Model
+    from landscape.analysis.sliced import SlicedModel
     from landscape.measures.options import SliceOptions
 
 PATH_MARGIN = 1.2  # a pca grid's span: this times the path's largest coordinate
@@ -45,7 +45,7 @@ class Chosen:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def choose(model: Model, options: SliceOptions) -> Chosen:
+def choose(model: SlicedModel, options: SliceOptions) -> Chosen:
     """The directions `options.direction` names for `model`, and the grid's span."""
     params, buffers = parameters_of(model.template, model.state)
     count = 2 if options.two_d else 1

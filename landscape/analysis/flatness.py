@@ -28,7 +28,7 @@ import torch
 from landscape import distributed
 from landscape.analysis.directions import choose
 from landscape.analysis.loading import check_same_architecture
-from landscape.analysis.sliced import Model, checkpoints_of, run_models
+from landscape.analysis.sliced import SlicedModel, fig5_models, run_models
 from landscape.errors import BadInput
 from landscape.measures.filternorm import parameters_of
 from landscape.measures.options import SliceOptions
@@ -46,7 +46,7 @@ SAVE_SECONDS = 10.0  # a killed surface loses at most this much work
 class _Plan:
     """One model's result file being filled."""
 
-    model: Model
+    model: SlicedModel
     path: Path
     attrs: dict
     arrays: dict[str, np.ndarray]
@@ -57,7 +57,7 @@ class _Plan:
         write_result(self.path, kind=KIND, attrs=self.attrs, arrays=self.arrays)
 
 
-def _plan(model: Model, options: SliceOptions, folder: Path, *, overwrite: bool) -> _Plan:
+def _plan(model: SlicedModel, options: SliceOptions, folder: Path, *, overwrite: bool) -> _Plan:
     chosen = choose(model, options)
     attrs = {**model.attrs, **options.attrs(chosen.span), **chosen.attrs}
     path = folder / f"{model.name}.{'surface' if options.two_d else 'slice'}.h5"
@@ -97,7 +97,7 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
     `members`: points evaluated at once (default: evaluation.models_at_once); `report` hears of
     models left out (run_models)."""
     runs = list(runs)
-    check_grid_fits(options, len(checkpoints_of(runs)))
+    check_grid_fits(options, len(fig5_models(runs)))
     check_same_architecture(runs)  # one seed must draw one direction for every model
     world = distributed.join()
     with distributed.exchange(world):  # bad input on one rank stops all
@@ -118,7 +118,7 @@ def check_grid_fits(options: SliceOptions, models: int) -> None:
                        f"of {points:,} points")
 
 
-def slice_models(models: Sequence[Model], options: SliceOptions, out: str | Path, *,
+def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str | Path, *,
                  overwrite: bool = False, progress: bool = True, members: int | None = None
                  ) -> list[Path]:
     """Slices (or surfaces) of `models`, one result file each under `out` (which also stores

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from landscape import data as data_module
+from landscape.device import dtype_of
 from landscape.errors import BadInput
 from landscape.measures.sources import Source, as_source
-from landscape.models import build_model, output_units
+from landscape.models import run_model
 from landscape.runs.store import Run
 
 _DATA_CACHE: dict[tuple, data_module.Dataset] = {}
@@ -30,7 +31,7 @@ def dataset_for(run: Run, *, device: torch.device) -> data_module.Dataset:
             _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
         try:
             _DATA_CACHE[key] = data_module.load(run.config.data, device=device,
-                                                dtype=getattr(torch, run.config.dtype),
+                                                dtype=dtype_of(run.config.dtype),
                                                 data_dir=run.data_dir)
         except BadInput as err:
             moved = (" (if the files have moved since training, say where with --data-dir)"
@@ -42,9 +43,8 @@ def dataset_for(run: Run, *, device: torch.device) -> data_module.Dataset:
 def model_for(run: Run, dataset: data_module.Dataset, *, device: torch.device) -> nn.Module:
     """A module of the run's architecture (eval mode), to be called with torch.func.functional_call."""
     c = run.config
-    model = build_model(c.model, dataset.input_shape, output_units(dataset.num_classes,
-                                                                   c.objective.loss))
-    return model.to(device=device, dtype=getattr(torch, c.dtype)).eval()
+    model = run_model(c, dataset.input_shape, dataset.num_classes)
+    return model.to(device=device, dtype=dtype_of(c.dtype)).eval()
 
 
 def state_at(run: Run, which: int | str, *, device: torch.device) -> dict[str, torch.Tensor]:

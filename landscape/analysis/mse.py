@@ -28,6 +28,7 @@ from landscape import data as data_module
 from landscape.analysis.loading import dataset_for, model_for, state_at
 from landscape.config import SYNTHETIC
 from landscape.data import Split
+from landscape.device import dtype_of
 from landscape.errors import BadInput
 from landscape.figures.mse import read_check
 from landscape.measures.evaluation import sample_losses
@@ -54,7 +55,7 @@ def pool_for(run: Run, options: MseOptions, *, device: torch.device) -> tuple[Sp
                        "independent of the training data")
     # The generator's test split under another seed: the same distribution and label noise.
     fresh = dataclasses.replace(c, seed=seed, n_train=2, n_val=2, n_test=options.pool_size)
-    pool = data_module.load(fresh, device=device, dtype=getattr(torch, run.config.dtype)).test
+    pool = data_module.load(fresh, device=device, dtype=dtype_of(run.config.dtype)).test
     return pool, (f"{options.pool_size} fresh draws of {c.name} (data seed {seed}, "
                   f"noise {c.noise:g})")
 
@@ -82,7 +83,7 @@ def theorem1_check(run: Run, options: MseOptions, out: str | Path, *, device: to
     check_fits(options.samples, len(options.flood_grid) or GRID_POINTS, device=device,
                pool_points=options.pool_size if synthetic else 0,
                pool_row_bytes=math.prod(data_module.input_shape(c.data))
-               * getattr(torch, c.dtype).itemsize * 2 + 24)
+               * dtype_of(c.dtype).itemsize * 2 + 24)
     dataset = dataset_for(run, device=device)
     model = model_for(run, dataset, device=device)
     state = state_at(run, options.epoch, device=device)

@@ -20,7 +20,7 @@ from landscape.runs.store import Run
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class Fig5Model:
     """One model of Fig. 5: a run's first-below-flood snapshot or its last epoch."""
 
     run: Run
@@ -34,7 +34,7 @@ class Checkpoint:
         return "flooded" if self.run.config.objective.floods else "plain"
 
 
-def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
+def fig5_models(runs: Sequence[Run]) -> list[Fig5Model]:
     """The paper's models from runs: b > 0 gives the snapshot and the last epoch, b = 0 the last;
     an adaptive run from b = 0 gives its snapshot where b rose far enough for one to be taken."""
     def models(run: Run) -> tuple[str, ...]:
@@ -42,11 +42,11 @@ def checkpoints_of(runs: Sequence[Run]) -> list[Checkpoint]:
         snapshot = o.flood > 0 or (o.takes_snapshot and run.snapshot() is not None)
         return ("snapshot", "last") if snapshot else ("last",)
 
-    return [Checkpoint(run, which) for run in runs for which in models(run)]
+    return [Fig5Model(run, which) for run in runs for which in models(run)]
 
 
 @dataclass
-class Model:
+class SlicedModel:
     """One model to slice, from a run or a user's checkpoint file: what identifies it in its
     result file (`attrs`), and what evaluating it takes."""
 
@@ -63,35 +63,35 @@ class Model:
 
 
 def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = True,
-               report: Callable[[str], None] | None = None) -> list[Model]:
-    """The paper's models of `runs` (checkpoints_of; without snapshots, the last epochs only),
+               report: Callable[[str], None] | None = None) -> list[SlicedModel]:
+    """The paper's models of `runs` (fig5_models; without snapshots, the last epochs only),
     each last epoch with its run's saved epochs as its trajectory. A flooded run whose loss never
     fell below b has no snapshot: it is left out and `report`ed (default: a warning), the others
     are sliced; bad input (an unfinished run...) before any work, and when nothing is left."""
     out = []
-    for checkpoint in checkpoints_of(runs):
-        if checkpoint.which == "snapshot" and not snapshots:
+    for point in fig5_models(runs):
+        if point.which == "snapshot" and not snapshots:
             continue
-        run = checkpoint.run
+        run = point.run
         data = dataset_for(run, device=device)
         try:
-            state = state_at(run, checkpoint.which, device=device)
+            state = state_at(run, point.which, device=device)
         except BadInput as missing:
-            if checkpoint.which != "snapshot":
+            if point.which != "snapshot":
                 raise
             (report or _warn)(f"{missing}; its snapshot is left out")
             continue
-        snap = run.snapshot() if checkpoint.which == "snapshot" else None
+        snap = run.snapshot() if point.which == "snapshot" else None
         attrs = {"run": str(run.path.resolve()), "run_name": run.name,
-                 "run_digest": run.config.digest(), "which": checkpoint.which,
-                 "role": checkpoint.role, "flood": run.config.objective.flood,
+                 "run_digest": run.config.digest(), "which": point.which,
+                 "role": point.role, "flood": run.config.objective.flood,
                  "objective": run.config.objective.label,
                  "epoch": snap.epoch if snap else run.epochs_done,
                  "step": snap.step if snap else -1, "dtype": run.config.dtype,
                  "model_mode": "eval", "train_points": len(data.train),
                  "test_points": len(data.test)}
-        saved = list(run.saved_epochs) if checkpoint.which == "last" else None
-        out.append(Model(f"{run.name}.{checkpoint.which}", attrs,
+        saved = list(run.saved_epochs) if point.which == "last" else None
+        out.append(SlicedModel(f"{run.name}.{point.which}", attrs,
                          model_for(run, data, device=device), state, split_sources(data),
                          run.config.objective.loss, run.config.model, ("run", "run_name"),
                          None if saved is None else

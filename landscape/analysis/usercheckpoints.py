@@ -1,4 +1,4 @@
-"""The analyses on a user's own model and checkpoint files (usermodel.Checkpoints: --model,
+"""The analyses on a user's own model and checkpoint files (usermodel.UserCheckpoints: --model,
 --weights, --data) instead of run files: the same measurements (flatness.evaluate_points,
 gradnorm.amplitudes, sharpness.measure_states, mse.check_panels) and the same result files and
 figures, with the checkpoint files recorded where a run's name would be.
@@ -22,8 +22,8 @@ from landscape.analysis.mse import KIND as MSE
 from landscape.analysis.mse import check_fits, write_check
 from landscape.analysis.sharpness import KIND as SHARPNESS
 from landscape.analysis.sharpness import measure_states
-from landscape.analysis.sliced import Model
-from landscape.analysis.usermodel import Checkpoints
+from landscape.analysis.sliced import SlicedModel
+from landscape.analysis.usermodel import UserCheckpoints
 from landscape.errors import BadInput
 from landscape.files import digest
 from landscape.measures.evaluation import sample_losses
@@ -36,7 +36,7 @@ from landscape.progress import progress_bar
 from landscape.results import reuse_result, write_result
 
 
-def _placed(ck: Checkpoints, device: torch.device) -> tuple[torch.nn.Module, dict[str, Source]]:
+def _placed(ck: UserCheckpoints, device: torch.device) -> tuple[torch.nn.Module, dict[str, Source]]:
     model = ck.model.to(device).eval()
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     return model, as_sources(ck.data, device=device, dtype=dtype)
@@ -49,7 +49,7 @@ def _need(sources: dict[str, Source], splits: Sequence[str], what: str) -> None:
                        "return {'train': ..., 'test': ...}")
 
 
-def _per_trajectory(ck: Checkpoints, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _per_trajectory(ck: UserCheckpoints, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-run arrays the gradnorm and sharpness figures read, for one trajectory."""
     return {**values, "epoch": np.asarray(ck.epochs, dtype=np.int64),
             "run": np.zeros(len(ck.files), dtype=np.int64), "run_name": np.array([ck.name]),
@@ -58,11 +58,11 @@ def _per_trajectory(ck: Checkpoints, values: dict[str, np.ndarray]) -> dict[str,
             "marked_epoch": np.array([-1])}
 
 
-def _source_attrs(ck: Checkpoints, identity: dict) -> dict:
+def _source_attrs(ck: UserCheckpoints, identity: dict) -> dict:
     return {**identity, "epochs": ck.epochs, "model_mode": "eval", "identity": identity}
 
 
-def checkpoint_gradnorm(ck: Checkpoints, out: str | Path, *, device: torch.device,
+def checkpoint_gradnorm(ck: UserCheckpoints, out: str | Path, *, device: torch.device,
                         normalization: Normalization = Normalization(),
                         splits: Sequence[str] = ("train", "test"), progress: bool = True,
                         overwrite: bool = False) -> Path:
@@ -83,7 +83,7 @@ def checkpoint_gradnorm(ck: Checkpoints, out: str | Path, *, device: torch.devic
     return write_result(out, kind=GRADNORM, attrs=attrs, arrays=_per_trajectory(ck, values))
 
 
-def checkpoint_sharpness(ck: Checkpoints, out: str | Path,
+def checkpoint_sharpness(ck: UserCheckpoints, out: str | Path,
                          options: SharpnessOptions = SharpnessOptions(), *,
                          device: torch.device, progress: bool = True,
                          overwrite: bool = False) -> Path:
@@ -109,7 +109,7 @@ def checkpoint_sharpness(ck: Checkpoints, out: str | Path,
     return write_result(out, kind=SHARPNESS, attrs=attrs, arrays=_per_trajectory(ck, values))
 
 
-def checkpoint_flatness(ck: Checkpoints, options: SliceOptions, out: str | Path, *,
+def checkpoint_flatness(ck: UserCheckpoints, options: SliceOptions, out: str | Path, *,
                         device: torch.device, overwrite: bool = False,
                         progress: bool = True) -> list[Path]:
     """A slice (or surface) of every checkpoint, one result file each (OUT/<file>.slice.h5), as
@@ -133,12 +133,12 @@ def checkpoint_flatness(ck: Checkpoints, options: SliceOptions, out: str | Path,
                  "which": "last", "role": "model", "epoch": ck.epochs[i], "step": -1,
                  "model_mode": "eval"}
         state = {k: v.to(device) for k, v in ck.state(i).items()}
-        models.append(Model(name, attrs, model, state, sources, ck.loss,
+        models.append(SlicedModel(name, attrs, model, state, sources, ck.loss,
                             trajectory=trajectory[:i + 1], trajectory_epochs=ck.epochs[:i + 1]))
     return slice_models(models, options, out, overwrite=overwrite, progress=progress)
 
 
-def checkpoint_mse(ck: Checkpoints, out: str | Path, *, sample_size: int | None, samples: int,
+def checkpoint_mse(ck: UserCheckpoints, out: str | Path, *, sample_size: int | None, samples: int,
                    flood_grid: Sequence[float], seed: int, device: torch.device,
                    progress: bool = True, overwrite: bool = False) -> Path:
     """Theorem 1 (paper Sec. 5.4) on one checkpoint: R on the test split (the pool), R^ on index

@@ -134,7 +134,7 @@ def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class Checkpoints:
+class UserCheckpoints:
     """A user's model, its checkpoint files (a trajectory, in natural order) and data."""
 
     model: nn.Module
@@ -163,7 +163,7 @@ class Checkpoints:
 
 
 def open_checkpoints(model: str, weights: Sequence[str], data: str, loss: str
-                     ) -> Checkpoints:
+                     ) -> UserCheckpoints:
     """What --model, --weights, --data and --loss name, every file checked before any work."""
     module = user_model(model)
     files = checkpoint_files(weights)
@@ -172,5 +172,5 @@ def open_checkpoints(model: str, weights: Sequence[str], data: str, loss: str
     chosen: Any = loss if loss in ("cross_entropy", "logistic") else import_object(loss, "--loss")
     if not isinstance(chosen, str) and not callable(chosen):
         raise BadInput(f"--loss: {loss} is not callable")
-    return Checkpoints(module, files, epochs_of(files), user_data(data), chosen,
+    return UserCheckpoints(module, files, epochs_of(files), user_data(data), chosen,
                        {"model": model, "data": data, "loss": loss})

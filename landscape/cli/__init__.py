@@ -200,7 +200,7 @@ def normalization_options(command):
 def model_options(command):
     """--model, --weights, --data and --loss: analyse a user's own model and checkpoint files
     instead of run files. The command gets `paths` (run files) and `checkpoints` (None, or a
-    function returning the usermodel.Checkpoints, to call after its own options are checked);
+    function returning the usermodel.UserCheckpoints, to call after its own options are checked);
     with --model, further PATHS are more weight files (what a shell makes of `--weights
     ckpt/*.pt`)."""
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from landscape.config import ModelConfig
+from landscape.config import ModelConfig, RunConfig
 from landscape.errors import BadInput
 from landscape.models import resnet
 
@@ -53,6 +53,14 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], out_features:
         if config.name in ("resnet18", "resnet44"):
             return resnet.build(config.name, input_shape, out_features)
     raise BadInput(f"unknown model {config.name!r}")
+
+
+def run_model(config: RunConfig, input_shape: tuple[int, ...], num_classes: int, *,
+              seed: int = 0) -> nn.Module:
+    """The freshly initialized model a run's config describes, for data of `input_shape` and
+    `num_classes` (its outputs follow the run's loss), on the CPU in float32."""
+    return build_model(config.model, input_shape, output_units(num_classes, config.objective.loss),
+                       seed=seed)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from landscape.config import RunConfig
+from landscape.device import dtype_of
 from landscape.errors import BadInput
 from landscape.files import being_written, write_text
 
@@ -204,7 +205,7 @@ class Run:
         flipped labels are checked against the ones the file recorded (/data/flipped_<split>)."""
         from landscape import data
 
-        dataset = data.load(self.config.data, device=device, dtype=getattr(torch, self.config.dtype),
+        dataset = data.load(self.config.data, device=device, dtype=dtype_of(self.config.dtype),
                             data_dir=self.data_dir)
         with self._file() as f:
             for split in ("train", "val", "test"):

@@ -35,11 +35,12 @@ import torch
 
 from landscape.config import ObjectiveConfig, RunConfig
 from landscape.data import Dataset, Split
+from landscape.device import dtype_of
 from landscape.errors import WorkFailed
 from landscape.measures.evaluation import sample_losses
 from landscape.measures.sources import as_source
 from landscape.memory import rows_for
-from landscape.models import build_model, output_units
+from landscape.models import run_model
 from landscape.progress import progress_bar
 from landscape.training.loop import Start, epochs
 from landscape.training.members import MemberData
@@ -90,9 +91,8 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
     stacks: dict[int, list[int]] = {}  # folds whose complements are equally large stack together
     for f, draw in enumerate(draws):
         stacks.setdefault(len(draw.train), []).append(f)
-    template = build_model(aux.model, dataset.input_shape,
-                           output_units(dataset.num_classes, aux.objective.loss))
-    template = template.to(device=device, dtype=getattr(torch, aux.dtype))
+    template = run_model(aux, dataset.input_shape, dataset.num_classes)
+    template = template.to(device=device, dtype=dtype_of(aux.dtype))
     rows = rows_for(template, dataset.input_shape, 1, device)
     losses = np.empty(n)
     for fs in stacks.values():

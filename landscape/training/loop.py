@@ -19,11 +19,11 @@ import torch
 
 from landscape.config import RunConfig
 from landscape.data.augment import random_crop_flip
-from landscape.device import autocast, channels_last
+from landscape.device import autocast, channels_last, dtype_of
 from landscape.flooding import flooded_objective, per_sample_loss, predictions
 from landscape.measures.stack import Ensemble
 from landscape.memory import rows_for
-from landscape.models import build_model, output_units
+from landscape.models import run_model
 from landscape.runs.store import Snapshot
 from landscape.training.members import MemberData, load_optimizer_states, optimizer_state_of
 from landscape.training.schedule import AdaptiveRule, LevelState, update
@@ -118,10 +118,9 @@ class Group:
                  amp: str, compile: bool) -> None:
         self.config = config = starts[0].config
         self.data, self.device, self.size = data, device, len(starts)
-        self.dtype = dtype = getattr(torch, config.dtype)
-        out_units = output_units(data.num_classes, config.objective.loss)
-        template = build_model(config.model, data.input_shape, out_units)
-        states = [s.model_state or build_model(config.model, data.input_shape, out_units,
+        self.dtype = dtype = dtype_of(config.dtype)
+        template = run_model(config, data.input_shape, data.num_classes)
+        states = [s.model_state or run_model(config, data.input_shape, data.num_classes,
                                                seed=s.config.seed).state_dict() for s in starts]
         self.ensemble = Ensemble(template, states, device=device, dtype=dtype)
         self.optimizer = make_optimizer(config, list(self.ensemble.params.values()))

@@ -21,11 +21,11 @@ from landscape import data as data_module
 from landscape import distributed
 from landscape.config import RunConfig
 from landscape.config.execution import Execution, requested_chunk
-from landscape.device import describe, resolve_device
+from landscape.device import describe, dtype_of, resolve_device
 from landscape.errors import BadInput
 from landscape.files import being_written, check_name, make_folder
 from landscape.memory import auto_chunk_size, free_memory, member_bytes, memory_limit
-from landscape.models import build_model, count_parameters, output_units
+from landscape.models import count_parameters, run_model
 from landscape.progress import progress_bar
 from landscape.runs.maker import Maker
 from landscape.runs.store import Run, layout_of, write_sweep_index
@@ -184,9 +184,8 @@ def chunk_size(requested: int | None, config: RunConfig, device: torch.device) -
     if size == 1:
         return 1
     shape = data_module.input_shape(config.data)
-    model = build_model(config.model, shape,
-                        output_units(config.data.num_classes, config.objective.loss))
-    dtype_bytes = getattr(torch, config.dtype).itemsize
+    model = run_model(config, shape, config.data.num_classes)
+    dtype_bytes = dtype_of(config.dtype).itemsize
     per_member = member_bytes(config.model, count_parameters(model), shape,
                               config.optim.batch_size, dtype_bytes)
     return min(size, memory_limit(per_member, device, dtype_bytes))
@@ -215,11 +214,9 @@ def check_fits(config: RunConfig, device: torch.device) -> None:
     """Bad input, with the estimate, if one run cannot fit in the device's free memory: its data
     (synthetic sets are made in memory), one member's training and the file's metric rows."""
     shape = data_module.input_shape(config.data)
-    dtype_bytes = getattr(torch, config.dtype).itemsize
+    dtype_bytes = dtype_of(config.dtype).itemsize
     with torch.device("meta"):  # counts parameters without allocating them
-        n_params = count_parameters(build_model(config.model, shape,
-                                                output_units(config.data.num_classes,
-                                                             config.objective.loss)))
+        n_params = count_parameters(run_model(config, shape, config.data.num_classes))
     rows = sum(n or 0 for n in (config.data.n_train, config.data.n_val, config.data.n_test))
     need = (rows * (math.prod(shape) * dtype_bytes + 16)  # inputs, noisy and clean labels
             + member_bytes(config.model, n_params, shape, config.optim.batch_size, dtype_bytes)
@@ -269,13 +266,13 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
 
         # Load every data set first: a missing or malformed file stops us before anything is
         # written. With --download, rank 0 fetches the files before the others read them.
-        dtype_of = {c: getattr(torch, c.dtype) for c in configs}
+        dtypes = {c: dtype_of(c.dtype) for c in configs}
         datasets: dict[tuple, data_module.Dataset] = {}
         with distributed.rank_zero_first(world, when=execution.download):
             for _, c, _ in mine:
                 key = (c.data, c.dtype)
                 if key not in datasets:
-                    datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of[c],
+                    datasets[key] = data_module.load(c.data, device=device, dtype=dtypes[c],
                                                      data_dir=execution.data_dir,
                                                      download=execution.download)
     if folder is not None and world.rank == 0:
@@ -324,9 +321,8 @@ def _create(maker: Maker, path: Path, config: RunConfig, execution: Execution,
     """Make the run file, with `arrays` under /data. Unless `replace`, another process that made
     it meanwhile (e.g. during AdaFlood's auxiliary training) makes this bad input instead of
     losing one of the two."""
-    model = build_model(config.model, dataset.input_shape,
-                        output_units(dataset.num_classes, config.objective.loss))
-    model = model.to(getattr(torch, config.dtype))
+    model = run_model(config, dataset.input_shape, dataset.num_classes)
+    model = model.to(dtype_of(config.dtype))
     state = model.state_dict()
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
