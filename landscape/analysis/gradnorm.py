@@ -24,7 +24,6 @@ from landscape.analysis.loading import (
 )
 from landscape.analysis.selection import early_stopping_epoch
 from landscape.errors import BadInput
-from landscape.figures.gradnorm import _nearest, _ranges
 from landscape.measures.gradients import amplitudes
 from landscape.measures.options import Normalization
 from landscape.memory import models_at_once
@@ -100,23 +99,7 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
                                              splits=splits, epochs=[e for j, e in mine if j == i],
                                              progress=progress and world.rank == 0))
                           for i in dict.fromkeys(i for i, _ in mine)]
-    rows: list[dict[str, np.ndarray]] = []
-    marked = []
-    for index, stop in enumerate(stopping):
-        parts = [part for shared in computed.values for i, part in shared if i == index]
-        values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # in rank order
-        values["run"] = np.full(len(values["epoch"]), index, dtype=np.int64)
-        rows.append(values)
-        marked.append(_nearest(values["epoch"].tolist(), stop))
-    arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    arrays.update(
-        run_name=np.array([run.name for run in runs]),
-        run_path=np.array([str(run.path) for run in runs]),
-        flood=np.array([run.config.objective.flood for run in runs]),
-        flooded=np.array([run.config.objective.floods for run in runs]),
-        objective=np.array([run.config.objective.label for run in runs]),
-        early_stopping_epoch=np.array(stopping, dtype=np.int64),
-        marked_epoch=np.array(marked, dtype=np.int64))
+    rows, arrays = _gathered(runs, stopping, computed.values)
     with distributed.exchange(world):  # rank 0 writes; no rank returns before the file exists
         if world.rank == 0:
             attrs = {**normalization.attrs(), "splits": list(splits),
@@ -130,3 +113,38 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
     return Path(out)
 
 
+
+
+def _gathered(runs: Sequence[Run], stopping: Sequence[int], shares: Sequence[list]
+              ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Every rank's (run index, values) shares as each run's rows (in rank order, so in epoch
+    order) and the result file's arrays: long-format rows over (run, epoch) and per-run arrays."""
+    rows: list[dict[str, np.ndarray]] = []
+    marked = []
+    for index, stop in enumerate(stopping):
+        parts = [part for shared in shares for i, part in shared if i == index]
+        values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        values["run"] = np.full(len(values["epoch"]), index, dtype=np.int64)
+        rows.append(values)
+        marked.append(_nearest(values["epoch"].tolist(), stop))
+    arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    arrays.update(
+        run_name=np.array([run.name for run in runs]),
+        run_path=np.array([str(run.path) for run in runs]),
+        flood=np.array([run.config.objective.flood for run in runs]),
+        flooded=np.array([run.config.objective.floods for run in runs]),
+        objective=np.array([run.config.objective.label for run in runs]),
+        early_stopping_epoch=np.array(stopping, dtype=np.int64),
+        marked_epoch=np.array(marked, dtype=np.int64))
+    return rows, arrays
+
+
+def _ranges(epochs: Sequence[int]) -> str:
+    """A short listing of many epochs: "0, 10, 20, ..., 500"."""
+    shown = list(map(str, epochs))
+    return ", ".join(shown if len(shown) <= 8 else shown[:3] + ["..."] + shown[-2:]) or "none"
+
+
+def _nearest(computed: Sequence[int], epoch: int) -> int:
+    """The computed epoch closest to `epoch` (the earlier one on ties): where its marker can go."""
+    return min(computed, key=lambda e: (abs(e - epoch), e))

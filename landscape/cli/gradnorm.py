@@ -54,7 +54,8 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
     from landscape.analysis.gradnorm import gradnorm as compute
     from landscape.device import resolve_device
     from landscape.distributed import current
-    from landscape.figures.gradnorm import plot_gradnorm, refuse_empty_figure
+    from landscape.figures.epochs import refuse_empty_figure
+    from landscape.figures.gradnorm import plot_gradnorm
     from landscape.runs.store import open_runs
 
     if checkpoints is not None:

@@ -82,7 +82,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from landscape.analysis.sharpness import sharpness as compute
     from landscape.device import resolve_device
-    from landscape.figures.gradnorm import refuse_empty_figure
+    from landscape.figures.epochs import refuse_empty_figure
     from landscape.figures.sharpness import plot_sharpness
     from landscape.runs.store import open_runs
 

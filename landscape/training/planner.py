@@ -266,15 +266,8 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
 
         # Load every data set first: a missing or malformed file stops us before anything is
         # written. With --download, rank 0 fetches the files before the others read them.
-        dtypes = {c: dtype_of(c.dtype) for c in configs}
-        datasets: dict[tuple, data_module.Dataset] = {}
         with distributed.rank_zero_first(world, when=execution.download):
-            for _, c, _ in mine:
-                key = (c.data, c.dtype)
-                if key not in datasets:
-                    datasets[key] = data_module.load(c.data, device=device, dtype=dtypes[c],
-                                                     data_dir=execution.data_dir,
-                                                     download=execution.download)
+            datasets = _load_data([c for _, c, _ in mine], execution, device)
     if folder is not None and world.rank == 0:
         make_folder(folder)
         write_sweep_index(folder, paths, grid={
@@ -285,34 +278,61 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
     progress = execution.progress and world.rank == 0  # one bar: rank 0's
     # A rank whose work fails waits here for the others to finish theirs; then all report it.
     with distributed.exchange(world) as trained:
-        with Maker() as maker:
-            for p, c, a in mine:
-                if a == "fresh":
-                    dataset = datasets[(c.data, c.dtype)]
-                    # AdaFlood's auxiliary phase: the levels its run file is made with.
-                    arrays = (per_sample_arrays(c, dataset, device=device,
-                                                progress=execution.progress)
-                              if c.objective.kind == "adaflood" else None)
-                    _create(maker, p, c, execution, dataset, device, arrays=arrays,
-                            replace=overwrite)
-        total, done = len(mine), 0
-        for chunk in chunks:
-            # Files stay open only while their chunk trains.
-            for part in _common_starts(chunk):
-                first = part[0][1]
-                draws = list(dict.fromkeys(c.data for _, c, _ in part))
-                data = MemberData([datasets[(d, first.dtype)] for d in draws],
-                                  [draws.index(c.data) for _, c, _ in part])
-                label = (first.name if total == 1 else
-                         f"runs {done + 1}-{done + len(part)} of {total}")
-                for (p, _, _), status in zip(part, _train_part(part, data, execution, device,
-                                                               progress=progress, label=label)):
-                    statuses[p] = status
-                done += len(part)
+        _make_files(mine, execution, datasets, device, replace=overwrite)
+        statuses.update(_train_chunks(chunks, datasets, execution, device, progress=progress))
         trained.value = statuses
     for part in trained.values:
         statuses.update(part)
     return TrainResult(tuple(paths), tuple(statuses[p] for p in paths), folder)
+
+
+def _load_data(configs: Sequence[RunConfig], execution: Execution, device: torch.device
+               ) -> dict[tuple, data_module.Dataset]:
+    """Each (data, dtype) the configs train on, loaded once."""
+    datasets: dict[tuple, data_module.Dataset] = {}
+    for c in configs:
+        key = (c.data, c.dtype)
+        if key not in datasets:
+            datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of(c.dtype),
+                                             data_dir=execution.data_dir,
+                                             download=execution.download)
+    return datasets
+
+
+def _make_files(items: Sequence[tuple[Path, RunConfig, str]], execution: Execution,
+                datasets: dict[tuple, data_module.Dataset], device: torch.device, *,
+                replace: bool) -> None:
+    """The run files of the fresh runs among `items`, before any trains."""
+    with Maker() as maker:
+        for p, c, a in items:
+            if a == "fresh":
+                dataset = datasets[(c.data, c.dtype)]
+                # AdaFlood's auxiliary phase: the levels its run file is made with.
+                arrays = (per_sample_arrays(c, dataset, device=device,
+                                            progress=execution.progress)
+                          if c.objective.kind == "adaflood" else None)
+                _create(maker, p, c, execution, dataset, device, arrays=arrays, replace=replace)
+
+
+def _train_chunks(chunks: list[list[tuple[Path, RunConfig, str]]],
+                  datasets: dict[tuple, data_module.Dataset], execution: Execution,
+                  device: torch.device, *, progress: bool) -> dict[Path, str]:
+    """Train the chunks one after another, each in parts that start at the same epoch; files
+    stay open only while their chunk trains. Returns each run's status."""
+    statuses = {}
+    total, done = sum(len(c) for c in chunks), 0
+    for chunk in chunks:
+        for part in _common_starts(chunk):
+            first = part[0][1]
+            draws = list(dict.fromkeys(c.data for _, c, _ in part))
+            data = MemberData([datasets[(d, first.dtype)] for d in draws],
+                              [draws.index(c.data) for _, c, _ in part])
+            label = first.name if total == 1 else f"runs {done + 1}-{done + len(part)} of {total}"
+            for (p, _, _), status in zip(part, _train_part(part, data, execution, device,
+                                                           progress=progress, label=label)):
+                statuses[p] = status
+            done += len(part)
+    return statuses
 
 
 def _create(maker: Maker, path: Path, config: RunConfig, execution: Execution,
