@@ -1,8 +1,9 @@
 """Flatness (paper Sec. 5.3, Fig. 5): train and test loss and accuracy along random directions.
 
 A slice evaluates theta + alpha d for alpha on a grid, d a Gaussian direction drawn from a recorded
-seed and filter-normalized to each model (Li et al. 2018, Sec. 4; filternorm.py); a surface (`two_d`)
-evaluates theta + alpha dx + beta dy. The models are the paper's three (sliced.py): for a run
+seed and filter-normalized to each model (Li et al. 2018, Sec. 4; measures/filternorm.py); a
+surface (`two_d`) evaluates theta + alpha dx + beta dy (measures/slices.py evaluates the points;
+this module plans, resumes and writes them). The models are the paper's three (sliced.py): for a run
 with b > 0 its first-below-flood snapshot and its last epoch, for a run with b = 0 its last epoch.
 
 Each model gets its own result file whose datasets carry loss-landscape's names (xcoordinates,

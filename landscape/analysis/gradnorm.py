@@ -1,10 +1,12 @@
 """Performance and gradients (paper Sec. 5.2, Fig. 4): the gradient amplitude of the full training
 and test loss at every saved epoch, against test loss and accuracy.
 
-The amplitude is the l2 norm of the filter-normalized gradient (filternorm.py; docs/measurements.md) of
-the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the checkpoint's
-running statistics), accumulated over row chunks at bounded memory (evaluation.mean_loss).
-Several saved epochs are stacked as one Ensemble where that pays (GPUs; evaluation.models_at_once).
+The amplitude is the l2 norm of the filter-normalized gradient (measures/gradients.py;
+docs/measurements.md) of the mean surrogate loss over a whole split, the model in eval mode
+(BatchNorm with the checkpoint's running statistics), accumulated over row chunks at bounded memory
+(measures/evaluation.mean_loss). Several saved epochs are stacked as one Ensemble where that pays
+(GPUs; memory.models_at_once). This module reads run files and writes the result file;
+figures/gradnorm.py draws it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ difference of the Monte-Carlo MSEs equals the mean of that term exactly; both th
 sign claim are verified on the draws. A second panel measures R^ on g's own training set (bootstrap
 draws of size n), biased low because g was fit to it: there b between the training loss and R lowers
 the error.
+
+The Monte-Carlo check itself is measures/theorem1.py; this module picks the pool for a run, writes
+the result file and reports it; figures/mse.py draws it.
 """
 
 from __future__ import annotations

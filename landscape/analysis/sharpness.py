@@ -12,14 +12,16 @@ checkpoint's running statistics; only parameters are perturbed), H its Hessian o
 - trace: Hutchinson (1989), tr(H) = E[z.Hz] for Rademacher z (entries +-1): the mean over `probes`
   seeded draws, with its standard error (std / sqrt(probes)).
 - average-case sharpness: E_d[L(theta + sigma d)] - L(theta) for Gaussian d filter-normalized to
-  theta (filternorm.py, Li et al. 2018: ||d_f|| = ||theta_f|| for each filter; biases and BN
+  theta (measures/filternorm.py, Li et al. 2018: ||d_f|| = ||theta_f|| for each filter; biases and BN
   weights left out by default), from `draws` antithetic pairs +-d. The pair has the same
   expectation and cancels the first-order term sigma g.d exactly, so for small sigma the estimate
   is sigma^2 / 2 times the mean of d.Hd over the draws, up to O(sigma^4).
 
 Hessian-vector products Hv are reverse over reverse (a backward pass through each chunk's
-gradient graph, hvp_function), accumulated over chunks of rows and divided by n, so memory is
-bounded by the chunk unless the graphs fit in memory, where they are built once and kept.
+gradient graph, measures/hessian.hvp_function), accumulated over chunks of rows and divided by n,
+so memory is bounded by the chunk unless the graphs fit in memory, where they are built once and
+kept. The estimators live in measures/hessian.py; this module measures run files' saved epochs
+and writes the result file; figures/sharpness.py draws it.
 """
 
 from __future__ import annotations

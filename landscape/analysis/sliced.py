@@ -1,6 +1,6 @@
 """The models a flatness slice evaluates (flatness.py): the paper's three from run files (for a
 run with b > 0 its first-below-flood snapshot and its last epoch, for b = 0 its last epoch), or a
-user's checkpoints (checkpoints.py), each with what identifies it in its result file.
+user's checkpoints (usercheckpoints.py), each with what identifies it in its result file.
 """
 
 from __future__ import annotations

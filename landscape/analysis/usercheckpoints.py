@@ -1,6 +1,6 @@
 """The analyses on a user's own model and checkpoint files (usermodel.UserCheckpoints: --model,
---weights, --data) instead of run files: the same measurements (flatness.evaluate_points,
-gradnorm.amplitudes, sharpness.measure_states, mse.check_panels) and the same result files and
+--weights, --data) instead of run files: the same measurements (measures: slices.evaluate_points,
+gradients.amplitudes, theorem1.check_panels; analysis.sharpness.measure_states) and the same result files and
 figures, with the checkpoint files recorded where a run's name would be.
 
 A trajectory is the checkpoint files in natural order; a file's epoch is the last number in its

@@ -1,3 +1,10 @@
 """Every measurement on any model: pure functions over (model or parameters, data, loss) that
 write nothing. Nothing here imports the layers above (training, runs, analysis, figures, cli).
+
+sources (data as tensors, splits or DataLoaders), evaluation (whole-data loss, accuracy, gradients),
+stack (K parameter sets as one vmapped model), model (how a user's module and state are taken),
+options (the settings that determine a result), filternorm (Li et al.'s normalization), slices
+(Sec. 5.3), gradients (Sec. 5.2), hessian (products and estimators), spectrum and density
+(Lanczos), trajectory (PCA of a path), theorem1 (Sec. 5.4). `import landscape` gives the public
+functions; this package imports nothing until a module of it is asked for.
 """

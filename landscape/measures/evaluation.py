@@ -1,11 +1,10 @@
-"""Whole-data evaluation for the trainer and every measurement: mean loss, accuracy and gradients
-of one or many parameter sets of one architecture (mean_loss), the trainer's per-epoch split
-metrics with clean-label and flipped-point accuracy (split_metrics), per-sample losses, and how
-many rows and models at once.
+"""Whole-data evaluation for every measurement: mean loss, accuracy and gradients of one or many
+parameter sets of one architecture (mean_loss), the mean loss under many state dicts
+(losses_at) and per-sample losses (sample_losses).
 
 Data come from a Source (sources.py): our in-memory splits, a user's tensors or a DataLoader. One
-rule sizes a chunk of rows for the trainer and the analyses alike (`rows_for`): the device's
-evaluation budget (ensemble.eval_numbers) over members x the numbers one row occupies in the
+rule sizes a chunk of rows for the trainer and the analyses alike (memory.rows_for): the device's
+evaluation budget (memory.eval_numbers) over members x the numbers one row occupies in the
 widest layer, which the module itself tells.
 
 Analyses evaluate whole splits (20,000 test points for the synthetic sets), not mini-batches, so
@@ -13,7 +12,7 @@ one model's matmuls over a cache-sized chunk of rows already keep a CPU busy at 
 measured on this 2-core CPU (one thread), a width-32 MLP took 8 ms per model alone against 12-16 ms
 stacked 4-51 under vmap, width 128 about the same either way, width 500 0.87 s alone against
 0.93 s stacked 4. So on a CPU analyses loop. On a GPU one model's evaluation is launch overhead,
-which stacking shares: there the training rule (ensemble.auto_chunk_size) decides, within a memory
+which stacking shares: there the training rule (memory.auto_chunk_size) decides, within a memory
 bound, since analyses stack whole copies of the parameters (and, for gradients, as many gradients).
 """
 

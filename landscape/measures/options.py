@@ -1,10 +1,10 @@
-"""What determines an analysis's result: the option dataclasses of filter normalization
-(filternorm.py), slices and surfaces (flatness.py), sharpness (sharpness.py) and Theorem 1
-(mse.py), recorded in their result files.
+"""What determines a measurement's result: the option dataclasses of filter normalization
+(filternorm.py), slices and surfaces (slices.py, analysis/flatness.py), sharpness (hessian.py,
+analysis/sharpness.py) and Theorem 1 (theorem1.py, analysis/mse.py), recorded in their result
+files.
 
 They live here, free of torch, so that the command line builds and checks them before it imports
-torch: a mistyped value is answered at once instead of after seconds of import. Their modules
-re-export them.
+torch: a mistyped value is answered at once instead of after seconds of import.
 """
 
 from __future__ import annotations

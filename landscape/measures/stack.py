@@ -4,7 +4,8 @@ A single run is the case K = 1, which calls the module directly (no vmap) on vie
 tensors, so one training loop serves single runs and vectorized sweeps alike. Each member keeps its
 own parameters, buffers (BatchNorm running statistics too: vmap updates each member's slice in
 place) and optimizer state; they interact only through sharing the input data. Members may also
-train on different draws of the data (`MemberData`), so a sweep over seeds can stack across trials.
+train on different draws of the data (training/members.MemberData), so a sweep over seeds can
+stack across trials; the measurements stack saved epochs or perturbed points the same way.
 """
 
 from __future__ import annotations

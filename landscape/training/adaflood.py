@@ -17,12 +17,12 @@ Where we chose (the paper leaves the auxiliary training to the user):
   batch size, number of epochs and seed, with the plain loss (b = 0), on the other folds; l_aux
   comes from its weights after the last epoch, in eval mode. (Bae et al. also fine-tune one model
   instead of training F; not offered.) Its "validation" and "test" sets are its held-out fold.
-- The folds' models train stacked as one vectorized ensemble (training.epochs, each member
+- The folds' models train stacked as one vectorized ensemble (loop.epochs, each member
   on its own draw of the data); when F does not divide n, the complements differ in size by one
   and train as two stacks.
 - The auxiliary models keep no run file: their purpose is the levels, which the run file stores
   with the held-out losses and the folds under /data (`flood_levels`, `aux_losses`, `folds`, in
-  the training split's order). The planner (sweep.py) runs this phase before it makes the file;
+  the training split's order). The planner (planner.py) runs this phase before it makes the file;
   a run killed before its file exists retrains them (deterministic).
 """
 

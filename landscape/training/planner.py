@@ -3,7 +3,7 @@
 A sweep is several runs differing in flood level and/or seed. Its run files live in one folder
 with an index (sweep.json); a single run is one file. Runs that differ only in flood level, seed
 and data seed train together as stacked ensembles (each member on its own data draw), in chunks
-whose size the execution chooses within the device's memory (ensemble.py).
+whose size the execution chooses within the device's memory (memory.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Writing a group's epochs to its run files: the trainer's loop (training.py) does no I/O.
+"""Writing a group's epochs to its run files: the trainer's loop (loop.py) does no I/O.
 
 What is written when:
 - metric rows are committed every epoch while that costs less than COMMIT_SHARE of the time
