@@ -1,0 +1,56 @@
+"""The measured memory rules: a model's widest layer per row (one forward pass) and what a Hessian
+product's gradient graph keeps per row (autograd's saved tensors), against hand counts."""
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from landscape.flooding import per_sample_loss
+from landscape.measures.hessian import graph_numbers
+from landscape.memory import row_numbers
+
+
+def _cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+
+
+def test_the_widest_layer_is_measured_and_the_model_left_as_it_was():
+    cnn = _cnn().train()
+    stats = cnn[1].running_mean.clone()
+    assert row_numbers(cnn, (3, 8, 8)) == 8 * 8 * 8  # the first conv's feature maps, per row
+    assert cnn.training and torch.equal(cnn[1].running_mean, stats)
+    mlp = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 1))
+    assert row_numbers(mlp, (10,)) == 300
+    assert row_numbers(mlp[:1], (100,)) == 100  # an input wider than every layer
+
+
+def test_a_model_that_cannot_take_float_rows_is_estimated():
+    embedding = nn.Sequential(nn.Embedding(50, 4), nn.Flatten(), nn.Linear(4 * 6, 2))
+    assert row_numbers(embedding, (6,)) == 50  # the old rule: the widest weight's first dimension
+
+
+def test_a_gradient_graph_keeps_what_its_rows_predict():
+    cnn = _cnn().eval()
+    params = {k: p.detach().requires_grad_() for k, p in cnn.named_parameters()}
+    buffers = dict(cnn.named_buffers())
+
+    def gradient(x, y):
+        total = per_sample_loss(functional_call(cnn, (params, buffers), (x,)), y,
+                                "cross_entropy").sum()
+        return list(torch.autograd.grad(total, list(params.values()), create_graph=True))
+
+    x, y = torch.randn(5, 3, 8, 8), torch.randint(0, 10, (5,))
+    per_row, per_chunk = graph_numbers(gradient, x, y)
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes() // t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        gradient(x, y)
+    assert sum(storages.values()) == per_chunk + 5 * per_row
+    assert per_row > 8 * 8 * 8  # at least the first conv's input and output are kept
