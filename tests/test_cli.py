@@ -23,6 +23,8 @@ def _one_line_error(result, code=2):
     ("--data", "spiral", "--flood", "-0.1"),
     ("--data", "spiral", "--flood", "0.3:0.1:0.1"),
     ("--data", "spiral", "--flood", "1:2"),
+    ("--data", "spiral", "--flood", "0.1", "0.1"),             # one run, where two were asked
+    ("--data", "spiral", "--flood", "0.1,0.2", "0:0.1:0.05"),
     ("--data", "spiral", "--epochs", "0"),
     ("--data", "spiral", "--batch-size", "0"),
     ("--data", "spiral", "--seeds", "0"),

@@ -18,8 +18,17 @@ def test_flood_ranges_and_lists():
     assert parse_flood_levels(["0:0.5:0.01"])[:3] == (0.0, 0.01, 0.02)
     assert len(parse_flood_levels(["0:0.5:0.01"])) == 51
     assert parse_flood_levels(["0:0.5:0.01"])[7] == 0.07
-    assert parse_flood_levels(["0", "0.1,0.2", "0.1"]) == (0.0, 0.1, 0.2)
+    assert parse_flood_levels(["0", "0.1,0.2", "0.3"]) == (0.0, 0.1, 0.2, 0.3)
     assert parse_flood_levels(["0:0.1:0.03"]) == (0.0, 0.03, 0.06, 0.09)
+
+
+@pytest.mark.parametrize("tokens, repeated", [
+    (["0.1", "0.1"], "0.1"), (["0.1,0.2", "0.1"], "0.1"), (["0:0.3:0.1", "0.2"], "0.2"),
+    (["0.10", "0.1"], "0.1"), (["0:0.2:0.1", "0.2:0.4:0.1"], "0.2")])
+def test_repeated_flood_levels(tokens, repeated):
+    """A level given twice would have trained one run where two were asked for."""
+    with pytest.raises(BadInput, match=f"flood level {repeated} is given twice"):
+        parse_flood_levels(tokens)
 
 
 @pytest.mark.parametrize("tokens", [["-0.1"], ["abc"], ["0.5:0.1:0.1"], ["0:1"], ["0:1:0"], [","],

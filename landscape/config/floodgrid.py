@@ -8,7 +8,9 @@ from landscape.errors import BadInput, require
 
 
 def parse_flood_levels(tokens: list[str] | tuple[str, ...]) -> tuple[float, ...]:
-    """Flood levels from CLI tokens: numbers, comma lists, or inclusive ranges start:stop:step."""
+    """Flood levels from CLI tokens: numbers, comma lists, or inclusive ranges start:stop:step.
+    A level given twice is bad input: the sweep would name one run twice (or, de-duplicated,
+    train fewer runs than asked without saying so)."""
     levels: list[float] = []
     for token in tokens:
         for part in str(token).split(","):
@@ -23,7 +25,14 @@ def parse_flood_levels(tokens: list[str] | tuple[str, ...]) -> tuple[float, ...]
     bad = [b for b in levels if not (math.isfinite(b) and b >= 0)]
     if bad:  # not _check: the message indexes bad[0]
         raise BadInput(f"flood levels must be finite and >= 0, got {bad[0]:g}")
-    return tuple(dict.fromkeys(levels))  # ordered, without repeats
+    # Levels equal as numbers (0.1 and 0.10, or 0.1 in a list and in a range) are one run.
+    seen: set[float] = set()
+    for b in levels:
+        if b in seen:
+            raise BadInput(f"flood level {b:g} is given twice in "
+                           f"{' '.join(map(str, tokens))!r}; give each level once")
+        seen.add(b)
+    return tuple(levels)
 
 
 def _parse_number(text: str, token: str) -> float:
