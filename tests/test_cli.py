@@ -1,7 +1,9 @@
 """The `landscape` command: in this process (CliRunner), and once as the installed script."""
 
+import os
 import subprocess
 import sys
+import textwrap
 
 import h5py
 import pytest
@@ -156,3 +158,79 @@ def test_demo_draws_its_two_figures_and_keeps_its_runs(tmp_path):
     assert runs[0].stat().st_mtime_ns == before
     landscape_cli("demo", "--out", out, "--epochs", "40", "--format", "png", "-q", "--overwrite",
                   check=True)
+
+
+@pytest.fixture
+def threads_seen(monkeypatch):
+    """The threads torch has, and OMP_NUM_THREADS, when `train` hands its runs to the library."""
+    import torch
+
+    from landscape.training import planner
+
+    seen, real = [], planner.train
+
+    def spy(*args, **kwargs):
+        seen.append((torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "train", spy)
+    for name in ("LANDSCAPE_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    return seen
+
+
+@pytest.mark.parametrize("option, environ, expected", [
+    ((), {}, 1),                                                      # the default
+    (("--threads", "3"), {}, 3),
+    ((), {"LANDSCAPE_THREADS": "2"}, 2),
+    ((), {"OMP_NUM_THREADS": "2"}, 2),                                # torchrun's, for example
+    ((), {"OMP_NUM_THREADS": "2,1"}, 2),                              # OpenMP's nested levels
+    ((), {"LANDSCAPE_THREADS": "3", "OMP_NUM_THREADS": "2"}, 3),
+    (("--threads", "2"), {"LANDSCAPE_THREADS": "3", "OMP_NUM_THREADS": "3"}, 2)])
+def test_every_command_uses_the_threads_chosen(tmp_path, monkeypatch, threads_seen, option,
+                                               environ, expected):
+    import torch
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    before = torch.get_num_threads()
+    landscape_cli(*option, "train", *TINY_TRAIN_ARGS, "--epochs", "1", "--out", tmp_path,
+                  check=True)
+    assert threads_seen == [(expected, str(expected))]
+    assert torch.get_num_threads() == before                # restored for the Python session
+    assert os.environ.get("OMP_NUM_THREADS") == environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.parametrize("option, environ", [
+    (("--threads", "0"), {}), (("--threads", "-1"), {}), (("--threads", "abc"), {}),
+    ((), {"LANDSCAPE_THREADS": "0"}), ((), {"OMP_NUM_THREADS": "two"})])
+def test_bad_thread_counts(tmp_path, monkeypatch, threads_seen, option, environ):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    result = landscape_cli(*option, "train", *TINY_TRAIN_ARGS, "--epochs", "1", "--out", tmp_path)
+    _one_line_error(result)
+    assert next(iter(environ), "--threads") in result.stderr
+    assert threads_seen == [] and not any(tmp_path.iterdir())
+
+
+def test_threads_apply_to_a_torch_imported_later():
+    """The command imports torch lazily: the choice reaches it through OMP_NUM_THREADS (torch's
+    own default would be a thread per core)."""
+    probe = textwrap.dedent("""
+        import sys
+        from landscape.cli import cli
+
+        @cli.command()
+        def probe():
+            assert "torch" not in sys.modules
+            import torch
+            print(torch.get_num_threads())
+
+        cli.main(sys.argv[1:])
+    """)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("LANDSCAPE_THREADS", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", probe, "probe"], capture_output=True,
+                            text=True, env=environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"

@@ -51,17 +51,8 @@ def demo(out, epochs, formats, device, overwrite, quiet):
     if not overwrite and runs_dir.is_dir() and any(runs_dir.glob("*.h5*")):
         raise BadInput(f"{out} holds a previous demo's runs; pass --overwrite to replace them, or "
                        "give another --out")
-
-    import torch
-
-    threads = torch.get_num_threads()
-    # Models this small gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    # waiting for it made the demo 5x slower (48 s against 10 s for 100 epochs).
-    torch.set_num_threads(1)
-    try:
-        _run(out, epochs, formats, execution, overwrite, quiet, runs_dir, slices_dir)
-    finally:
-        torch.set_num_threads(threads)
+    # its thread (one, unless `landscape --threads` says otherwise) is the command group's choice
+    _run(out, epochs, formats, execution, overwrite, quiet, runs_dir, slices_dir)
 
 
 def _run(out: Path, epochs: int, formats, execution, overwrite: bool, quiet: bool,
