@@ -43,6 +43,7 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 import torch
+from torch import nn
 
 from landscape.config import RunConfig
 from landscape.device import dtype_of
@@ -218,6 +219,22 @@ class Run:
                                        "is not the one the run trained on (its flipped labels "
                                        "differ): other data files or another version's generator")
         return dataset
+
+    def model(self, epoch: int | None = None, *, device: torch.device | str = "cpu") -> nn.Module:
+        """The run's model in eval mode and the run's dtype, holding the weights after `epoch`
+        epochs (default: the last saved epoch): what the measurements take, e.g.
+        `landscape.loss_slice(run.model(), run.dataset().train, loss=run.config.objective.loss)`."""
+        from landscape import data
+        from landscape.models import run_model
+
+        if not self.saved_epochs:
+            raise BadInput(f"{self.path}: no saved epochs yet")
+        module = run_model(self.config, data.input_shape(self.config.data),
+                           self.config.data.num_classes)
+        module = module.to(device=device, dtype=dtype_of(self.config.dtype)).eval()
+        module.load_state_dict(self.state_dict(self.saved_epochs[-1] if epoch is None else epoch,
+                                               device))
+        return module
 
     def metrics(self) -> dict[str, np.ndarray]:
         """Every metric, rows 0..epochs_done; a missing one is bad input, not a KeyError."""
