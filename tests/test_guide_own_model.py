@@ -1,5 +1,5 @@
-"""README's "Your own model" section runs as written: its module, its training loop with
-measurements, and its commands (in this process), in a fresh folder."""
+"""The own-model guide (docs/guides/own-model.md) runs as written: its module, its training loop
+with measurements, and its commands (in this process), in a fresh folder."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _section_blocks() -> list[tuple[str, str]]:
-    text = (TESTS.parent / "README.md").read_text()
-    section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    section = (TESTS.parent / "docs" / "guides" / "own-model.md").read_text()
     return re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
 
 
@@ -28,7 +27,7 @@ def test_the_sections_examples_run_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("mynet", None)
     try:
-        exec(compile(blocks[1][1], "README: Your own model", "exec"), {"__name__": "__main__"})
+        exec(compile(blocks[1][1], "docs/guides/own-model.md", "exec"), {"__name__": "__main__"})
         printed = capsys.readouterr().out
         assert "top eigenvalue" in printed and (tmp_path / "ckpt" / "epoch_20.pt").exists()
         for line in blocks[2][1].strip().splitlines():
