@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -117,6 +119,23 @@ def train_interrupted(configs, out: Path, *, commits: int, ensemble: str, monkey
 TINY_TRAIN_ARGS = ("--data", "two_gaussians", "--noise", "0.1", "--n-train", "40", "--n-val", "20",
                    "--n-test", "200", "--depth", "2", "--width", "16", "--batch-size", "16",
                    "--lr", "0.01", "--quiet")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_inside_basetemp(tmp_path_factory):
+    """Temporary files of this process and of the ones it starts (torchrun's log folders, one
+    per launch) go into pytest's base folder, which its retention policy removes (setup.cfg),
+    instead of staying in /tmp."""
+    folder = tmp_path_factory.mktemp("tmp", numbered=False)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # tempfile caches the folder it chose first
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture
