@@ -6,7 +6,9 @@ and data (--model/--weights/--data)."""
 from __future__ import annotations
 
 import math
+import sys
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -242,7 +244,14 @@ def state_of(folder, epoch):
     (["--weights", "ckpt/none-*.pt"], "matches no file"),
     (["--weights", "bad.pt"], "the model's '0.weight' is not in them"),
     (["--weights", "shape.pt"], "'0.weight' has shape [8, 5] there, [8, 4] in the model"),
-    (["--weights", "code.pt"], "not a readable weights file"),
+    (["--weights", "code.pt"], ("it holds an object of class test_any_model.ConvNet, which "
+                                "loading would run code for")),
+    (["--weights", "run.h5"], "run.h5 is a landscape run file: pass it as a run (PATHS"),
+    (["--weights", "slice.h5"], ("slice.h5 is a landscape result file (landscape-slice), not "
+                                 "a PyTorch checkpoint")),
+    (["--weights", "arrays.npy"], "arrays.npy is a NumPy array file"),
+    (["--weights", "model.safetensors"], "model.safetensors is a safetensors file"),
+    (["--weights", "notes.txt"], "notes.txt: not a PyTorch checkpoint"),
 ])
 def test_bad_user_input_is_one_line_and_exit_2(user_project, options, message):
     folder, _ = user_project
@@ -251,6 +260,14 @@ def test_bad_user_input_is_one_line_and_exit_2(user_project, options, message):
     state["0.weight"] = torch.zeros(8, 5)
     torch.save(state, folder / "shape.pt")
     torch.save({"state_dict": state_of(folder, 1), "why": ConvNet}, folder / "code.pt")
+    for name, fmt in (("run.h5", "landscape-run"), ("slice.h5", "landscape-slice")):
+        with h5py.File(folder / name, "w") as f:  # what the analyses tell such files by
+            f.attrs["format"] = fmt
+    np.save(folder / "arrays.npy", np.zeros(3))
+    header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header
+                                               + bytes(4))  # the safetensors layout
+    (folder / "notes.txt").write_text("epoch 1: loss 0.3\n")
     given = {"--model": "usernet:make", "--data": "usernet:splits",
              "--weights": "ckpt/epoch_1.ckpt"}
     given.update(dict(zip(options[::2], options[1::2])))
@@ -259,6 +276,108 @@ def test_bad_user_input_is_one_line_and_exit_2(user_project, options, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (folder / "res").exists()  # nothing written
+    assert "weights_only=False" not in result.stderr  # torch's hint to load it unsafely
+
+
+BAD_DATA = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+def _pair(width=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(50, width, generator=g), torch.randint(0, 3, (50,), generator=g)
+
+def float_labels():  # a loader's float labels are seen in its first batch
+    x, y = _pair()
+    return {"train": DataLoader(TensorDataset(x, y.float()), batch_size=7), "test": (x, y)}
+
+def wide_inputs():
+    x, y = _pair(width=5)
+    return {"train": (x, y), "test": (x, y)}
+
+def one_based_labels():  # classes 1..3 for 3 outputs: only the last row is out of range
+    x, y = _pair()
+    y[-1] = 3
+    return {"train": (x, y), "test": (x, y)}
+"""
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("float_labels", ("the train data's labels are float (torch.float32); cross_entropy needs "
+                      "integer class labels")),
+    ("wide_inputs", ("the model cannot take the train data's inputs of shape [n, 5]: mat1 and "
+                     "mat2 shapes cannot be multiplied")),
+    ("one_based_labels", "the train data's labels run from 0 to 3, but the model has 3 outputs"),
+])
+@pytest.mark.parametrize("command", [["flatness", "--points", 3], ["gradnorm"], ["sharpness"],
+                                     ["mse"]])
+def test_data_that_does_not_fit_the_model_is_one_line(user_project, monkeypatch, command,
+                                                      factory, message):
+    folder, _ = user_project
+    (folder / "baddata.py").write_text(BAD_DATA)
+    monkeypatch.delitem(sys.modules, "baddata", raising=False)
+    result = landscape_cli(*command, "--model", "usernet:make", "--data", f"baddata:{factory}",
+                           "--weights", "ckpt/epoch_12.ckpt", "--out", "res", "-q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("landscape: error: ")  # not "internal error"
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (folder / "res").exists()
+
+
+@pytest.mark.parametrize("measure", [
+    lambda net, data: landscape.loss_slice(net, data, points=3),
+    lambda net, data: landscape.loss_surface(net, {"train": data}, points=2),
+    lambda net, data: landscape.gradient_amplitude(net, data),
+    lambda net, data: landscape.hessian_top_eigenvalue(net, data),
+    lambda net, data: landscape.hessian_trace(net, data),
+    lambda net, data: landscape.hessian_eigenvalues(net, data, k=2),
+    lambda net, data: landscape.hessian_density(net, data),
+    lambda net, data: landscape.average_sharpness(net, data),
+    lambda net, data: landscape.risk_mse(net, data, sample_size=5),
+])
+def test_the_api_names_data_that_does_not_fit_the_model(conv_data, measure):
+    from landscape.errors import BadInput
+
+    net, x, y, _ = conv_data
+    late = y.clone()
+    late[-1] = 4  # 4 outputs: classes 0 to 3
+    for data, message in (
+            ((x, y.float()), (r"labels are float \(torch.float32\); cross_entropy needs "
+                              "integer class labels")),
+            (DataLoader(TensorDataset(x, y.double()), batch_size=8),
+             r"labels are float \(torch.float64\)"),
+            ((x[:, :, :5], y), (r"the model cannot take the (\w+ )?data's inputs of shape "
+                                r"\[n, 1, 5, 6\]: ")),
+            ((x, late), r"labels run from 0 to 4, but the model has 4 outputs")):
+        with pytest.raises(BadInput, match=message):
+            measure(net, data)
+    assert net.training  # the user's module is left as it was
+
+
+def test_a_loss_function_that_cannot_take_the_labels_is_named(conv_data):
+    from landscape.errors import BadInput
+
+    net, x, y, _ = conv_data
+
+    def squared(logits, target):
+        return ((logits - target) ** 2).sum(-1)
+
+    with pytest.raises(BadInput, match=r"the loss squared cannot take the model's outputs "
+                       r"\(shape \[2, 4\]\) with the train data's labels \(shape \[2\]"):
+        landscape.loss_slice(net, (x, y.float()), loss=squared, points=3)
+    with pytest.raises(BadInput, match="the model returns a dict, not a tensor"):
+        landscape.loss_slice(DictNet(), (x.flatten(1), y), points=3)
+
+
+class DictNet(nn.Module):
+    """A model whose forward returns a dict (as Hugging Face models do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(36, 4)
+
+    def forward(self, x):
+        return {"logits": self.head(x)}
 
 
 def test_loader_and_tensors_agree_and_bad_api_input_is_bad_input(conv_data):
@@ -273,3 +392,13 @@ def test_loader_and_tensors_agree_and_bad_api_input_is_bad_input(conv_data):
         landscape.gradient_amplitude(net, 3)
     with pytest.raises(BadInput, match="do not fit"):
         landscape.loss_slice(net, (x, y), params={"w": torch.zeros(1)})
+
+
+def test_mse_on_a_checkpoint_reports_its_epoch_not_its_file_name(user_project):
+    folder, _ = user_project
+    user = ["--model", "usernet:make", "--data", "usernet:splits", "--samples", 20, "-q"]
+    numbered = landscape_cli("mse", *user, "--weights", "ckpt/epoch_12.ckpt", "--out", "a")
+    assert "g = ckpt/epoch_12.ckpt at epoch 12; R = " in numbered.stdout, numbered.stderr
+    (folder / "final.ckpt").write_bytes((folder / "ckpt" / "epoch_12.ckpt").read_bytes())
+    unnumbered = landscape_cli("mse", *user, "--weights", "final.ckpt", "--out", "b")
+    assert "g = final.ckpt; R = " in unnumbered.stdout, unnumbered.stderr  # no epoch to say

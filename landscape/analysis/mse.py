@@ -124,7 +124,8 @@ def write_check(out: str | Path, check: Check, attrs: dict) -> Path:
 def report(path: str | Path) -> str:
     """What the check found, in words: R, the identity, the sign claim, where flooding helped."""
     attrs, a = read_check(path)
-    lines = [f"g = {attrs['run']} at epoch {attrs['epoch']}; R = {attrs['risk']:.5f} "
+    at = f" at epoch {attrs['epoch']}" if "epoch" in attrs else ""  # a checkpoint may not say
+    lines = [f"g = {attrs['run']}{at}; R = {attrs['risk']:.5f} "
              f"(+- {attrs['risk_se']:.5f}, {attrs['pool']}); training loss {attrs['train_loss']:.5f}; "
              f"M = {attrs['samples']} samples of n = {attrs['sample_size']}; "
              f"{len(a['flood'])} flood levels in [{a['flood'].min():g}, {a['flood'].max():g}]"]

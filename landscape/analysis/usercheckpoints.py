@@ -23,11 +23,12 @@ from landscape.analysis.mse import check_fits, write_check
 from landscape.analysis.sharpness import KIND as SHARPNESS
 from landscape.analysis.sharpness import measure_states
 from landscape.analysis.sliced import SlicedModel
-from landscape.analysis.usermodel import UserCheckpoints
+from landscape.analysis.usermodel import UserCheckpoints, number_in_name
 from landscape.errors import BadInput
 from landscape.files import digest
 from landscape.measures.evaluation import sample_losses
 from landscape.measures.gradients import amplitudes
+from landscape.measures.model import check_data
 from landscape.measures.options import Normalization, SharpnessOptions, SliceOptions
 from landscape.measures.sources import Source, as_sources
 from landscape.measures.theorem1 import GRID_POINTS, check_panels
@@ -37,9 +38,13 @@ from landscape.results import reuse_result, write_result
 
 
 def _placed(ck: UserCheckpoints, device: torch.device) -> tuple[torch.nn.Module, dict[str, Source]]:
+    """The model on `device` and the data splits as sources, checked to fit each other (bad
+    input naming the mismatch, before any work)."""
     model = ck.model.to(device).eval()
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    return model, as_sources(ck.data, device=device, dtype=dtype)
+    sources = as_sources(ck.data, device=device, dtype=dtype)
+    check_data(model, model.state_dict(), sources, ck.loss)
+    return model, sources
 
 
 def _need(sources: dict[str, Source], splits: Sequence[str], what: str) -> None:
@@ -160,7 +165,9 @@ def checkpoint_mse(ck: UserCheckpoints, out: str | Path, *, sample_size: int | N
     size = sample_size or len(train)
     check = check_panels(pool, train, sample_size=size, samples=samples, flood_grid=flood_grid,
                          seed=seed, progress=progress)
-    attrs = {"epoch": ck.files[0].name, "samples": samples, "sample_size": size,
+    epoch = number_in_name(ck.files[0])  # final.pt has none: the report then names no epoch
+    attrs = {**({} if epoch is None else {"epoch": str(epoch)}), "samples": samples,
+             "sample_size": size,
              "draw_seed": seed, "run": str(ck.files[0]),
              "config_digest": identity["weights_digests"][0],
              "pool": f"the test split of the data factory ({len(pool)} points)",

@@ -107,11 +107,16 @@ def checkpoint_files(patterns: Sequence[str]) -> list[Path]:
     return [Path(p) for p in sorted(dict.fromkeys(found), key=natural_key)]
 
 
+def number_in_name(file: Path) -> int | None:
+    """The last number in a file's name (epoch_7.pt: 7, ckpt-step=300.ckpt: 300), or None."""
+    numbers = re.findall(r"\d+", file.stem)
+    return int(numbers[-1]) if numbers else None
+
+
 def epochs_of(files: Sequence[Path]) -> list[int]:
-    """Each file's epoch: the last number in its name where those are all different (epoch_7.pt,
-    ckpt-step=300.ckpt), else its position in the sorted list."""
-    numbers = [re.findall(r"\d+", f.stem) for f in files]
-    last = [int(n[-1]) if n else None for n in numbers]
+    """Each file's epoch: the last number in its name where those are all different, else its
+    position in the sorted list."""
+    last = [number_in_name(f) for f in files]
     if None not in last and len(set(last)) == len(last):
         return last  # type: ignore[return-value]
     return list(range(len(files)))
@@ -121,16 +126,61 @@ def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict in a checkpoint file, fitted to the model: keys as the model names them (a
     prefix such as "model." or DDP's "module." is removed where that makes them fit), shapes
     checked. Bad input names the first key that does not fit."""
+    refuse_other_formats(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses pickles that run code: say so in one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInput(f"{path}: not a readable weights file ({first[:200]})") from None
+    except Exception as err:
+        raise BadInput(f"{path}: {_unreadable(path, err)}") from None
     state = _state_in(content)
     if state is None:
         raise BadInput(f"{path}: holds no state dict (a mapping of names to tensors, bare or "
                        f"under one of {', '.join(STATE_KEYS)})")
     return fit_state(state, model.state_dict(), f"{path}: weights")
+
+
+TORCH_SAVE = (b"PK\x03\x04", b"\x80")  # how torch.save files begin: a zip archive, or a pickle
+
+
+def refuse_other_formats(path: Path) -> None:
+    """Bad input naming what `path` is when it is a file of another kind that a user may take for
+    weights: above all one of our run files (an analysis reads it as a run) or result files,
+    which torch.load would refuse with a hint to load them unsafely."""
+    import h5py
+
+    if h5py.is_hdf5(path):
+        from landscape.runs.store import FORMAT, file_format
+
+        fmt = file_format(path)
+        if fmt == FORMAT:
+            raise BadInput(f"{path} is a landscape run file: pass it as a run (PATHS, without "
+                           "--model/--weights/--data), not as --weights")
+        what = (f"a landscape result file ({fmt})" if isinstance(fmt, str)
+                and fmt.startswith("landscape-") else "an HDF5 file")
+        raise BadInput(f"{path} is {what}, not a PyTorch checkpoint (a torch.save file)")
+    with open(path, "rb") as f:
+        head = f.read(10)
+    what = ("a NumPy array file (numpy.save)" if head.startswith(b"\x93NUMPY") else
+            "a safetensors file (torch.save what safetensors.torch.load_file returns)"
+            if head[8:10] == b'{"' else None)
+    if what:
+        raise BadInput(f"{path} is {what}, not a PyTorch checkpoint (a torch.save file)")
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why torch.load(weights_only=True) could not read `path`, in one line, without torch's
+    advice to load it with weights_only=False (which runs any code the file holds)."""
+    with open(path, "rb") as f:
+        if not f.read(4).startswith(TORCH_SAVE):
+            return "not a PyTorch checkpoint (torch.save writes a zip archive; this is none)"
+    text = str(err)
+    held = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if held:
+        return (f"it holds an object of class {held.group(1)}, which loading would run code for "
+                "(torch.load(weights_only=True) refuses); save the weights alone: torch.save("
+                "model.state_dict(), FILE)")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    first = detail.group(1) if detail else (text.strip().splitlines() or [type(err).__name__])[0]
+    return f"not a readable weights file ({first[:200]})"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch import nn
 from landscape.flooding import Loss, check_loss
 from landscape.measures.evaluation import mean_loss
 from landscape.measures.filternorm import amplitude
-from landscape.measures.model import _dtype, _norm, _prepared
+from landscape.measures.model import _dtype, _norm, _prepared, check_data
 from landscape.measures.options import Normalization
 from landscape.measures.sources import Source, as_source
 from landscape.measures.stack import Ensemble
@@ -30,6 +30,7 @@ def gradient_amplitude(model: nn.Module, data: Any, *, loss: Loss = "cross_entro
     with _prepared(model, params, device) as (template, state):
         first = next(iter(state.values()))
         source = {"data": as_source(data, device=first.device, dtype=_dtype(state))}
+        check_data(template, state, source, loss)
         out = amplitudes(template, [state], source, loss, _norm(normalization, include_biasbn),
                          splits=("data",))
     return float(out["data_grad"][0])

@@ -18,7 +18,7 @@ from landscape.flooding import Loss, check_loss, per_sample_loss
 from landscape.measures.density import Density
 from landscape.measures.evaluation import losses_at
 from landscape.measures.filternorm import gaussian_directions, parameters_of
-from landscape.measures.model import Tensors, _dtype, _norm, _prepared
+from landscape.measures.model import Tensors, _dtype, _norm, _prepared, check_data
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source, TensorSource, as_source
 from landscape.measures.spectrum import density, flat_draws, top_eigenpairs
@@ -175,6 +175,7 @@ def _hessian(model, data, loss, params, device) -> Iterator[tuple[Tensors, Any]]
         theta, buffers = parameters_of(template, state)
         first = next(iter(theta.values()))
         source = as_source(data, device=first.device, dtype=_dtype(state))
+        check_data(template, state, {"data": source}, loss)
         rows = rows_of(template, source, 1, first.device, gradients=True)
         yield theta, hvp_function(template, theta, buffers, source, loss, rows)
 
@@ -247,6 +248,7 @@ def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entrop
         theta, buffers = parameters_of(template, state)
         first = next(iter(theta.values()))
         source = as_source(data, device=first.device, dtype=_dtype(state))
+        check_data(template, state, {"data": source}, loss)
         rows = rows_of(template, source, 1, first.device)
         value, stderr, _ = sharpness_estimate(template, theta, buffers, source, loss, options,
                                               at_once=1, rows=rows)

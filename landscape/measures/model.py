@@ -9,9 +9,12 @@ from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from landscape.errors import BadInput
+from landscape.flooding import Loss, per_sample_loss
 from landscape.measures.options import Normalization
+from landscape.measures.sources import Source, TensorSource
 
 Tensors = dict[str, torch.Tensor]
 
@@ -50,6 +53,57 @@ def _dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
 
 def _norm(normalization: str, include_biasbn: bool) -> Normalization:
     return Normalization(normalization, include_biasbn)
+
+
+def check_data(template: nn.Module, state: Mapping[str, torch.Tensor],
+               sources: Mapping[str, Source], loss: Loss) -> None:
+    """Bad input, before any work, where the model cannot take a data split's inputs or the loss
+    its labels: one forward pass of each split's first two rows (eval mode, no gradients), and the
+    loss on them. A user's data of the wrong shape or label type is then named in one line, not
+    met as torch's error deep inside a measurement (or, for a class index out of range on a GPU, a
+    device-side assert that ends the process). Cross-entropy labels must be integer classes the
+    model has outputs for: every label of tensor data is checked, the first batch of an
+    iterable."""
+    template.eval()  # a training-mode BatchNorm would update the state's running statistics
+    for split, source in sources.items():
+        whose = "the data's" if split == "data" else f"the {split} data's"
+        x, y = next(iter(source.batches(2)))
+        x, y = x[:2], y[:2]
+        if loss == "cross_entropy" and (y.is_floating_point() or y.is_complex()
+                                        or y.dtype == torch.bool):
+            kind = "float" if y.is_floating_point() else str(y.dtype).removeprefix("torch.")
+            raise BadInput(f"{whose} labels are {kind} ({y.dtype}); cross_entropy needs integer "
+                           "class labels (y.long())")
+        try:
+            with torch.no_grad():
+                logits = functional_call(template, dict(state), (x,))
+        except Exception as err:  # the user's forward: whatever it raises, say it in one line
+            shape = ", ".join(["n", *map(str, source.input_shape())])
+            raise BadInput(f"the model cannot take {whose} inputs of shape [{shape}]: "
+                           f"{_first_line(err)}") from None
+        if not isinstance(logits, torch.Tensor):
+            raise BadInput(f"the model returns a {type(logits).__name__}, not a tensor of "
+                           "outputs [rows, classes]")
+        if loss == "cross_entropy":
+            labels = source.y if isinstance(source, TensorSource) else y
+            low, high, classes = int(labels.min()), int(labels.max()), logits.shape[-1]
+            if low < 0 or high >= classes:
+                raise BadInput(f"{whose} labels run from {low} to {high}, but the model has "
+                               f"{classes} outputs (classes 0 to {classes - 1})")
+        try:
+            per_sample_loss(logits, y, loss)
+        except BadInput:
+            raise
+        except Exception as err:  # a user's loss function, or labels of the wrong shape
+            name = loss if isinstance(loss, str) else getattr(loss, "__name__", "function")
+            raise BadInput(f"the loss {name} cannot take the model's outputs (shape "
+                           f"{list(logits.shape)}) with {whose} labels (shape {list(y.shape)}, "
+                           f"{y.dtype}): {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 STATE_KEYS = ("state_dict", "model", "model_state_dict", "net")

@@ -17,7 +17,7 @@ from landscape.errors import BadInput
 from landscape.flooding import Loss, check_loss
 from landscape.measures.evaluation import mean_loss
 from landscape.measures.filternorm import gaussian_directions, normalize_direction, parameters_of
-from landscape.measures.model import Tensors, _dtype, _norm, _prepared
+from landscape.measures.model import Tensors, _dtype, _norm, _prepared, check_data
 from landscape.measures.options import BN_STATS, Normalization
 from landscape.measures.sources import Source, as_sources
 from landscape.measures.stack import Ensemble
@@ -136,6 +136,7 @@ def _surface(model, data, loss, params, coordinates, count, seed, directions, no
     with _prepared(model, params, device) as (template, state):
         first = next(iter(state.values()))
         sources = as_sources(data, device=first.device, dtype=_dtype(state))
+        check_data(template, state, sources, loss)
         if bn_stats == "recompute" and "train" not in sources:
             raise BadInput("bn_stats='recompute' needs a 'train' data split to estimate from")
         theta, _ = parameters_of(template, state)

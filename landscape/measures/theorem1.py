@@ -15,7 +15,7 @@ from torch import nn
 
 from landscape.flooding import Loss, check_loss
 from landscape.measures.evaluation import sample_losses
-from landscape.measures.model import _dtype, _prepared
+from landscape.measures.model import _dtype, _prepared, check_data
 from landscape.measures.options import MseOptions
 from landscape.measures.sources import as_source
 from landscape.memory import rows_of
@@ -39,13 +39,13 @@ def risk_mse(model: nn.Module, pool: Any, *, sample_size: int, samples: int = 20
     with _prepared(model, params, device) as (template, state):
         first = next(iter(state.values()))
 
-        def losses(data) -> np.ndarray:
-            source = as_source(data, device=first.device, dtype=_dtype(state))
-            return sample_losses(template, state, source, loss,
-                                 rows_of(template, source, 1, first.device))
-
-        pool_losses = losses(pool)
-        train_losses = None if train is None else losses(train)
+        sources = {split: as_source(data, device=first.device, dtype=_dtype(state))
+                   for split, data in (("pool", pool), ("train", train)) if data is not None}
+        check_data(template, state, sources, loss)
+        pool_losses, train_losses = (
+            sample_losses(template, state, sources[s], loss,
+                          rows_of(template, sources[s], 1, first.device))
+            if s in sources else None for s in ("pool", "train"))
     return check_panels(pool_losses, train_losses, sample_size=sample_size, samples=samples,
                         flood_grid=flood_grid, seed=seed)
 
