@@ -145,3 +145,24 @@ def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
         f.attrs["format"] = "landscape-gradnorm"  # an analysis result beside the runs: not a run
     (tmp_path / "runs" / "broken.h5").write_text("not HDF5")  # an unreadable file still counts
     assert find_runs([tmp_path / "runs"]) == [tmp_path / "runs" / "broken.h5", real_run]
+
+
+def test_a_runs_model_holds_its_weights_and_gives_its_recorded_losses(real_run):
+    """Run.model(): the run's architecture with an epoch's weights, measured by the any-model
+    functions to the numbers the trainer recorded."""
+    import landscape
+
+    run = Run(real_run)
+    data = run.dataset()
+    loss = run.config.objective.loss
+    for epoch in (0, run.saved_epochs[-1]):
+        model = run.model(epoch)
+        assert not model.training
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, run.state_dict(epoch)[key])
+        line = landscape.loss_slice(model, {"train": data.train, "test": data.test}, loss=loss,
+                                    points=3)
+        np.testing.assert_allclose(line["train_loss"][1], run.metrics()["train_loss"][epoch],
+                                   rtol=1e-5)
+    last = run.state_dict(run.saved_epochs[-1])
+    assert all(torch.equal(v, last[k]) for k, v in run.model().state_dict().items())
