@@ -1,4 +1,4 @@
-"""Scale-out under torchrun (README: Scale-out): which share of the work this process does, and
+"""Scale-out under torchrun (docs/guides/scale-out.md): which share of the work this process does, and
 the few collectives that hold the shares together.
 
 torchrun (by hand, or on several nodes through its rendezvous, e.g. under Slurm) starts one

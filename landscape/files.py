@@ -1,4 +1,4 @@
-"""Writing files safely (README: Run files and reliability): names that stay inside their folder, temporary
+"""Writing files safely (docs/guides/run-files.md): names that stay inside their folder, temporary
 files created exclusively (never through a link someone planted), publishing by link or rename,
 OS errors as one line naming the path, and the lock a run file's writer holds.
 

@@ -5,7 +5,7 @@ The surrogate losses of paper Sec. 3.1: softmax cross-entropy, and the logistic 
 log(1 + exp(-t g(x))) with t = +-1 for binary data scored by one output unit. Measurements also
 take a user's loss: a callable (logits [n, C], y [n]) -> per-sample losses [n].
 
-`flood` and `iflood` are the drop-ins for any training loop (README: Your own model):
+`flood` and `iflood` are the drop-ins for any training loop (docs/guides/own-model.md):
 
     loss = landscape.flood(F.cross_entropy(model(x), y), b=0.02)          # flooding
     loss = landscape.iflood(F.cross_entropy(model(x), y, reduction="none"), b=0.02)  # iFlood

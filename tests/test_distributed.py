@@ -1,4 +1,4 @@
-"""Scale-out under torchrun (README: Scale-out), with the gloo backend and 2 processes on the CPU:
+"""Scale-out under torchrun (docs/guides/scale-out.md), with the gloo backend and 2 processes on the CPU:
 a distributed sweep, slice and gradient-amplitude computation equal the single-process ones, and a
 rank killed mid-sweep loses nothing that --resume does not finish."""
 

@@ -126,7 +126,7 @@ def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str 
     the directions themselves), resuming files that a killed computation left.
 
     Under torchrun each rank evaluates a share of each model's points; rank 0 gathers them into
-    the file (README: Scale-out)."""
+    the file (docs/guides/scale-out.md)."""
     check_grid_fits(options, len(models))
     world = distributed.join()
     # every rank reads the result files before rank 0 writes; bad input on one rank stops all

@@ -76,7 +76,7 @@ def _library(cls, name: str):
               "adaflood: a level per sample from auxiliary models (Bae et al. 2023).")
 @click.option("--flood-schedule", type=click.Choice(["fixed", "adaptive"]), default="fixed",
               show_default=True, help="adaptive: from zero training error on, b moves by "
-              "--flood-step with the validation accuracy (README: Adaptive flood level); --flood "
+              "--flood-step with the validation accuracy (docs: beyond the paper); --flood "
               "is then the starting b.")
 @click.option("--flood-step", type=float, metavar="ALPHA", help="Adaptive: change of b (0.01).")
 @click.option("--flood-threshold", type=float, metavar="LAMBDA",
@@ -127,7 +127,7 @@ def _library(cls, name: str):
 @click.option("--device", default=_library(Execution, "device"), show_default=True,
               help="auto, cpu, cuda or cuda:N.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
-              help="Folder of the image data sets' official files (README: Image data sets).")
+              help="Folder of the image data sets' official files (docs: training guide).")
 @click.option("--download", is_flag=True, help="Fetch the image set's official files into "
                                                "--data-dir if they are missing (MD5-checked).")
 @click.option("--amp", type=click.Choice(AMP_MODES), default=_library(Execution, "amp"),
@@ -168,7 +168,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
       torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
 
-    Under torchrun each process trains its own share of the runs (README: Scale-out).
+    Under torchrun each process trains its own share of the runs (docs: scale-out).
     """
     if data_name not in DATASETS:
         raise BadInput(f"unknown data set {data_name!r}; choose from {', '.join(DATASETS)}")

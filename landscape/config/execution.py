@@ -27,7 +27,7 @@ class Execution:
     ensemble: str = "auto"         # sweeps: "auto", "off" or the number of models stacked per chunk
     progress: bool = True
     download: bool = False         # fetch an image set's missing official files into data_dir
-    # GPU speed switches (README: Speed): they change the arithmetic, not the recipe.
+    # GPU speed switches (docs/guides/training.md: Speed): they change the arithmetic, not the recipe.
     # "bf16": forward passes under bfloat16 autocast (losses, weights and optimizer stay float32);
     # compile: the training forward goes through torch.compile, compiled once per trained group.
     amp: Literal["off", "bf16"] = "off"

@@ -5,7 +5,7 @@ cifar-100-python/train and test, with the 100 fine labels. Each file is a pickle
 uint8 [n, 3072] (the red, green and blue 32 x 32 planes of each image), and the labels.
 
 Pickles can run code when read, so these are read with an unpickler that admits only what the format
-needs (README: Image data sets): builtin containers, bytes and numpy arrays. Any other global in a file
+needs (docs/guides/training.md): builtin containers, bytes and numpy arrays. Any other global in a file
 makes it bad input, and nothing from the file is used.
 """
 

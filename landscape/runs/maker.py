@@ -1,4 +1,4 @@
-"""Making run files (store.py documents the layout, runwriter.py appends to them): `create_run`
+"""Making run files (store.py documents the layout, writer.py appends to them): `create_run`
 makes one complete, empty file; `Maker` makes many, copying a template per layout.
 
 Every dataset is created and its space allocated when the file is made, under a fresh temporary

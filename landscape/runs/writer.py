@@ -1,4 +1,4 @@
-"""Writing run files (store.py documents the layout and reads them, runmaker.py makes them):
+"""Writing run files (store.py documents the layout and reads them, maker.py makes them):
 `RunWriter` commits epochs into a file's preallocated space (recording.py decides when).
 
 Crash safety: every dataset is created and its space allocated when the file is made (under a

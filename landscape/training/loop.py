@@ -139,7 +139,7 @@ class Group:
                                              and not s.snapshot_taken for s in starts])
         self.best_val = torch.tensor([s.best_val for s in starts], dtype=torch.float64)
         self.chunk = rows_for(template, data.input_shape, self.size, device)
-        # Speed settings, applied once (README: Speed). The compiled forward shares the
+        # Speed settings, applied once (docs/guides/training.md: Speed). The compiled forward shares the
         # ensemble's tensors, so run files keep the plain state dict.
         self.precision = autocast(device, amp)
         self.forward = (torch.compile(self.ensemble.forward, dynamic=False) if compile
