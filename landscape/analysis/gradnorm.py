@@ -22,6 +22,7 @@ from landscape.analysis.loading import (
     check_same_architecture,
     dataset_for,
     model_for,
+    result_names,
     split_sources,
 )
 from landscape.analysis.selection import early_stopping_epoch
@@ -131,7 +132,7 @@ def _gathered(runs: Sequence[Run], stopping: Sequence[int], shares: Sequence[lis
         marked.append(_nearest(values["epoch"].tolist(), stop))
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     arrays.update(
-        run_name=np.array([run.name for run in runs]),
+        run_name=np.array(result_names(runs)),  # runs named alike: told apart by paths
         run_path=np.array([str(run.path) for run in runs]),
         flood=np.array([run.config.objective.flood for run in runs]),
         flooded=np.array([run.config.objective.floods for run in runs]),

@@ -6,7 +6,9 @@ mutated); the data set is regenerated from the config (synthetic) or re-read (im
 
 from __future__ import annotations
 
-from typing import Iterable
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -89,3 +91,28 @@ def _arch(c) -> str:
     return f"{c.model.name}{shape} on {c.data.name} ({c.objective.loss} loss)"
 
 
+def result_names(runs: Sequence[Run]) -> list[str]:
+    """Each run's name in result files, their figures and CSVs: its run name (data, noise, model,
+    objective, seed), which runs that differ in what the name leaves out (learning rate, width,
+    epochs; a rerun into another folder) share. Those get the part of their path that tells them
+    apart (checkpoints/a.h5 and checkpoints/pair2/a.h5: NAME@a and NAME@pair2-a), so that their
+    results never overwrite each other; a run named once keeps its plain name. One file given
+    twice is one run."""
+    plain = [run.name for run in runs]
+    paths = [run.path.resolve() for run in runs]
+    qualified: dict[Path, str] = {}
+    for name in set(plain):
+        sharing = sorted({p for p, n in zip(paths, plain) if n == name})
+        if len(sharing) < 2:
+            continue
+        parts = [p.with_suffix("").parts for p in sharing]
+        # what follows the folders they share, the file's stem at least (pair.h5, pair/a.h5)
+        common = min(len(os.path.commonprefix(parts)), min(map(len, parts)) - 1)
+        tails = ["-".join(q[common:]) for q in parts]
+        for p, tail in zip(sharing, tails):
+            if tails.count(tail) > 1:  # a-b/c.h5 and a/b-c.h5: no name tells them apart
+                other = next(q for q, t in zip(sharing, tails) if t == tail and q != p)
+                raise BadInput(f"{p} and {other} would share the result name {name}@{tail}: "
+                               "analyse them into separate --out folders")
+        qualified.update({p: f"{name}@{tail}" for p, tail in zip(sharing, tails)})
+    return [qualified.get(p, n) for n, p in zip(plain, paths)]

@@ -37,6 +37,7 @@ from landscape.analysis.loading import (
     check_same_architecture,
     dataset_for,
     model_for,
+    result_names,
     split_sources,
 )
 from landscape.analysis.selection import early_stopping_epoch
@@ -142,6 +143,7 @@ def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = 
     same runs and options at `out` is reused; another is refused unless `overwrite`."""
     runs = list(runs)
     check_same_architecture(runs)
+    names = result_names(runs)  # runs named alike: told apart by their paths
     identity = {**runs_identity(runs), **options.attrs(),
                 "epochs": None if epochs is None else sorted(epochs)}
     if reuse_result(out, KIND, identity, overwrite=overwrite):
@@ -158,7 +160,7 @@ def sharpness(runs: Sequence[Run], out: str | Path, options: SharpnessOptions = 
         rows.append(values)
         stops.append(stop)
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    arrays.update(run_name=np.array([run.name for run in runs]),
+    arrays.update(run_name=np.array(names),
                   flooded=np.array([run.config.objective.floods for run in runs]),
                   flood=np.array([run.config.objective.flood for run in runs]),
                   early_stopping_epoch=np.array(stops, dtype=np.int64),

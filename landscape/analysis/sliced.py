@@ -11,7 +11,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from landscape.analysis.loading import dataset_for, model_for, split_sources, state_at
+from landscape.analysis.loading import (
+    dataset_for,
+    model_for,
+    result_names,
+    split_sources,
+    state_at,
+)
 from landscape.config import ModelConfig
 from landscape.errors import BadInput
 from landscape.flooding import Loss
@@ -69,6 +75,7 @@ def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = T
     fell below b has no snapshot: it is left out and `report`ed (default: a warning), the others
     are sliced; bad input (an unfinished run...) before any work, and when nothing is left."""
     out = []
+    names = dict(zip(runs, result_names(runs)))  # runs named alike: told apart by their paths
     for point in fig5_models(runs):
         if point.which == "snapshot" and not snapshots:
             continue
@@ -82,7 +89,7 @@ def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = T
             (report or _warn)(f"{missing}; its snapshot is left out")
             continue
         snap = run.snapshot() if point.which == "snapshot" else None
-        attrs = {"run": str(run.path.resolve()), "run_name": run.name,
+        attrs = {"run": str(run.path.resolve()), "run_name": names[run],
                  "run_digest": run.config.digest(), "which": point.which,
                  "role": point.role, "flood": run.config.objective.flood,
                  "objective": run.config.objective.label,
@@ -90,8 +97,11 @@ def run_models(runs: Sequence[Run], *, device: torch.device, snapshots: bool = T
                  "step": snap.step if snap else -1, "dtype": run.config.dtype,
                  "model_mode": "eval", "train_points": len(data.train),
                  "test_points": len(data.test)}
+        origin = names[run].partition("@")[2]
+        if origin:  # the legend tells apart runs that the flood level and epoch would not
+            attrs["origin"] = origin
         saved = list(run.saved_epochs) if point.which == "last" else None
-        out.append(SlicedModel(f"{run.name}.{point.which}", attrs,
+        out.append(SlicedModel(f"{names[run]}.{point.which}", attrs,
                          model_for(run, data, device=device), state, split_sources(data),
                          run.config.objective.loss, run.config.model, ("run", "run_name"),
                          None if saved is None else

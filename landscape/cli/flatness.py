@@ -51,7 +51,8 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     PATHS are run files or sweep folders. A run with b > 0 gives two models, its first-below-flood
     snapshot (dotted) and its last epoch (solid blue); a run with b = 0 gives its last epoch
     (solid vermillion). Each model's numbers go to OUT/<run>.<snapshot|last>.slice.h5 (.surface.h5 with
-    --2d; loss-landscape's dataset names), the figure to OUT/flatness.{pdf,png,csv}
+    --2d; loss-landscape's dataset names; runs of one name in different folders as
+    <run>@<folder>-<file>), the figure to OUT/flatness.{pdf,png,csv}
     (flatness-2d with --2d). A killed computation resumes on the next call; a file made with
     other parameters is refused unless --overwrite. Give surfaces their own --out folder:
     `landscape figures` draws one figure per folder of result files.

@@ -27,15 +27,17 @@ def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.nd
 
 def describe(attrs: dict) -> str:
     """A model's legend label: its flood level (or objective, where b is not one fixed level) and
-    which state it is; a user's checkpoint by its file name."""
+    which state it is, after the part of its path that tells apart runs of one name
+    (analysis.loading.result_names); a user's checkpoint by its file name."""
     if "label" in attrs:
         return str(attrs["label"])
     b = f"b = {float(attrs['flood']):g}"
     if attrs.get("role") != "plain" and float(attrs["flood"]) == 0:  # adaptive from 0, AdaFlood
         b = attrs.get("objective", b)
+    origin = f"{attrs['origin']}: " if "origin" in attrs else ""
     if attrs["which"] == "snapshot":
-        return f"{b}, first below b (epoch {attrs['epoch']})"
-    return f"{b}, last epoch ({attrs['epoch']})"
+        return f"{origin}{b}, first below b (epoch {attrs['epoch']})"
+    return f"{origin}{b}, last epoch ({attrs['epoch']})"
 
 
 def direction_caption(attrs: dict) -> str:
