@@ -7,7 +7,13 @@ import textwrap
 
 import h5py
 import pytest
-from conftest import TINY_TRAIN_ARGS, installed_cli, landscape_cli
+from conftest import (
+    TINY_TRAIN_ARGS,
+    installed_cli,
+    landscape_cli,
+    tiny_config,
+    train_interrupted,
+)
 
 from landscape.runs.store import Run
 
@@ -92,6 +98,17 @@ def test_info_bad_input(tmp_path):
     _one_line_error(landscape_cli("info", tmp_path / "bad.h5"))
     _one_line_error(landscape_cli("info", tmp_path / "missing.h5"))
     _one_line_error(landscape_cli("info", tmp_path / "bad.h5", tmp_path / "missing.h5"))
+
+
+def test_info_on_a_run_stopped_before_epoch_0_says_none_trained(tmp_path, monkeypatch):
+    train_interrupted([tiny_config(epochs=500)], tmp_path, commits=0, ensemble="off",
+                      monkeypatch=monkeypatch)
+    (path,) = tmp_path.glob("*.h5")
+    assert Run(path).epochs_done == -1  # not even the initial weights recorded
+    table = landscape_cli("info", tmp_path, check=True).stdout
+    assert "unfinished    0/500" in table and "-1/" not in table
+    one = landscape_cli("info", path, check=True).stdout
+    assert "status        unfinished, not started, 0 of 500 epochs (not being written" in one
 
 
 def test_help_has_examples():

@@ -69,9 +69,17 @@ def status_text(run: Run) -> str:
         return (f"diverged in epoch {run.epochs_done + 1} (NaN/inf loss); epochs 0-"
                 f"{run.epochs_done} of {run.epochs} are valid")
     if run.status == "running" and not run.in_progress:
-        return (f"unfinished, epoch {run.epochs_done} of {run.epochs} (not being written now: "
-                "continue it with `landscape train ... --resume`)")
-    return f"{run.status}, epoch {run.epochs_done} of {run.epochs}"
+        return (f"unfinished, {_progress_text(run)} (not being written now: continue it with "
+                "`landscape train ... --resume`)")
+    return f"{run.status}, {_progress_text(run)}"
+
+
+def _progress_text(run: Run) -> str:
+    """How far training got: epochs_done is -1 until the initial weights (epoch 0) are
+    recorded."""
+    if run.epochs_done < 0:
+        return f"not started, 0 of {run.epochs} epochs"
+    return f"epoch {run.epochs_done} of {run.epochs}"
 
 
 def status_word(run: Run) -> str:
@@ -100,7 +108,8 @@ def describe_paths(paths: Iterable[str | Path]) -> str:
         m = run.metrics() if run.epochs_done >= 0 else None
         loss = _fmt(m["train_loss"][-1]) if m else "-"
         acc = _fmt(_last_finite(m["test_acc"])) if m else "-"
-        rows.append(f"{run.name:<56} {status_word(run):<10} {run.epochs_done:>4}/{run.epochs:<4} "
+        done = max(run.epochs_done, 0)  # -1 before epoch 0 is recorded: none trained either way
+        rows.append(f"{run.name:<56} {status_word(run):<10} {done:>4}/{run.epochs:<4} "
                     f"{loss:>10} {acc:>8}")
     return f"{len(files)} run files\n" + "\n".join(rows)
 
