@@ -18,6 +18,7 @@ from landscape.analysis.gradnorm import gradnorm
 from landscape.analysis.memorization import memorization
 from landscape.analysis.mse import theorem1_check
 from landscape.analysis.sharpness import sharpness
+from landscape.errors import BadInput
 from landscape.figures.gradnorm import plot_gradnorm
 from landscape.figures.sharpness import plot_sharpness
 from landscape.measures.options import MseOptions, SharpnessOptions, SliceOptions
@@ -78,6 +79,16 @@ def test_skip_epochs_0_draws_epoch_0_and_says_nothing_is_left_out(per_epoch, plo
     written = plot(result, tmp_path / "later", ("png",), skip_epochs=3)
     assert _epochs(written[-1]) == list(range(4, 11))
     assert "epochs <= 3 left out" in titles[-1]
+
+
+@pytest.mark.parametrize("plot", [plot_gradnorm, plot_sharpness])
+def test_runs_default_to_fig4s_first_10_epochs_left_out_and_mark_early_stopping(
+        per_epoch, plot, titles, tmp_path):
+    result = per_epoch[plot is plot_sharpness]
+    with pytest.raises(BadInput, match="after the first 10"):  # epochs 0 to 10: none after
+        plot(result, tmp_path / "default", ("png",))
+    plot(result, tmp_path / "all", ("png",), skip_epochs=0)
+    assert "large black: early-stopping epoch" in titles[-1]
 
 
 @pytest.mark.parametrize("section,stem", [("5.2", "fig4_gradients"), ("sharpness", "sharpness")])

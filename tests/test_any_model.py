@@ -402,3 +402,46 @@ def test_mse_on_a_checkpoint_reports_its_epoch_not_its_file_name(user_project):
     (folder / "final.ckpt").write_bytes((folder / "ckpt" / "epoch_12.ckpt").read_bytes())
     unnumbered = landscape_cli("mse", *user, "--weights", "final.ckpt", "--out", "b")
     assert "g = final.ckpt; R = " in unnumbered.stdout, unnumbered.stderr  # no epoch to say
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures as they are saved."""
+    import matplotlib.figure
+
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def record(self, *args, **kwargs):
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    return figures
+
+
+def test_checkpoint_figures_draw_every_epoch_and_claim_no_flooding_or_early_stop(user_project,
+                                                                                 drawn):
+    """Checkpoints of a flooded model: not Fig. 4's "+" (without flooding), no early-stopping
+    marker promised, and no epochs left out by the paper's 500-epoch default."""
+    import csv
+
+    user = ["--model", "usernet:make", "--data", "usernet:splits", "--format", "png", "-q"]
+    commands = {"gradnorm": ["--weights", "ckpt/*.ckpt"],
+                "sharpness": ["--weights", "ckpt/epoch_[1-3].ckpt", "--iterations", 3,
+                              "--probes", 1, "--draws", 1]}
+    for command, options in commands.items():
+        result = landscape_cli(command, *user, *options, "--out", command)
+        assert result.returncode == 0, result.stderr
+        legend = drawn[-1].axes[0].get_legend()
+        count = 12 if command == "gradnorm" else 3
+        assert [t.get_text() for t in legend.get_texts()] == [f"ckpt ({count} checkpoints)"]
+        assert [h.get_marker() for h in legend.legend_handles] == ["x"]
+        title = drawn[-1].get_suptitle()
+        assert "every epoch" in title and "early-stopping" not in title, title
+        with open(user_project[0] / command / f"{command}.csv") as f:
+            assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(1, count + 1))
+    redrawn = landscape_cli("figures", "gradnorm/gradnorm.h5", "--section", "5.2", "--out",
+                            "fig", "--format", "png")
+    assert redrawn.returncode == 0, redrawn.stderr
+    assert "every epoch" in drawn[-1].get_suptitle()

@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 from landscape.analysis import curves, memorization, mse
 from landscape.errors import BadInput
 from landscape.figures.curves import plot_curves
-from landscape.figures.epochs import SKIP_EPOCHS
 from landscape.figures.flatness import plot_flatness
 from landscape.figures.gradnorm import plot_gradnorm
 from landscape.figures.memorization import plot_memorization
@@ -92,12 +91,13 @@ def classify(paths: Sequence[str | Path]) -> Inputs:
     return inputs
 
 
-def plan(inputs: Inputs, sections: Sequence[str], out: Path, *, skip_epochs: int = SKIP_EPOCHS
+def plan(inputs: Inputs, sections: Sequence[str], out: Path, *, skip_epochs: int | None = None
          ) -> dict[str, Callable[[Path, Sequence[str]], list[str]]]:
     """One builder per section, or bad input naming every section whose inputs are missing. The
     memorization result of runs is made here (it reads metrics only), so that its errors, too,
     come before any figure is drawn; it is this command's own output, redrawn as the figures are
-    (overwrite). `skip_epochs`: the epochs the per-epoch figures (5.2, sharpness) leave out."""
+    (overwrite). `skip_epochs`: the epochs the per-epoch figures (5.2, sharpness) leave out
+    (None: each figure's default, figures.epochs.skip_for)."""
     runs = [Run(p) for p in inputs.runs]
     builders, missing = {}, []
     for s in sections:
@@ -188,7 +188,7 @@ def _slice_kind(paths: list[Path]) -> str:
 
 
 def build_figures(paths: Sequence[str | Path], sections: Sequence[str], out: str | Path, *,
-                  formats: Sequence[str], skip_epochs: int = SKIP_EPOCHS) -> list[str]:
+                  formats: Sequence[str], skip_epochs: int | None = None) -> list[str]:
     """Every figure of `sections` from PATHS into `out`; returns what was written, in lines.
     `skip_epochs`: as gradnorm's and sharpness's --skip-epochs."""
     unknown = [s for s in sections if s not in SECTIONS]

@@ -5,7 +5,8 @@ figures, with the checkpoint files recorded where a run's name would be.
 
 A trajectory is the checkpoint files in natural order; a file's epoch is the last number in its
 name (usermodel.epochs_of). There is no flood level or early-stopping epoch to know: the figures
-mark no early-stopping epoch and draw the models as "+".
+mark no early-stopping epoch, draw the checkpoints as "x" (neither the paper's "o" with flooding
+nor its "+" without) and show every epoch unless told to leave some out.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def _need(sources: dict[str, Source], splits: Sequence[str], what: str) -> None:
 
 def _per_trajectory(ck: UserCheckpoints, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-run arrays the gradnorm and sharpness figures read, for one trajectory."""
+    label = ck.files[0].name if len(ck.files) == 1 else f"{ck.name} ({len(ck.files)} checkpoints)"
     return {**values, "epoch": np.asarray(ck.epochs, dtype=np.int64),
             "run": np.zeros(len(ck.files), dtype=np.int64), "run_name": np.array([ck.name]),
-            "label": np.array([ck.name]), "flood": np.array([np.nan]),
+            "label": np.array([label]), "flood": np.array([np.nan]),
             "flooded": np.array([False]), "early_stopping_epoch": np.array([-1]),
             "marked_epoch": np.array([-1])}
 

@@ -159,10 +159,11 @@ def skip_epochs_option():
     """--skip-epochs, of the per-epoch figures (gradnorm, sharpness, and figures redrawing them)."""
     from landscape.figures.epochs import SKIP_EPOCHS
 
-    return click.option("--skip-epochs", type=click.IntRange(min=0), default=SKIP_EPOCHS,
-                        show_default=True,
+    return click.option("--skip-epochs", type=click.IntRange(min=0), default=None,
                         help="Leave the first N epochs (and the initial weights) out of the "
-                        "per-epoch figures; 0 draws every epoch (the paper's Fig. 4 drops 10).")
+                        "per-epoch figures; 0 draws every epoch. Default: "
+                        f"{SKIP_EPOCHS} for run files (the paper's Fig. 4), 0 for your own "
+                        "checkpoints (--weights).")
 
 
 def per_epoch_options(name: str):

@@ -62,7 +62,7 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
         checkpoints = checkpoints()
         from landscape.analysis.usercheckpoints import checkpoint_gradnorm
 
-        refuse_empty_figure(checkpoints.epochs, skip_epochs)
+        refuse_empty_figure(checkpoints.epochs, skip_epochs, checkpoints=True)
         result = checkpoint_gradnorm(checkpoints, Path(out) / f"{name}.h5",
                                      device=resolve_device(device), normalization=normalization,
                                      splits=splits, progress=not quiet, overwrite=overwrite)

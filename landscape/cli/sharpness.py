@@ -90,7 +90,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
         checkpoints = checkpoints()
         from landscape.analysis.usercheckpoints import checkpoint_sharpness
 
-        refuse_empty_figure(checkpoints.epochs, skip_epochs)
+        refuse_empty_figure(checkpoints.epochs, skip_epochs, checkpoints=True)
         result = checkpoint_sharpness(checkpoints, Path(out) / f"{name}.h5", options,
                                       device=resolve_device(device), progress=not quiet,
                                       overwrite=overwrite)

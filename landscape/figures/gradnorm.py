@@ -5,8 +5,9 @@ from __future__ import annotations
 from landscape.results import read_result
 from landscape.results import text
 from landscape.errors import BadInput
-from landscape.figures.epochs import SKIP_EPOCHS
 from landscape.figures.epochs import drawn_epochs
+from landscape.figures.epochs import of_checkpoints
+from landscape.figures.epochs import skip_for
 from landscape.figures.epochs import skipped
 from landscape.figures.style import FORMATS
 from landscape.figures.style import figure
@@ -21,11 +22,13 @@ from landscape.results import SPLITS
 
 
 def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
-                  formats: Sequence[str] = FORMATS, *, skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
+                  formats: Sequence[str] = FORMATS, *, skip_epochs: int | None = None
+                  ) -> list[Path]:
     """Fig. 4 of the paper from a gradnorm result file: test loss (top) and test accuracy (bottom)
     against the gradient amplitude of the training loss (left) and of the test loss (right).
-    "o" = with flooding, "+" = without; colour = epoch (viridis); epochs <= skip_epochs dropped
-    (none with 0: options.drawn_epochs);
+    "o" = with flooding, "+" = without, "x" = a user's checkpoints (flooding not known); colour =
+    epoch (viridis); epochs <= skip_epochs dropped (none with 0: epochs.drawn_epochs; default:
+    epochs.skip_for);
     large black markers at each run's early-stopping epoch (the computed epoch nearest to it),
     drawn even when it falls in the dropped epochs (small data sets peak early). The amplitudes
     span orders of magnitude (a memorizing model's training gradient goes to ~0): log x axes.
@@ -34,10 +37,17 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    from landscape.figures.style import epoch_markers, log_axis, marker_legend
+    from landscape.figures.style import (
+        early_stopping_marked,
+        epoch_markers,
+        flooding_of,
+        log_axis,
+        marker_legend,
+    )
 
     attrs, a = read_result(result_path, GRADNORM)
     computed = json.loads(attrs["splits"])
+    skip_epochs = skip_for(skip_epochs, checkpoints=of_checkpoints(a))
     keep = drawn_epochs(a["epoch"], skip_epochs)
     if not keep.any():
         raise BadInput(f"{result_path}: no saved epoch after the first {skip_epochs} to plot; "
@@ -45,8 +55,7 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     cmap = colormaps["viridis"]
     shade = Normalize(vmin=float(a["epoch"][keep].min()), vmax=float(a["epoch"][keep].max()))
     fig, axes = figure(columns=2, rows=2, cols=2, height=4.6)
-    # Files from before the `flooded` array: only a fixed b > 0 floods.
-    flooded = a.get("flooded", a["flood"] > 0).astype(bool)
+    flooded = flooding_of(a)
     for r, with_flooding in enumerate(flooded):
         mine = keep & (a["run"] == r)
         stop = (a["run"] == r) & (a["epoch"] == a["marked_epoch"][r])
@@ -67,12 +76,13 @@ def plot_gradnorm(result_path: str | Path, out_stem: str | Path,
     marker_legend(axes[0, 0], _run_labels(a, flooded), flooded)
     fig.colorbar(ScalarMappable(shade, cmap), ax=axes, label="epoch", shrink=0.6)
     fig.suptitle(f"{attrs['normalization']}-normalized gradients (bias/BN {attrs['biasbn']}), "
-                 f"{skipped(skip_epochs)}\nlarge black: early-stopping epoch",
+                 f"{skipped(skip_epochs)}"
+                 + ("\nlarge black: early-stopping epoch" if early_stopping_marked(a) else ""),
                  fontsize=7)
     return save_figure(fig, out_stem, _plotted_points(a, keep), formats=formats)
 
 
-def _run_labels(a: dict[str, np.ndarray], flooded: np.ndarray) -> list[str]:
+def _run_labels(a: dict[str, np.ndarray], flooded: Sequence[bool | None]) -> list[str]:
     """Each run's legend entry: its flood level, its objective where b = 0 does not say it, or a
     user checkpoint's own label."""
     if "label" in a:  # a user's checkpoints: no flood level is known

@@ -12,8 +12,19 @@ import numpy as np
 
 from landscape.errors import BadInput
 from landscape.results import read_result, text
-from landscape.figures.epochs import SKIP_EPOCHS, drawn_epochs, skipped
-from landscape.figures.style import FLOODED, FORMATS, PLAIN, epoch_markers, figure, log_axis, marker_legend, run_labels, save_figure
+from landscape.figures.epochs import drawn_epochs, of_checkpoints, skip_for, skipped
+from landscape.figures.style import (
+    COLOURS,
+    FORMATS,
+    early_stopping_marked,
+    epoch_markers,
+    figure,
+    flooding_of,
+    log_axis,
+    marker_legend,
+    run_labels,
+    save_figure,
+)
 from landscape.results import SHARPNESS
 
 PANELS = {"lambda_max": "top Hessian eigenvalue", "trace": "Hessian trace (Hutchinson)",
@@ -22,18 +33,21 @@ PANELS = {"lambda_max": "top Hessian eigenvalue", "trace": "Hessian trace (Hutch
 
 def plot_sharpness(result_path: str | Path, out_stem: str | Path,
                    formats: Sequence[str] = FORMATS, *,
-                   skip_epochs: int = SKIP_EPOCHS) -> list[Path]:
+                   skip_epochs: int | None = None) -> list[Path]:
     """Test loss (y) against the top eigenvalue, the trace and the average-case sharpness (x):
-    "o" = runs with flooding (fixed, adaptive or AdaFlood), "+" = without; colour = epoch
-    (viridis); epochs <= skip_epochs dropped (none with 0), as the paper's Fig. 4; large black markers at each
-    run's early-stopping epoch (the computed epoch nearest to it). Runs are named as in Fig. 4
-    ("b = 0.2"). A panel whose values are positive and span more than a factor 20 has a log x
-    axis. Writes OUT_STEM.<format> and OUT_STEM.csv (the plotted points)."""
+    "o" = runs with flooding (fixed, adaptive or AdaFlood), "+" = without, "x" = a user's
+    checkpoints (flooding not known); colour = epoch (viridis); epochs <= skip_epochs dropped
+    (none with 0; default: figures.epochs.skip_for), as the paper's Fig. 4; large black markers
+    at each run's early-stopping epoch (the computed epoch nearest to it). Runs are named as in
+    Fig. 4 ("b = 0.2"), checkpoints by their own labels. A panel whose values are positive and
+    span more than a factor 20 has a log x axis. Writes OUT_STEM.<format> and OUT_STEM.csv (the
+    plotted points)."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     attrs, a = read_result(result_path, SHARPNESS)
+    skip_epochs = skip_for(skip_epochs, checkpoints=of_checkpoints(a))
     keep = drawn_epochs(a["epoch"], skip_epochs)
     if not keep.any():
         raise BadInput(f"{result_path}: no computed epoch after the first {skip_epochs} to plot "
@@ -43,11 +57,11 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
     names = [text(n) for n in a["run_name"]]
     fig, axes = figure(columns=2, rows=1, cols=3, height=2.6)
     for ax, (measure, label) in zip(axes[0], PANELS.items()):
-        for r, with_flooding in enumerate(a["flooded"]):
+        for r, with_flooding in enumerate(flooding_of(a)):
             mine = keep & (a["run"] == r)
             stop = mine & (a["epoch"] == a["marked_epoch"][r])
             epoch_markers(ax, a[measure][mine], a["test_loss"][mine], colours[mine],
-                          a[measure][stop], a["test_loss"][stop], flooded=bool(with_flooding))
+                          a[measure][stop], a["test_loss"][stop], flooded=with_flooding)
         values = a[measure][keep]
         if (values > 0).all() and values.max() > 20 * values.min():  # spans decades
             log_axis(ax.xaxis)
@@ -55,14 +69,15 @@ def plot_sharpness(result_path: str | Path, out_stem: str | Path,
         ax.set_ylabel("test loss")
     labels = run_labels(a["flood"], a["flooded"], json.loads(attrs["objectives"]),
                         [text(n) for n in a["label"]] if "label" in a else None)
-    marker_legend(axes[0, 0], labels, a["flooded"])
+    marker_legend(axes[0, 0], labels, flooding_of(a))
     fig.colorbar(ScalarMappable(shade, colormaps["viridis"]), ax=axes, label="epoch", shrink=0.8)
     fig.suptitle(f"sharpness of the {attrs['split']} loss (sigma {attrs['sigma']:g}, "
-                 f"{attrs['probes']} probes), {skipped(skip_epochs)}; large black: "
-                 "early-stopping epoch", fontsize=7)
+                 f"{attrs['probes']} probes), {skipped(skip_epochs)}"
+                 + ("; large black: early-stopping epoch" if early_stopping_marked(a) else ""),
+                 fontsize=7)
     plotted = np.flatnonzero(keep)
     csv = {"run": [names[r] for r in a["run"][plotted]],
-           "flooded": a["flooded"][a["run"][plotted]],
+           "flooded": [flooding_of(a)[r] for r in a["run"][plotted]],  # empty: not known
            **{k: a[k][plotted] for k in ("epoch", *PANELS, "trace_stderr", "avg_sharpness_stderr",
                                          "loss", "test_loss", "test_acc")},
            "early_stopping": a["epoch"][plotted] == a["marked_epoch"][a["run"][plotted]]}
@@ -93,8 +108,8 @@ def plot_spectrum(attrs: dict, a: dict[str, np.ndarray], out_stem: str | Path,
             keep = np.isfinite(a["density/nodes"][last])
             grid, curve = Density(a["density/nodes"][last][keep],
                                   a["density/weights"][last][keep]).curve()
-            ax.semilogy(grid, np.maximum(curve, 1e-12), color=FLOODED if a["flooded"][r]
-                        else PLAIN, lw=0.9)
+            ax.semilogy(grid, np.maximum(curve, 1e-12), color=COLOURS[flooding_of(a)[r]],
+                        lw=0.9)
             ax.set_ylim(bottom=max(curve.max() * 1e-8, 1e-12))
             ax.set_title(f"{labels[r]}, epoch {a['epoch'][last]}")
             ax.set_xlabel("eigenvalue")
@@ -114,7 +129,7 @@ def plot_spectrum(attrs: dict, a: dict[str, np.ndarray], out_stem: str | Path,
             mine = a["run"] == r
             for j in range(a["eigenvalues"].shape[1]):
                 ax.plot(a["epoch"][mine], a["eigenvalues"][mine, j], "-",
-                        color=FLOODED if a["flooded"][r] else PLAIN, lw=0.8,
+                        color=COLOURS[flooding_of(a)[r]], lw=0.8,
                         alpha=1 - 0.6 * j / max(a["eigenvalues"].shape[1], 1),
                         label=labels[r] if j == 0 else None)
                 csv["run"] += [labels[r]] * int(mine.sum())

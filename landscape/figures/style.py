@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from landscape.errors import BadInput
+from landscape.figures.epochs import of_checkpoints
 
 if TYPE_CHECKING:  # matplotlib takes a second to import: commands check --format before it
     from matplotlib.figure import Figure
@@ -22,6 +23,10 @@ WIDTH = {1: 3.25, 2: 6.75}  # inches
 PALETTE = {"blue": "#0072B2", "vermillion": "#D55E00", "green": "#009E73", "orange": "#E69F00",
            "sky": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
 FLOODED, PLAIN = PALETTE["blue"], PALETTE["vermillion"]  # the paper's blue/red convention
+# Fig. 4's markers and the spectra's colours by a run's flooding: with, without, or not known (a
+# user's checkpoints: no flood level is recorded, so neither the paper's "o" nor its "+" is true)
+MARKERS = {True: "o", False: "+", None: "x"}
+COLOURS = {True: FLOODED, False: PLAIN, None: PALETTE["black"]}
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
       "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "axes.linewidth": 0.6,
       "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 300, "axes.spines.top": False,
@@ -89,23 +94,38 @@ def run_labels(flood: np.ndarray, flooded: np.ndarray, objectives: Sequence[str]
     return labels
 
 
-def epoch_markers(ax, x, y, colours, stop_x, stop_y, *, flooded: bool) -> None:
+def flooding_of(a: Mapping[str, np.ndarray]) -> list[bool | None]:
+    """Each run's flooding in a per-epoch result (gradnorm, sharpness): True or False, or None
+    for a user's checkpoints (figures.epochs.of_checkpoints). Files from before the `flooded`
+    array: only a fixed b > 0 floods."""
+    if of_checkpoints(a):
+        return [None] * len(a["label"])
+    return [bool(f) for f in a.get("flooded", a["flood"] > 0)]
+
+
+def early_stopping_marked(a: Mapping[str, np.ndarray]) -> bool:
+    """Whether any run of a per-epoch result has an early-stopping epoch to mark (a user's
+    checkpoints have none: their caption must not promise the marker)."""
+    return bool((a["marked_epoch"] >= 0).any())
+
+
+def epoch_markers(ax, x, y, colours, stop_x, stop_y, *, flooded: bool | None) -> None:
     """One run's points of a Fig. 4-style scatter: "o" (hollow, as the paper's) with flooding,
-    "+" without, coloured by epoch; its early-stopping point (stop_x, stop_y) also as a larger
-    black marker of the same kind, hollow and drawn beneath, so that the point stays visible."""
-    marker = "o" if flooded else "+"
+    "+" without, "x" where not known, coloured by epoch; its early-stopping point (stop_x,
+    stop_y) also as a larger black marker of the same kind, hollow and drawn beneath, so that
+    the point stays visible."""
     for xs, ys, colour, size, width, z in ((x, y, colours, 12, 0.7, 3),
                                            (stop_x, stop_y, "black", 90, 1.6, 2)):
         style = dict(facecolors="none", edgecolors=colour) if flooded else dict(color=colour)
-        ax.scatter(xs, ys, marker=marker, s=size, linewidths=width, zorder=z, **style)
+        ax.scatter(xs, ys, marker=MARKERS[flooded], s=size, linewidths=width, zorder=z, **style)
 
 
-def marker_legend(ax, labels: Sequence[str], flooded: Sequence[bool]) -> None:
+def marker_legend(ax, labels: Sequence[str], flooded: Sequence[bool | None]) -> None:
     """A legend of the runs' markers, in grey: in these scatters colour means epoch, not run."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker="o" if f else "+",
-                      label=label) for label, f in dict.fromkeys(zip(labels, map(bool, flooded)))]
+    handles = [Line2D([], [], ls="none", color="grey", mfc="none", marker=MARKERS[f],
+                      label=label) for label, f in dict.fromkeys(zip(labels, flooded))]
     ax.legend(handles=handles, loc="best")
 
 
