@@ -23,6 +23,15 @@ _PUBLIC = {
     "flood": "flooding", "iflood": "flooding",
     "loss_slice": "measures.slices", "loss_surface": "measures.slices", "Slice": "measures.slices",
     "gradient_amplitude": "measures.gradients",
+    **{name: "measures.worstcase" for name in ("worst_case_sharpness", "Sharpness")},
+    **{name: "measures.pacbayes" for name in ("pac_bayes_sigma", "PacBayes")},
+    **{name: "measures.norms" for name in (
+        "frobenius_product", "frobenius_sum", "spectral_product", "path_norm",
+        "distance_from_init", "frobenius_distance")},
+    **{name: "measures.outputs" for name in ("output_margin", "fisher_rao_norm",
+                                             "gradient_noise")},
+    **{name: "measures.generalization" for name in ("generalization_measures",
+                                                    "slice_flatness")},
     **{name: "measures.hessian" for name in (
         "Estimate", "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density",
         "hessian_trace", "average_sharpness")},
