@@ -1,5 +1,6 @@
 """Making run files (store.py documents the layout, writer.py appends to them): `create_run`
-makes one complete, empty file; `Maker` makes many, copying a template per layout.
+makes one complete, empty file; `Maker` makes many, copying a template per layout; `extend_run`
+(more epochs) and `drop_resume_state` (a finished run, smaller) rewrite one.
 
 Every dataset is created and its space allocated when the file is made, under a fresh temporary
 name created exclusively and then linked to its name (files.py), so later commits write only raw
@@ -24,7 +25,7 @@ import torch
 from landscape import __version__
 from landscape.config import RunConfig
 from landscape.config.execution import Execution
-from landscape.files import check_space, publish, reserve, temporary
+from landscape.files import WriteLock, check_space, publish, reserve, temporary
 from landscape.runs import descriptions
 from landscape.runs.store import FORMAT, FORMAT_VERSION, STATUSES, Layout
 
@@ -54,6 +55,7 @@ def _checked(group: h5py.Group, name: str, data: np.ndarray, chunks: bool | tupl
 # Rows of a metric per chunk: a chunk is rewritten (whole, with its checksum) at every commit, and
 # 64 rows keep that write within a page or two.
 METRIC_CHUNK = 64
+RESUME_EPOCHS = "resume/epochs"
 
 
 def create_run(path: Path, config: RunConfig, execution: Execution, *, device: str,
@@ -156,19 +158,8 @@ def _skeleton(f: h5py.File, config: RunConfig, *, metric_names: Iterable[str],
     status.attrs["description"] = f"the run's state: {' | '.join(STATUSES)}"
     f.create_dataset("epochs_done", data=np.int64(-1)).attrs["description"] = (
         "last committed epoch (-1: none yet; 0 is the untrained model)")
-    metrics = f.create_group("metrics")
-    for name in metric_names:
-        _checked(metrics, name, np.full(epochs + 1, np.nan),
-                 chunks=(min(epochs + 1, METRIC_CHUNK),))
-        meaning, units = descriptions.metric(name)
-        metrics[name].attrs.update(description=meaning, units=units)
-    weights = f.create_group("weights")
-    weights.attrs["order"] = json.dumps(list(model_layout))  # HDF5 lists names sorted
-    _checked(weights, "epochs", saved)
-    weights["epochs"].attrs["description"] = "epochs whose parameters are kept (0 always)"
-    for key, (shape, dtype) in model_layout.items():
-        _preallocated(weights, key, (len(saved), *shape), dtype, chunks=(1, *shape))
-        weights[key].attrs["description"] = descriptions.weights(key)
+    _metrics(f, metric_names, epochs)
+    _weights(f, saved, model_layout)
     if config.objective.takes_snapshot:
         snap = f.create_group("snapshot")
         snap.create_dataset("step", data=np.int64(-1))
@@ -177,9 +168,104 @@ def _skeleton(f: h5py.File, config: RunConfig, *, metric_names: Iterable[str],
         state = snap.create_group("state")
         for key, (shape, dtype) in model_layout.items():
             _preallocated(state, key, shape, dtype)
-    f.create_dataset("resume/epochs", data=np.full(2, -1, dtype=np.int64))
+    f.create_dataset(RESUME_EPOCHS, data=np.full(2, -1, dtype=np.int64))
     for slot in ("slot0", "slot1"):
         group = f.create_group(f"resume/{slot}")
         for prefix, layout in (("model", model_layout), ("optim", optim_layout)):
             for key, (shape, dtype) in layout.items():
                 _preallocated(group, f"{prefix}/{key}", shape, dtype)
+
+
+def _metrics(f: h5py.File, names: Iterable[str], epochs: int) -> h5py.Group:
+    """/metrics: a row per epoch 0..epochs, NaN until measured."""
+    metrics = f.create_group("metrics")
+    for name in names:
+        _checked(metrics, name, np.full(epochs + 1, np.nan),
+                 chunks=(min(epochs + 1, METRIC_CHUNK),))
+        meaning, units = descriptions.metric(name)
+        metrics[name].attrs.update(description=meaning, units=units)
+    return metrics
+
+
+def _weights(f: h5py.File, saved: np.ndarray, model_layout: Layout) -> h5py.Group:
+    """/weights: the epochs kept and, per state-dict key, a slot for each (allocated, empty)."""
+    weights = f.create_group("weights")
+    weights.attrs["order"] = json.dumps(list(model_layout))  # HDF5 lists names sorted
+    _checked(weights, "epochs", saved)
+    weights["epochs"].attrs["description"] = "epochs whose parameters are kept (0 always)"
+    for key, (shape, dtype) in model_layout.items():
+        _preallocated(weights, key, (len(saved), *shape), dtype, chunks=(1, *shape))
+        weights[key].attrs["description"] = descriptions.weights(key)
+    return weights
+
+
+# Rewriting a run file: into a new file under a temporary name, then given the run's name, so
+# that the file really shrinks or grows (HDF5 never returns the space of deleted objects) and a
+# kill leaves the old file whole. The run's WriteLock is held meanwhile.
+
+def extend_run(path: Path, config: RunConfig, *, untested: Iterable[int] = ()) -> None:
+    """Make the run file at `path` one of `config`, which asks for more epochs than the file's
+    config and is otherwise the same: its metric rows, the weights of the epochs `config` keeps
+    too, the snapshot, resume state and /data carried over, the new epochs empty and the run
+    unfinished, to be resumed. `untested`: committed epochs whose test metrics the longer run
+    would not have measured (they were measured as the last epoch), cleared to NaN."""
+    def build(src: h5py.File, dst: h5py.File) -> None:
+        saved = np.asarray(config.save_epochs, dtype=np.int64)
+        old_saved = [int(e) for e in src["weights/epochs"][()]]
+        done = int(src["epochs_done"][()])
+        for name in src:
+            if name not in ("metrics", "weights"):
+                src.copy(src[name], dst, name)
+        dst["status"][()] = "running"
+        metrics = _metrics(dst, list(src["metrics"]), config.optim.epochs)
+        for name in src["metrics"]:
+            rows = src["metrics"][name][:done + 1]
+            if name.startswith("test_"):
+                rows[[e for e in untested if e <= done]] = np.nan
+            metrics[name][:done + 1] = rows
+        order = json.loads(src["weights"].attrs["order"])
+        layout = {k: (src["weights"][k].shape[1:], src["weights"][k].dtype) for k in order}
+        weights = _weights(dst, saved, layout)
+        for slot, epoch in enumerate(saved.tolist()):
+            if epoch <= done and epoch in old_saved:
+                for key in order:
+                    weights[key][slot] = src["weights"][key][old_saved.index(epoch)]
+        dst.attrs.update(config=config.to_json(), config_digest=config.digest())
+
+    with h5py.File(path, "r", locking=False) as f:  # at most: the new arrays beside the old
+        model = sum(int(np.prod(d.shape[1:])) * d.dtype.itemsize
+                    for k, d in f["weights"].items() if k != "epochs")
+        extra = (len(f["metrics"]) * 8 * (config.optim.epochs + 1)
+                 + len(config.save_epochs) * model)
+    _rewrite(path, build, extra=extra)
+
+
+def drop_resume_state(path: Path) -> None:
+    """Remove a finished run's resume state (two copies of the model and optimizer: most of a
+    file that keeps few epochs). /resume/epochs stays, naming no epoch: the run cannot be
+    continued, and is otherwise whole."""
+    def build(src: h5py.File, dst: h5py.File) -> None:
+        for name in src:
+            if name != "resume":
+                src.copy(src[name], dst, name)
+        dst.create_dataset(RESUME_EPOCHS, data=np.full(2, -1, dtype=np.int64))
+
+    _rewrite(path, build, extra=0)
+
+
+def _rewrite(path: Path, build, *, extra: int) -> None:
+    """Rebuild the run file at `path` with `build(old, new)` (the root attributes are copied
+    first), needing about `extra` bytes more than it has."""
+    path = Path(path)
+    lock = WriteLock(path)
+    try:
+        with temporary(path) as partial:
+            check_space(path, path.stat().st_size + extra)
+            with h5py.File(path, "r", locking=False) as src, \
+                    h5py.File(partial, "w-", locking=False) as dst:
+                dst.attrs.update(src.attrs)
+                build(src, dst)
+            reserve(partial)
+            publish(partial, path, replace=True)
+    finally:
+        lock.release()

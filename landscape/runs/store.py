@@ -17,7 +17,8 @@ Layout (format "landscape-run", version 2; docs/run-files.md documents it for ot
     /snapshot/state/<key>  the model's state dict at that step (before its update)
     /resume/slot{0,1}/...  model and optimizer state after the epochs in /resume/epochs
     /resume/epochs         int64 [2]: the epoch each slot holds, -1 while empty or being written
-                           (version 1 has none: slot e % 2 held epoch e, every epoch)
+                           (version 1 has none: slot e % 2 held epoch e, every epoch); a finished
+                           run trained with --drop-resume-state has no slots, and -1 twice here
     /data/flipped_<split>  int64: indices of the flipped labels of each split
     /data/<name>           per-sample arrays of the objective (AdaFlood: flood_levels, ...)
 
@@ -130,6 +131,7 @@ class Run:
                 json.loads(order)) == sorted(stored) else stored)
             # Files of adaptive runs from b = 0 made before such runs took snapshots have no slot.
             self.snapshot_slot = "snapshot" in f
+            self.format_version = int(f.attrs["format_version"])  # checked by _open_run_file
             self._validate(f)
         # An unfinished run is either being trained now or was stopped (killed, not started).
         self.in_progress = self.status == "running" and being_written(self.path)

@@ -27,10 +27,11 @@ from landscape.files import being_written, check_name, make_folder
 from landscape.memory import auto_chunk_size, free_memory, member_bytes, memory_limit
 from landscape.models import count_parameters, run_model
 from landscape.progress import progress_bar
-from landscape.runs.maker import Maker
+from landscape.runs.maker import Maker, drop_resume_state, extend_run
 from landscape.runs.store import Run, layout_of, write_sweep_index
 from landscape.runs.writer import RunWriter, close_all
 from landscape.training.adaflood import per_sample_arrays
+from landscape.training.extension import extension_problem, only_longer, untested
 from landscape.training.loop import METRIC_NAMES, Start, epochs
 from landscape.training.members import MemberData, balanced_chunks, optimizer_layout
 from landscape.training.recording import record
@@ -79,22 +80,30 @@ def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
 
 
 def _config_diff(a: RunConfig, b: RunConfig) -> str:
+    """The fields that differ, as "model.width 100 -> 50" (a's value -> b's)."""
     fa, fb = a.fields(), b.fields()
-    return ", ".join(f"{k}: {fa.get(k)} in the file vs {fb.get(k)} asked"
-                     for k in sorted(fa) if fa.get(k) != fb.get(k))
+    return ", ".join(f"{k} {fa.get(k)} -> {fb.get(k)}"
+                     for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k))
 
 
 def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> str:
-    """What to do with a run path: "fresh", "resume" or "skip"; bad input if it can't be decided."""
+    """What to do with a run path: "fresh", "resume", "extend" (resume with more epochs than the
+    file was made for) or "skip"; bad input if it can't be decided."""
     if path.exists() and being_written(path):
         raise BadInput(f"{path} is being written by another process (a run in progress); wait "
                        "for it to finish, or give this one another --out")
     if not path.exists() or overwrite:
         return "fresh"
     run = Run(path)
-    if run.config != config:
-        raise BadInput(f"{path} holds a different run ({_config_diff(run.config, config)}); "
-                       "use another --out or pass --overwrite to replace it")
+    # Run file names leave out most settings (the width, the epochs...): another run of the same
+    # name is told apart, field by field.
+    longer = only_longer(run.config, config) and config.optim.epochs > run.epochs
+    if run.config != config and not longer:
+        raise BadInput(f"{path} holds a different run ({_config_diff(run.config, config)}, the "
+                       "file's -> asked); give this one its own --name or another --out, or "
+                       "pass --overwrite to replace it")
+    if longer and run.status != "diverged":
+        return _extension(path, run, config, resume=resume)
     if run.status == "complete":
         if resume:
             return "skip"
@@ -109,10 +118,24 @@ def _existing(path: Path, config: RunConfig, *, resume: bool, overwrite: bool) -
     return "resume"
 
 
+def _extension(path: Path, run: Run, config: RunConfig, *, resume: bool) -> str:
+    """"extend" where `run` can continue to `config`'s larger number of epochs, and is asked to;
+    bad input saying why not otherwise."""
+    problem = extension_problem(run, config)
+    if problem is not None:
+        raise BadInput(f"{path} holds this run with {run.epochs} epochs and cannot be continued "
+                       f"to {config.optim.epochs}: {problem}; pass --overwrite to retrain it, or "
+                       "give this one another --name or --out")
+    if not resume:
+        raise BadInput(f"{path} holds this run with {run.epochs} epochs; pass --resume to "
+                       f"continue it to {config.optim.epochs}, or --overwrite to retrain it")
+    return "extend"
+
+
 def _starts(path: Path, action: str) -> tuple[int, ...]:
     """The checkpointed epochs a run can continue from, latest last; (-1,) to start afresh (also
     when a file was made but killed before epoch 0 was committed)."""
-    kept = Run(path).resume_epochs if action == "resume" else ()
+    kept = Run(path).resume_epochs if action in ("resume", "extend") else ()
     # A run with only epoch 0 can also start afresh (to the same numbers), as a member that a kill
     # stopped before its epoch-0 commit must: the chunk then trains together, as it began.
     return (-1, *kept) if kept in ((), (0,)) else kept
@@ -305,7 +328,9 @@ def _make_files(items: Sequence[tuple[Path, RunConfig, str]], execution: Executi
     """The run files of the fresh runs among `items`, before any trains."""
     with Maker() as maker:
         for p, c, a in items:
-            if a == "fresh":
+            if a == "extend":  # the file made longer, then resumed
+                extend_run(p, c, untested=untested(Run(p), c))
+            elif a == "fresh":
                 dataset = datasets[(c.data, c.dtype)]
                 # AdaFlood's auxiliary phase: the levels its run file is made with.
                 arrays = (per_sample_arrays(c, dataset, device=device,
@@ -331,6 +356,8 @@ def _train_chunks(chunks: list[list[tuple[Path, RunConfig, str]]],
             for (p, _, _), status in zip(part, _train_part(part, data, execution, device,
                                                            progress=progress, label=label)):
                 statuses[p] = status
+                if status == "complete" and not execution.keep_resume_state:
+                    drop_resume_state(p)
             done += len(part)
     return statuses
 
