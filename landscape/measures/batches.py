@@ -1,4 +1,4 @@
-"""How the generalization measures (worstcase.py, pacbayes.py, outputs.py) take a model and its
+"""How a measurement (hessian.py, worstcase.py, pacbayes.py, outputs.py) takes a model and its
 data, evaluate it at other weights, and cut the data into disjoint batches of m samples.
 """
 

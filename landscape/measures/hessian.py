@@ -14,15 +14,16 @@ from torch.func import functional_call
 
 from landscape.data import Split
 from landscape.errors import BadInput
-from landscape.flooding import Loss, check_loss, per_sample_loss
+from landscape.flooding import Loss, per_sample_loss
+from landscape.measures.batches import taken
 from landscape.measures.density import Density
 from landscape.measures.evaluation import losses_at
-from landscape.measures.filternorm import gaussian_directions, parameters_of
-from landscape.measures.model import Tensors, _dtype, _norm, _prepared, check_data
+from landscape.measures.filternorm import gaussian_directions
+from landscape.measures.model import Tensors, _norm
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source, TensorSource, as_source
 from landscape.measures.spectrum import density, flat_draws, top_eigenpairs
-from landscape.memory import GRAPH_NUMBERS, rows_of
+from landscape.memory import GRAPH_NUMBERS
 
 PROBE_BATCH = 8  # trace probes drawn at once (the draws of a seed depend on it)
 
@@ -170,14 +171,8 @@ class Estimate(NamedTuple):
 @contextlib.contextmanager
 def _hessian(model, data, loss, params, device) -> Iterator[tuple[Tensors, Any]]:
     """(theta, v -> Hv) of the mean loss over `data`."""
-    loss = check_loss(loss)
-    with _prepared(model, params, device) as (template, state):
-        theta, buffers = parameters_of(template, state)
-        first = next(iter(theta.values()))
-        source = as_source(data, device=first.device, dtype=_dtype(state))
-        check_data(template, state, {"data": source}, loss)
-        rows = rows_of(template, source, 1, first.device, gradients=True)
-        yield theta, hvp_function(template, theta, buffers, source, loss, rows)
+    with taken(model, data, loss, params, device, gradients=True) as m:
+        yield m.theta, hvp_function(m.template, m.theta, m.buffers, m.source, m.loss, m.rows)
 
 
 def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
@@ -241,15 +236,9 @@ def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entrop
     """E_d[L(theta + sigma d)] - L(theta) over `draws` antithetic pairs of Gaussian directions d,
     filter-normalized to the model (sigma in units of each filter's norm), with its standard
     error over the draws."""
-    loss = check_loss(loss)
     options = SharpnessOptions(sigma=sigma, draws=draws, seed=seed,
                                normalization=_norm(normalization, include_biasbn))
-    with _prepared(model, params, device) as (template, state):
-        theta, buffers = parameters_of(template, state)
-        first = next(iter(theta.values()))
-        source = as_source(data, device=first.device, dtype=_dtype(state))
-        check_data(template, state, {"data": source}, loss)
-        rows = rows_of(template, source, 1, first.device)
-        value, stderr, _ = sharpness_estimate(template, theta, buffers, source, loss, options,
-                                              at_once=1, rows=rows)
+    with taken(model, data, loss, params, device) as m:
+        value, stderr, _ = sharpness_estimate(m.template, m.theta, m.buffers, m.source, m.loss,
+                                              options, at_once=1, rows=m.rows)
     return Estimate(value, stderr)
