@@ -11,10 +11,12 @@ other folders are searched for both):
 | 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder: `fig5_flatness-slice`, `fig5_flatness-surface` (numbered when there are several) |
 | 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
 | sharpness | test loss vs Hessian eigenvalue, trace, average-case sharpness (beyond the paper) | sharpness result files (`landscape sharpness`) |
+| connect | loss and error along the linear path and the fitted curve between two models (beyond the paper) | connect result files (`landscape connect`) |
 
 Sections 5.2-5.4 and sharpness need their result files because making them evaluates models.
-"all" means the paper's sections (2 to 5.4); sharpness is drawn when asked for by name. Every section asked
-for must find its inputs, or nothing is drawn and one line names what is missing.
+"all" means the paper's sections (2 to 5.4); sharpness and connect are drawn when asked for by
+name. Every section asked for must find its inputs, or nothing is drawn and one line names what is
+missing.
 """
 
 from __future__ import annotations
@@ -27,29 +29,32 @@ from typing import Callable, Sequence
 
 from landscape.analysis import curves, memorization, mse
 from landscape.errors import BadInput
+from landscape.figures.connect import plot_connect
 from landscape.figures.curves import plot_curves
 from landscape.figures.flatness import plot_flatness
 from landscape.figures.gradnorm import plot_gradnorm
 from landscape.figures.memorization import plot_memorization
 from landscape.figures.mse import plot_mse
 from landscape.figures.sharpness import plot_sharpness
-from landscape.results import GRADNORM, MEMORIZATION, MSE, SHARPNESS, SLICE
+from landscape.results import CONNECT, GRADNORM, MEMORIZATION, MSE, SHARPNESS, SLICE
 from landscape.runs.store import FORMAT as RUN_FORMAT
 from landscape.runs.store import SWEEP_INDEX, Run, file_format, find_runs
 
 PAPER_SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")  # what "all" draws
-SECTIONS = PAPER_SECTIONS + ("sharpness",)
+SECTIONS = PAPER_SECTIONS + ("sharpness", "connect")
 RESULT_SECTION = {f"landscape-{MEMORIZATION}": "5.1", f"landscape-{GRADNORM}": "5.2",
                   f"landscape-{SLICE}": "5.3", f"landscape-{MSE}": "5.4",
-                  f"landscape-{SHARPNESS}": "sharpness"}
+                  f"landscape-{SHARPNESS}": "sharpness", f"landscape-{CONNECT}": "connect"}
 STEMS = {"2": "fig2_learning_curves", "5.1": "fig3_memorization", "5.2": "fig4_gradients",
-         "5.3": "fig5_flatness", "5.4": "thm1_mse", "sharpness": "sharpness"}
+         "5.3": "fig5_flatness", "5.4": "thm1_mse", "sharpness": "sharpness",
+         "connect": "connect"}
 NEEDS = {"2": "runs with the test loss at every epoch (landscape train --eval-test every)",
          "5.1": "sweeps over b or a memorization result file (landscape memorization)",
          "5.2": "gradnorm result files (landscape gradnorm)",
          "5.3": "slice result files (landscape flatness)",
          "5.4": "mse result files (landscape mse)",
-         "sharpness": "sharpness result files (landscape sharpness)"}
+         "sharpness": "sharpness result files (landscape sharpness)",
+         "connect": "connect result files (landscape connect)"}
 
 
 @dataclass
@@ -68,7 +73,7 @@ def file_kind(path: Path) -> str:
         return "run"
     if fmt not in RESULT_SECTION:
         raise BadInput(f"{path} is neither a landscape run file nor a result file of "
-                       "memorization, gradnorm, flatness, mse or sharpness")
+                       "memorization, gradnorm, flatness, mse, sharpness or connect")
     return RESULT_SECTION[fmt]
 
 
@@ -129,7 +134,7 @@ def _curves_builder(runs: list[Run], notes: list[str]):
 
 
 PLOTS = {"5.1": plot_memorization, "5.2": plot_gradnorm, "5.3": plot_flatness,
-         "5.4": plot_mse, "sharpness": plot_sharpness}
+         "5.4": plot_mse, "sharpness": plot_sharpness, "connect": plot_connect}
 REPORTS = {"5.1": memorization.report, "5.4": mse.report}
 PER_EPOCH = ("5.2", "sharpness")  # figures of every computed epoch, less the first skip_epochs
 

@@ -5,6 +5,7 @@ sources (data as tensors, splits or DataLoaders), evaluation (whole-data loss, a
 stack (K parameter sets as one vmapped model), model (how a user's module and state are taken),
 options (the settings that determine a result), filternorm (Li et al.'s normalization), slices
 (Sec. 5.3), gradients (Sec. 5.2), hessian (products and estimators), spectrum and density
-(Lanczos), trajectory (PCA of a path), theorem1 (Sec. 5.4). `import landscape` gives the public
-functions; this package imports nothing until a module of it is asked for.
+(Lanczos), trajectory (PCA of a path), theorem1 (Sec. 5.4), connectivity (the linear path and
+fitted curves between two models). `import landscape` gives the public functions; this package
+imports nothing until a module of it is asked for.
 """

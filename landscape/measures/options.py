@@ -158,3 +158,49 @@ class MseOptions:
             raise BadInput(f"--seed must be >= 0, got {self.draw_seed}")
         if self.pool_seed is not None and self.pool_seed < 0:
             raise BadInput(f"--pool-seed must be >= 0, got {self.pool_seed}")
+
+
+CURVES = ("bezier", "polychain")           # a fitted curve's kind (connectivity.py)
+PATH_BN = ("recompute", "keep")             # BatchNorm statistics along a path between models
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """What determines a connection of two models (measures/connectivity.py, analysis/connect.py):
+    the linear path's grid and BatchNorm statistics, and the fitted curve (None: none) with its
+    SGD settings; recorded in the result file."""
+
+    points: int = 21
+    bn: str = "recompute"
+    curve: str | None = "bezier"
+    curve_epochs: int = 50
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.points < 3:  # the two models and at least one point between them
+            raise BadInput(f"--points must be >= 3, got {self.points}")
+        if self.bn not in PATH_BN:
+            raise BadInput(f"unknown --bn {self.bn!r}; choose recompute or keep")
+        if self.curve is not None and self.curve not in CURVES:
+            raise BadInput(f"unknown --curve {self.curve!r}; choose bezier, polychain or none")
+        if self.curve_epochs < 1 or self.batch_size < 1:
+            raise BadInput("--curve-epochs and the batch size must be at least 1, got "
+                           f"{self.curve_epochs} and {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"the curve's learning rate must be a number > 0, got {self.lr}")
+        if not (0 <= self.momentum < 1 and self.weight_decay >= 0):
+            raise BadInput(f"momentum must be in [0, 1) and weight decay >= 0, got "
+                           f"{self.momentum} and {self.weight_decay}")
+        if self.seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.seed}")
+
+    def attrs(self) -> dict:
+        return {"points": self.points, "bn": self.bn, "curve": self.curve or "none",
+                **({} if self.curve is None else {
+                    "curve_epochs": self.curve_epochs, "lr": self.lr, "momentum": self.momentum,
+                    "weight_decay": self.weight_decay, "batch_size": self.batch_size,
+                    "seed": self.seed})}

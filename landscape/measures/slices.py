@@ -19,7 +19,7 @@ from landscape.measures.evaluation import mean_loss
 from landscape.measures.filternorm import gaussian_directions, normalize_direction, parameters_of
 from landscape.measures.model import Tensors, _dtype, _norm, _prepared, check_data
 from landscape.measures.options import BN_STATS, Normalization
-from landscape.measures.sources import Source, as_sources
+from landscape.measures.sources import LoaderSource, Source, as_sources
 from landscape.measures.stack import Ensemble
 from landscape.memory import rows_of
 
@@ -52,43 +52,83 @@ def evaluate_points(template: nn.Module, state: Mapping[str, torch.Tensor],
                     sources: Mapping[str, Source], loss: Loss, *, members: int = 1,
                     bn_stats: str = "checkpoint") -> dict[str, np.ndarray]:
     """Loss and accuracy on every source (`<name>_loss`, `<name>_acc`) at theta + sum_j
-    coords[p, j] * directions[j] for every point p (coords [P, D]): `members` points stacked as one
-    vmapped Ensemble, or one at a time (members = 1, the fast choice on a CPU). Each perturbed
-    parameter set is written once into the ensemble's own stacked tensors (allocated once per
-    call, not per point) and evaluated on every source; buffers (BN running statistics) are never
-    perturbed, or, with bn_stats "recompute", re-estimated at each point from the "train" source."""
-    params, buffers = parameters_of(template, state)
+    coords[p, j] * directions[j] for every point p (coords [P, D]), as evaluate_combinations
+    evaluates them; buffers (BN running statistics) are never perturbed, or, with bn_stats
+    "recompute", re-estimated at each point from the "train" source."""
+    coords = np.asarray(coords, dtype=float).reshape(len(coords), -1)
+    weights = np.hstack([np.ones((len(coords), 1)), coords])  # 1 theta + sum_j c_j d_j
+    return evaluate_combinations(template, [state, *directions], weights, sources, loss,
+                                 members=members, bn_stats=bn_stats)
+
+
+def evaluate_combinations(template: nn.Module, anchors: Sequence[Mapping[str, torch.Tensor]],
+                          weights: np.ndarray, sources: Mapping[str, Source], loss: Loss, *,
+                          members: int = 1, bn_stats: str = "checkpoint"
+                          ) -> dict[str, np.ndarray]:
+    """Loss and accuracy on every source (`<name>_loss`, `<name>_acc`) at the parameters
+    sum_j weights[p, j] * anchors[j] of every point p (weights [P, J]; anchors[0] a whole state
+    dict, the others at least its parameters): a slice's theta + sum_j c_j d_j, or a path between
+    models ((1 - t) a + t b, a Bezier curve). `members` points are stacked as one vmapped Ensemble,
+    or evaluated one at a time (members = 1, the fast choice on a CPU). Each parameter set is
+    written once into the ensemble's own stacked tensors (allocated once per call, not per point)
+    as w_0 anchor_0 + w_1 anchor_1 + ..., so that a weight of 1 on one anchor and 0 on the others
+    gives that anchor exactly, and evaluated on every source. Buffers (BN running statistics):
+    anchors[0]'s ("checkpoint"), re-estimated at each point from the "train" source
+    ("recompute"), or combined with the same weights ("combine": floating buffers; integer ones,
+    BatchNorm's num_batches_tracked, from the anchor of the largest weight)."""
+    weights = np.asarray(weights, dtype=float)
+    params, buffers = parameters_of(template, anchors[0])
     first = next(iter(params.values()))
     if bn_stats == "recompute":
         members, stat_model = 1, statistics_model(template)
-    members = max(1, min(members, len(coords)))
+    members = max(1, min(members, len(weights)))
     rows = {name: rows_of(template, source, members, first.device)
             for name, source in sources.items()}
+    if bn_stats == "recompute" and isinstance(sources["train"], LoaderSource):
+        # a DataLoader's first pass gives its own batches, later ones its kept rows in chunks:
+        # that pass now, so that every point re-estimates its statistics from the same batches
+        for _ in sources["train"].batches(rows["train"]):
+            pass
     slots: dict[int, Ensemble] = {}  # by size: the last chunk may be smaller
-    out = {f"{name}_{m}": np.full(len(coords), np.nan) for name in sources for m in ("loss", "acc")}
-    for start in range(0, len(coords), members):
-        chunk = coords[start:start + members].tolist()
+    out = {f"{name}_{m}": np.full(len(weights), np.nan) for name in sources
+           for m in ("loss", "acc")}
+    for start in range(0, len(weights), members):
+        chunk = weights[start:start + members].tolist()
         if len(chunk) not in slots:
-            slots[len(chunk)] = Ensemble(template, [dict(state)] * len(chunk),
+            slots[len(chunk)] = Ensemble(template, [dict(anchors[0])] * len(chunk),
                                          device=first.device, dtype=first.dtype)
         ensemble = slots[len(chunk)]
         with torch.no_grad():
-            for k, c in enumerate(chunk):
-                for n, theta in params.items():  # theta + sum_j c_j d_j
-                    slot = ensemble.params[n][k].copy_(theta)
-                    for a, d in zip(c, directions):
-                        slot.add_(d[n], alpha=a)
+            for k, w in enumerate(chunk):
+                for n in params:
+                    _combine(ensemble.params[n][k], w, [a[n] for a in anchors])
                 if bn_stats == "recompute":
                     point = {n: p[k] for n, p in ensemble.params.items()}
                     fresh = bn_statistics(stat_model, point, buffers, sources["train"],
                                           rows["train"])
                     for n, value in fresh.items():
                         ensemble.buffers[n][k].copy_(value)
+                elif bn_stats == "combine":
+                    for n, value in buffers.items():
+                        if value.is_floating_point():
+                            _combine(ensemble.buffers[n][k], w, [a[n] for a in anchors])
+                        else:
+                            ensemble.buffers[n][k].copy_(anchors[int(np.argmax(w))][n])
         for name, source in sources.items():
             split_loss, split_acc, _ = mean_loss(ensemble, source, loss, rows[name])
             out[f"{name}_loss"][start:start + len(chunk)] = split_loss.numpy()
             out[f"{name}_acc"][start:start + len(chunk)] = split_acc.numpy()
     return out
+
+
+def _combine(slot: torch.Tensor, weights: Sequence[float], tensors: Sequence[torch.Tensor]
+             ) -> None:
+    """slot <- sum_j weights[j] tensors[j], in place, in that order."""
+    slot.copy_(tensors[0])
+    if weights[0] != 1:
+        slot.mul_(weights[0])
+    for w, t in zip(weights[1:], tensors[1:]):
+        slot.add_(t, alpha=w)
 
 
 @dataclass(frozen=True)
