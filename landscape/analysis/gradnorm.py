@@ -76,12 +76,13 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
     `overwrite` (loading.reuse_result).
 
     Under torchrun each rank computes a share of the (run, epoch) pairs; rank 0 gathers them into
-    the file (README: Scale-out)."""
+    the file (docs/guides/scale-out.md)."""
     runs = list(runs)
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise BadInput(f"unknown split(s) {bad or list(splits)}; use train and/or test")
     check_same_architecture(runs)
+    names = result_names(runs)  # runs no path can tell apart: refused before any work
     for run in runs:
         if len(run.saved_epochs) == 0:
             raise BadInput(f"{run.path}: no saved epochs yet")
@@ -102,7 +103,7 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
                                              splits=splits, epochs=[e for j, e in mine if j == i],
                                              progress=progress and world.rank == 0))
                           for i in dict.fromkeys(i for i, _ in mine)]
-    rows, arrays = _gathered(runs, stopping, computed.values)
+    rows, arrays = _gathered(runs, names, stopping, computed.values)
     with distributed.exchange(world):  # rank 0 writes; no rank returns before the file exists
         if world.rank == 0:
             attrs = {**normalization.attrs(), "splits": list(splits),
@@ -118,7 +119,8 @@ def gradnorm(runs: Sequence[Run], out: str | Path, *, device: torch.device,
 
 
 
-def _gathered(runs: Sequence[Run], stopping: Sequence[int], shares: Sequence[list]
+def _gathered(runs: Sequence[Run], names: Sequence[str], stopping: Sequence[int],
+              shares: Sequence[list]
               ) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Every rank's (run index, values) shares as each run's rows (in rank order, so in epoch
     order) and the result file's arrays: long-format rows over (run, epoch) and per-run arrays."""
@@ -132,7 +134,7 @@ def _gathered(runs: Sequence[Run], stopping: Sequence[int], shares: Sequence[lis
         marked.append(_nearest(values["epoch"].tolist(), stop))
     arrays = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     arrays.update(
-        run_name=np.array(result_names(runs)),  # runs named alike: told apart by paths
+        run_name=np.array(names),  # runs named alike: told apart by their paths
         run_path=np.array([str(run.path) for run in runs]),
         flood=np.array([run.config.objective.flood for run in runs]),
         flooded=np.array([run.config.objective.floods for run in runs]),
