@@ -6,6 +6,9 @@ stack (K parameter sets as one vmapped model), model (how a user's module and st
 options (the settings that determine a result), filternorm (Li et al.'s normalization), slices
 (Sec. 5.3), gradients (Sec. 5.2), hessian (products and estimators), spectrum and density
 (Lanczos), trajectory (PCA of a path), theorem1 (Sec. 5.4), connectivity (the linear path and
-fitted curves between two models). `import landscape` gives the public functions; this package
+fitted curves between two models); the generalization measures: batches (their shared set-up),
+worstcase (worst-case and m-sharpness), pacbayes (PAC-Bayes flatness), norms (weight and path
+norms, distance from init), outputs (margin, Fisher-Rao norm, gradient noise) and generalization
+(all of them as one dict). `import landscape` gives the public functions; this package
 imports nothing until a module of it is asked for.
 """
