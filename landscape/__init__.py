@@ -36,6 +36,7 @@ _PUBLIC = {
         "Estimate", "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density",
         "hessian_trace", "average_sharpness")},
     "Density": "measures.density",
+    "Tracker": "measures.tracking",
     "risk_mse": "measures.theorem1",
     "trajectory_directions": "measures.trajectory", "Trajectory": "measures.trajectory",
     **{name: "measures.connectivity" for name in ("interpolate", "fit_curve", "Curve", "LossPath")},
