@@ -11,9 +11,10 @@ the seed among them), each measure, and the gap (e.g. test error - train error).
   their Theta), so runs that share every axis value (a cell: its seeds) are averaged first, measure
   and gap alike, and tau is taken over cell means. The seeds' spread goes to the bootstrap.
 - `sign_error`: Dziugaite et al. (NeurIPS 2020, "In search of robust measures of generalization"),
-  their coupled-network experiments and robust (worst-case) sign-error. An environment is a pair of cells that differ in exactly one axis, as in their
-  coupled-network code (create_environments.py: "every possible pair of hyperparameter
-  combinations that differ in exactly one value"); its sign-error is the mean over every pair of
+  their coupled-network experiments and robust (worst-case) sign-error. An environment is a pair
+  of cells that differ in exactly one axis, as in their coupled-network code
+  (create_environments.py: "every possible pair of hyperparameter combinations that differ in
+  exactly one value"); its sign-error is the mean over every pair of
   runs (one from each cell, so all seed pairs) of 1/2 (1 - sign(dmeasure) sign(dgap)). The robust
   (worst) sign-error is the max over environments; the mean is over all such run pairs (with the
   same number of seeds in every cell, the same as the mean over environments). Their Monte Carlo
