@@ -36,8 +36,9 @@ from landscape.measures.stack import Ensemble
 from landscape.memory import auto_chunk_size
 from landscape.models import build_model, count_parameters
 from landscape.runs.store import Run
+from landscape.training.grid import expand
 from landscape.training.loop import make_optimizer
-from landscape.training.planner import expand, train
+from landscape.training.planner import train
 
 
 def sync(device: torch.device) -> None:

@@ -40,7 +40,7 @@ _PUBLIC = {
     "risk_mse": "measures.theorem1",
     "trajectory_directions": "measures.trajectory", "Trajectory": "measures.trajectory",
     **{name: "measures.connectivity" for name in ("interpolate", "fit_curve", "Curve", "LossPath")},
-    **{name: "training.planner" for name in ("train", "expand", "TrainResult")},
+    "train": "training.planner", "TrainResult": "training.planner", "expand": "training.grid",
     **{name: "runs.store" for name in ("Run", "open_runs", "find_runs")},
     **{name: "config" for name in (
         "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig")},

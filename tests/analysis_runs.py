@@ -9,7 +9,8 @@ from conftest import tiny_config
 from landscape.config import ModelConfig
 from landscape.config.execution import Execution
 from landscape.runs.store import Run, open_runs
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 
 
 def train_pair(tmp_path_factory, *, model: str = "mlp", flood: float = 0.5, epochs: int = 10,

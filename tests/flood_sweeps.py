@@ -10,7 +10,8 @@ import numpy as np
 from conftest import tiny_config
 
 from landscape.config.execution import Execution
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 
 FLOODS = (0.0, 0.2, 0.4)
 

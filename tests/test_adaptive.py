@@ -16,7 +16,8 @@ from landscape.config import ObjectiveConfig
 from landscape.config.execution import Execution
 from landscape.errors import BadInput
 from landscape.runs.store import Run
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 from landscape.training.schedule import AdaptiveRule, LevelState, levels, update
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,8 @@ from landscape.config import OptimConfig
 from landscape.config.execution import Execution
 from landscape.runs.store import Run
 from landscape.runs.writer import RunWriter
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 
 NEVER = 1e9  # seconds: only saved and final epochs checkpoint
 

@@ -8,10 +8,8 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import TESTS, landscape_cli
 
 ROOT = TESTS.parent

@@ -19,9 +19,10 @@ from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.memory import auto_chunk_size
 from landscape.models import build_model, count_parameters
 from landscape.runs.store import Run
+from landscape.training.grid import expand
 from landscape.training.loop import epoch_generator
 from landscape.training.members import balanced_chunks
-from landscape.training.planner import expand, train
+from landscape.training.planner import train
 
 FLOODS = [0.0, 0.3, 0.6]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import matplotlib
 import pytest
-
 from conftest import TESTS
 
 EXAMPLES = sorted((TESTS.parent / "examples").glob("*.py"))

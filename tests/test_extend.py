@@ -14,7 +14,8 @@ from landscape.config import ObjectiveConfig
 from landscape.config.execution import Execution
 from landscape.errors import BadInput
 from landscape.runs.store import Run
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # bit for bit on this machine, one thread
 QUIET = Execution(progress=False)

@@ -8,7 +8,6 @@ import shlex
 import sys
 
 import pytest
-
 from conftest import TESTS, landscape_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

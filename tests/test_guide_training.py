@@ -4,7 +4,7 @@
 import re
 from pathlib import Path
 
-from landscape import Run
+from landscape.runs.store import Run
 
 GUIDE = Path(__file__).parent.parent / "docs" / "guides" / "training.md"
 

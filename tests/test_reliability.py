@@ -309,7 +309,7 @@ def test_a_stacked_sweep_killed_between_members_commits_resumes_bit_for_bit(
     from conftest import train_interrupted
 
     from landscape.config.execution import Execution
-    from landscape.training.planner import expand
+    from landscape.training.grid import expand
 
     configs = expand(tiny_config(epochs=6, save="every:2", eval_test="best"), [0.0, 0.3, 0.6],
                      [0, 1])

@@ -16,7 +16,8 @@ from landscape.config.execution import Execution
 from landscape.errors import BadInput
 from landscape.runs.inspect import describe_paths
 from landscape.runs.store import Run, find_runs
-from landscape.training.planner import expand, train
+from landscape.training.grid import expand
+from landscape.training.planner import train
 
 DEADLINE = 300  # seconds: only a hung process gets near it
 # Tiny models: one thread each, or OpenMP's spinning on a busy 2-core machine costs 10x.

@@ -18,9 +18,10 @@ from landscape.data import Dataset, Split, Standardize
 from landscape.runs.store import Run
 from landscape.runs.writer import RunWriter
 from landscape.training import recording
+from landscape.training.grid import expand
 from landscape.training.loop import Start, epochs
 from landscape.training.members import MemberData
-from landscape.training.planner import expand, train
+from landscape.training.planner import train
 
 
 def _images(seed: int, n: int = 12) -> Dataset:

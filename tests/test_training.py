@@ -16,8 +16,9 @@ from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss
 from landscape.models import build_model
 from landscape.runs.store import Run
+from landscape.training.grid import expand
 from landscape.training.loop import epoch_generator
-from landscape.training.planner import expand, train
+from landscape.training.planner import train
 
 
 def _comparable(run: Run) -> dict[str, np.ndarray]:

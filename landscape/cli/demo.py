@@ -66,7 +66,7 @@ def _run(out: Path, epochs: int, formats, execution, overwrite: bool, quiet: boo
     from landscape.measures.options import SliceOptions
     from landscape.runs.inspect import demo_report
     from landscape.runs.store import Run
-    from landscape.training.planner import expand
+    from landscape.training.grid import expand
     from landscape.training.planner import train as train_runs
 
     base = RunConfig(data=DataConfig("two_gaussians", noise=0.1, n_test=N_TEST),

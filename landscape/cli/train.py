@@ -25,23 +25,51 @@ from landscape.errors import BadInput
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")
 
 
+# A sweep's axes: options that take several values, space-separated after the flag
+# (`--flood 0 0.1 0.2`, `--lr 1e-3 1e-2`) or as comma lists. --flood also adds up when repeated;
+# for the others a repeated flag replaces the earlier one, as it always did.
+AXIS_OPTIONS = {"lr": ("--lr", float), "batch_size": ("--batch-size", int),
+                "weight_decay": ("--weight-decay", float), "width": ("--width", int),
+                "depth": ("--depth", int)}
+VARIADIC = ("--flood", *(flag for flag, _ in AXIS_OPTIONS.values()))
+
+
 class TrainCommand(click.Command):
-    """Lets `--flood 0 0.1 0.2` take several space-separated levels, as well as repeated
-    `--flood`, comma lists and ranges start:stop:step."""
+    """Lets `--flood 0 0.1 0.2` and the other VARIADIC options take several space-separated
+    values, as well as comma lists and, for --flood, repeated flags and ranges start:stop:step."""
 
     def parse_args(self, ctx, args):
         rewritten, i = [], 0
         while i < len(args):
             rewritten.append(args[i])
-            if args[i] == "--flood" and i + 1 < len(args):
-                rewritten.append(args[i + 1])
+            if args[i] in VARIADIC and i + 1 < len(args):
+                flag, values = args[i], [args[i + 1]]
                 i += 2
                 while i < len(args) and _FLOOD_TOKEN.match(args[i]):
-                    rewritten += ["--flood", args[i]]
+                    values.append(args[i])
                     i += 1
+                if flag == "--flood":
+                    rewritten += [values[0]] + [t for v in values[1:] for t in ("--flood", v)]
+                else:
+                    rewritten.append(",".join(values))
                 continue
             i += 1
         return super().parse_args(ctx, rewritten)
+
+
+def _axis_values(token: str | None, flag: str, kind: type) -> tuple:
+    """An axis option's values (space-separated or a comma list), each given once."""
+    values = []
+    if token is not None:
+        for text in token.split(","):
+            try:
+                values.append(kind(text))
+            except ValueError:
+                raise BadInput(f"{flag} takes {kind.__name__} values, got {text!r}") from None
+    repeated = [v for v in values if values.count(v) > 1]
+    if repeated:
+        raise BadInput(f"{flag} {repeated[0]:g} is given twice; give each value once")
+    return tuple(values)
 
 
 def _csv_ints(value: str | None, what: str) -> tuple[int, ...]:
@@ -65,8 +93,10 @@ def _library(cls, name: str):
               help="Fraction of labels flipped in train, validation and test (exactly floor(n*F)).")
 @click.option("--model", "model_name", metavar="NAME",
               help=f"Model: {', '.join(MODELS)}. Default: the paper's for the data set.")
-@click.option("--depth", type=int, help="MLP hidden layers (default 5 synthetic, 2 MNIST; mlp_bn 4).")
-@click.option("--width", type=int, help="MLP hidden units (default 500 synthetic, 1000 MNIST).")
+@click.option("--depth", metavar="N", help="MLP hidden layers (default 5 synthetic, "
+              "2 MNIST; mlp_bn 4); several values make a sweep axis.")
+@click.option("--width", metavar="N", help="MLP hidden units (default 500 "
+              "synthetic, 1000 MNIST); several values make a sweep axis.")
 @click.option("--flood", "floods", multiple=True, metavar="B",
               help="Flood level(s): numbers, comma lists or ranges start:stop:step (inclusive); "
                    "several make a sweep. Default 0 (no flooding).")
@@ -91,13 +121,16 @@ def _library(cls, name: str):
 @click.option("--data-seed", type=int,
               help="Fix the data draw across seeds (default: each seed draws its own data).")
 @click.option("--epochs", type=int, help="Epochs (default 500, as the paper).")
-@click.option("--batch-size", type=int, help="Mini-batch size (default 100 synthetic, 128 images).")
+@click.option("--batch-size", metavar="N", help="Mini-batch size (default 100 "
+              "synthetic, 128 images); several values make a sweep axis.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]),
               help="Default: adam for synthetic data, sgd for images.")
-@click.option("--lr", type=float, help="Learning rate (default 1e-3 adam, 0.1 sgd).")
+@click.option("--lr", metavar="LR", help="Learning rate (default 1e-3 adam, 0.1 "
+              "sgd); several values (--lr 1e-3 1e-2) make a sweep axis.")
 @click.option("--momentum", type=float, help="SGD momentum (default 0.9 for images).")
-@click.option("--weight-decay", type=float, default=_library(OptimConfig, "weight_decay"),
-              show_default=True)
+@click.option("--weight-decay", metavar="WD",
+              help=f"L2 weight decay (default {_library(OptimConfig, 'weight_decay'):g}); several "
+              "values make a sweep axis.")
 @click.option("--lr-milestones", metavar="E,E", help="Multiply the learning rate by 0.1 after "
                                                      "these epochs, e.g. 250,400.")
 @click.option("--augment", is_flag=True, help="Random crop (padding 4) and horizontal flip.")
@@ -172,6 +205,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
       landscape train --data two_gaussians --noise 0.1 --flood-schedule adaptive --seeds 3
       landscape train --data two_gaussians --noise 0.1 --objective adaflood --seeds 3
       landscape train --data mnist --data-dir tests/data --flood 0 0.02 --epochs 100
+      landscape train --data two_gaussians --flood 0 0.3 --lr 1e-3 1e-2 --width 100 500 --seeds 3
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
       torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
 
@@ -189,6 +223,14 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
     # data set (config.PAPER_DEFAULTS), the one copy of it, and the save and test policies of one
     # run or a sweep (config.RUN_DEFAULTS).
     levels = parse_flood_levels(floods) if floods else (0.0,)
+    tokens = {"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "width": width,
+              "depth": depth}
+    given = {axis: _axis_values(tokens[axis], flag, kind)
+             for axis, (flag, kind) in AXIS_OPTIONS.items()}
+    # one value sets the base config (the run names stay as they were); several make an axis
+    single = {axis: values[0] if values else None for axis, values in given.items()
+              if len(values) <= 1}
+    axes = {axis: values for axis, values in given.items() if len(values) > 1}
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     if save_every is not None:
         save = f"every:{save_every}"
@@ -200,15 +242,17 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         data=DataConfig(name=data_name, noise=noise, sizes=sizes, n_train=n_train, n_val=n_val,
                         n_test=n_test, sinusoid_input=sinusoid_input, spiral_tau=spiral_tau,
                         val_fraction=val_fraction),
-        model=ModelConfig(name=model_name, depth=depth, width=width),
+        model=ModelConfig(name=model_name, depth=single.get("depth"), width=single.get("width")),
         objective=ObjectiveConfig(
             kind=objective, loss=loss,
             schedule=None if flood_schedule == "fixed" else flood_schedule,
             schedule_step=flood_step, schedule_threshold=flood_threshold, schedule_max=flood_max,
             adaflood_gamma=adaflood_gamma, adaflood_folds=adaflood_folds),
-        optim=OptimConfig(name=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        optim=OptimConfig(name=optimizer, lr=single.get("lr"), momentum=momentum,
+                          weight_decay=_library(OptimConfig, "weight_decay")
+                          if single.get("weight_decay") is None else single["weight_decay"],
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
-                          batch_size=batch_size, epochs=epochs),
+                          batch_size=single.get("batch_size"), epochs=epochs),
         augment=augment, save=save, eval_test=eval_test,
         dtype=dtype)
     execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
@@ -218,10 +262,10 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
                              {"checkpoint_every": checkpoint_every}))
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from landscape.distributed import current
-    from landscape.training.planner import expand
+    from landscape.training.grid import expand
     from landscape.training.planner import train as train_runs
 
-    configs = expand(base, levels, seed_list, data_seed=data_seed)
+    configs = expand(base, levels, seed_list, data_seed=data_seed, **axes)
     result = train_runs(configs, out=Path(out), execution=execution, resume=resume,
                         overwrite=overwrite, name=name)
     speaker = current().rank == 0  # under torchrun, rank 0 reports for all ranks

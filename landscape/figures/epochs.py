@@ -2,10 +2,12 @@
 """
 
 from __future__ import annotations
-import numpy as np
-from landscape.errors import BadInput
+
 from typing import Mapping, Sequence
 
+import numpy as np
+
+from landscape.errors import BadInput
 
 SKIP_EPOCHS = 10  # Fig. 4: "We remove the first 10 epochs and plot the rest."
 

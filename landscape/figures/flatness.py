@@ -19,7 +19,6 @@ from landscape.figures.style import FLOODED, FORMATS, PALETTE, PLAIN, figure, sa
 from landscape.results import SPLITS
 
 
-
 def _colours(results: Sequence[tuple[dict, dict]]) -> list[str]:
     """One colour per run: the first flooded run blue, the first plain run red, others after."""
     spare = iter(c for name, c in PALETTE.items() if c not in (FLOODED, PLAIN) and name != "yellow")

@@ -2,12 +2,14 @@
 """
 
 from __future__ import annotations
-from landscape.results import read_result
-from landscape.errors import BadInput
+
 from pathlib import Path
 from typing import Sequence
+
 import numpy as np
-from landscape.results import SLICE
+
+from landscape.errors import BadInput
+from landscape.results import SLICE, read_result
 
 
 def read_slices(paths: Sequence[str | Path]) -> list[tuple[dict, dict[str, np.ndarray]]]:

@@ -2,23 +2,18 @@
 """
 
 from __future__ import annotations
-from landscape.results import read_result
-from landscape.results import text
-from landscape.errors import BadInput
-from landscape.figures.epochs import drawn_epochs
-from landscape.figures.epochs import of_checkpoints
-from landscape.figures.epochs import skip_for
-from landscape.figures.epochs import skipped
-from landscape.figures.style import FORMATS
-from landscape.figures.style import figure
-from landscape.figures.style import save_figure
+
+import itertools
+import json
 from pathlib import Path
 from typing import Sequence
-import json
+
 import numpy as np
-import itertools
-from landscape.results import GRADNORM
-from landscape.results import SPLITS
+
+from landscape.errors import BadInput
+from landscape.figures.epochs import drawn_epochs, of_checkpoints, skip_for, skipped
+from landscape.figures.style import FORMATS, figure, save_figure
+from landscape.results import GRADNORM, SPLITS, read_result, text
 
 
 def plot_gradnorm(result_path: str | Path, out_stem: str | Path,

@@ -2,17 +2,16 @@
 """
 
 from __future__ import annotations
-from landscape.figures.style import FORMATS
-from landscape.figures.style import PALETTE
-from landscape.figures.style import figure
-from landscape.figures.style import save_figure
+
+import json
+import math
 from pathlib import Path
 from typing import Sequence
-import math
+
 import numpy as np
-from landscape.results import read_result
-import json
-from landscape.results import MEMORIZATION
+
+from landscape.figures.style import FORMATS, PALETTE, figure, save_figure
+from landscape.results import MEMORIZATION, read_result
 
 
 def chosen_points(s: dict[str, np.ndarray], rule: str, metric: str) -> tuple[np.ndarray, np.ndarray]:

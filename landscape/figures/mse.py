@@ -2,19 +2,15 @@
 """
 
 from __future__ import annotations
-from landscape.figures.style import FORMATS
-from landscape.figures.style import PALETTE
-from landscape.figures.style import figure
-from landscape.figures.style import save_figure
+
+import json
 from pathlib import Path
 from typing import Sequence
+
 import numpy as np
-from landscape.results import read_result
-import json
-from landscape.figures.style import FLOODED
-from landscape.figures.style import PLAIN
-from landscape.results import MSE
-from landscape.results import PANELS
+
+from landscape.figures.style import FLOODED, FORMATS, PALETTE, PLAIN, figure, save_figure
+from landscape.results import MSE, PANELS, read_result
 
 
 def plot_mse(result_path: str | Path, out_stem: str | Path,

@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 
 from landscape.errors import BadInput
-from landscape.results import read_result, text
 from landscape.figures.epochs import drawn_epochs, of_checkpoints, skip_for, skipped
 from landscape.figures.style import (
     COLOURS,
@@ -25,7 +24,7 @@ from landscape.figures.style import (
     run_labels,
     save_figure,
 )
-from landscape.results import SHARPNESS
+from landscape.results import SHARPNESS, read_result, text
 
 PANELS = {"lambda_max": "top Hessian eigenvalue", "trace": "Hessian trace (Hutchinson)",
           "avg_sharpness": "average-case sharpness"}

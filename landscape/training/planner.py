@@ -23,7 +23,7 @@ from landscape.config import RunConfig
 from landscape.config.execution import Execution, requested_chunk
 from landscape.device import describe, dtype_of, resolve_device
 from landscape.errors import BadInput
-from landscape.files import being_written, check_name, make_folder
+from landscape.files import being_written, make_folder
 from landscape.memory import auto_chunk_size, free_memory, member_bytes, memory_limit
 from landscape.models import count_parameters, run_model
 from landscape.progress import progress_bar
@@ -32,6 +32,7 @@ from landscape.runs.store import Run, layout_of, write_sweep_index
 from landscape.runs.writer import RunWriter, close_all
 from landscape.training.adaflood import per_sample_arrays
 from landscape.training.extension import extension_problem, only_longer, untested
+from landscape.training.grid import plan_paths, varied_axes
 from landscape.training.loop import METRIC_NAMES, Start, epochs
 from landscape.training.members import MemberData, balanced_chunks, optimizer_layout
 from landscape.training.recording import record
@@ -47,36 +48,6 @@ class TrainResult:
     @property
     def diverged(self) -> tuple[Path, ...]:
         return tuple(p for p, s in zip(self.paths, self.statuses) if s == "diverged")
-
-
-def expand(base: RunConfig, floods: Sequence[float], seeds: Sequence[int], *,
-           data_seed: int | None = None) -> list[RunConfig]:
-    """The grid flood levels x seeds. Each seed also draws its own data unless data_seed fixes it."""
-    return [dataclasses.replace(
-        base, seed=s,
-        data=dataclasses.replace(base.data, seed=s if data_seed is None else data_seed),
-        objective=dataclasses.replace(base.objective, flood=b))
-        for s in seeds for b in floods]
-
-
-def sweep_name(config: RunConfig) -> str:
-    parts = [config.data.name] + ([f"noise{config.data.noise:g}"] if config.data.noise else [])
-    adaptive = ["adaptive"] if config.objective.schedule else []
-    return "-".join(parts + [config.model.name, config.objective.kind] + adaptive)
-
-
-def plan_paths(configs: list[RunConfig], out: Path, name: str | None = None
-               ) -> tuple[Path | None, list[Path]]:
-    """(sweep folder or None, run file paths): out/NAME.h5 for one run, out/NAME/<run>.h5 for many."""
-    names = [c.name for c in configs]
-    if name is not None:
-        check_name(name)
-    if len(set(names)) != len(names):
-        raise BadInput("the sweep repeats a run (same flood level and seed twice)")
-    if len(configs) == 1:
-        return None, [out / f"{name or names[0]}.h5"]
-    folder = out / (name or sweep_name(configs[0]))
-    return folder, [folder / f"{n}.h5" for n in names]
 
 
 def _config_diff(a: RunConfig, b: RunConfig) -> str:
@@ -295,7 +266,7 @@ def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",
         make_folder(folder)
         write_sweep_index(folder, paths, grid={
             "flood": sorted({c.objective.flood for c in configs}),
-            "seed": sorted({c.seed for c in configs})})
+            "seed": sorted({c.seed for c in configs}), **varied_axes(configs)})
 
     statuses = {p: "skipped" for p, a in zip(paths, actions) if a == "skip"}
     progress = execution.progress and world.rank == 0  # one bar: rank 0's
