@@ -38,7 +38,7 @@ from landscape.measures.evaluation import sample_losses
 from landscape.measures.options import MseOptions
 from landscape.measures.sources import as_source
 from landscape.measures.theorem1 import GRID_POINTS, Check, check_panels
-from landscape.memory import refuse_unless_fits, rows_for
+from landscape.memory import DRAW_NUMBERS, refuse_unless_fits, rows_for
 from landscape.results import MSE, PANELS, reuse_result, runs_identity, write_result
 from landscape.runs.store import Run
 
@@ -66,9 +66,10 @@ def pool_for(run: Run, options: MseOptions, *, device: torch.device) -> tuple[Sp
 def check_fits(samples: int, flood_levels: int, *, device: torch.device,
                pool_points: int = 0, pool_row_bytes: int = 0) -> None:
     """Bad input, with the estimate, before any work, when the M draws or the pool cannot fit:
-    two panels' M float64 draws, kept and written (mse_panel's chunks are bounded, about 5 x 4M
-    float64 entries), and a fresh synthetic pool made on the device with its per-sample losses."""
-    chunks = 5 * (1 << 22) * 8
+    two panels' M float64 draws, kept and written (mse_panel's chunks are bounded, about 5 x
+    DRAW_NUMBERS float64 entries), and a fresh synthetic pool made on the device with its
+    per-sample losses."""
+    chunks = 5 * DRAW_NUMBERS * 8
     refuse_unless_fits(samples * 4 * 8 + chunks, torch.device("cpu"),
                        f"--samples {samples:,} over {flood_levels} flood levels")
     refuse_unless_fits(pool_points * pool_row_bytes, device, f"--pool-size {pool_points:,}")

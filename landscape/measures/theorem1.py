@@ -18,7 +18,7 @@ from landscape.measures.evaluation import sample_losses
 from landscape.measures.model import _dtype, _prepared, check_data
 from landscape.measures.options import MseOptions
 from landscape.measures.sources import as_source
-from landscape.memory import rows_of
+from landscape.memory import DRAW_NUMBERS, rows_of
 from landscape.progress import progress_bar
 from landscape.results import PANELS
 
@@ -81,10 +81,10 @@ class Panel:
 def mse_panel(risk_hat: np.ndarray, risk: float, flood: np.ndarray, *, progress: bool = False,
               label: str = "MSEs") -> Panel:
     """The Monte-Carlo MSEs of R^ and R~ (float64), and the per-draw identity's largest residual;
-    in chunks of draws, so that the [draws, G] terms stay near 4M entries whatever M is."""
+    in chunks of draws, so that the [draws, G] terms stay near DRAW_NUMBERS entries whatever M is."""
     risk_hat = np.asarray(risk_hat, dtype=np.float64)
     flood = np.asarray(flood, dtype=np.float64)
-    rows = max(1, (1 << 22) // max(len(flood), 1))
+    rows = max(1, DRAW_NUMBERS // max(len(flood), 1))
     plain, flooded, gains, below = 0.0, np.zeros(len(flood)), np.zeros(len(flood)), 0
     residual = 0.0
     with progress_bar(range(0, len(risk_hat), rows), enabled=progress, label=label) as starts:
@@ -155,8 +155,8 @@ def check_claims(panel: Panel, risk: float, flood: np.ndarray) -> Claims:
 def draw_means(losses: np.ndarray, samples: int, size: int, rng: np.random.Generator, *,
                progress: bool = False, label: str = "draws") -> np.ndarray:
     """[samples] means of `size` i.i.d. index draws (with replacement) from `losses`; chunked so
-    that the index array stays near 4M entries."""
-    rows = max(1, (1 << 22) // size)
+    that the index array stays near DRAW_NUMBERS entries."""
+    rows = max(1, DRAW_NUMBERS // size)
     with progress_bar(range(0, samples, rows), enabled=progress, label=label) as starts:
         return np.concatenate([losses[rng.integers(0, len(losses), (min(rows, samples - s), size))]
                                .mean(1) for s in starts])
