@@ -44,9 +44,7 @@ def dataset_for(run: Run, *, device: torch.device) -> data_module.Dataset:
 
 def model_for(run: Run, dataset: data_module.Dataset, *, device: torch.device) -> nn.Module:
     """A module of the run's architecture (eval mode), to be called with torch.func.functional_call."""
-    c = run.config
-    model = run_model(c, dataset.input_shape, dataset.num_classes)
-    return model.to(device=device, dtype=dtype_of(c.dtype)).eval()
+    return run_model(run.config, dataset.input_shape, dataset.num_classes, device=device).eval()
 
 
 def state_at(run: Run, which: int | str, *, device: torch.device) -> dict[str, torch.Tensor]:

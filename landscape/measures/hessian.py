@@ -38,9 +38,9 @@ def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Sour
     (create_graph) and every product is one backward pass through it. The graphs are kept across
     products while they fit in GRAPH_NUMBERS, which removes a forward and a backward pass from
     every product (graph_numbers measures what they hold); beyond that each product rebuilds them
-    chunk by chunk. Vectors are flat, so
-    that the power and Lanczos iterations' arithmetic is one operation per step, not one per
-    parameter tensor (a narrow model's product is a few milliseconds)."""
+    chunk by chunk. Vectors are flat, so that the power and Lanczos iterations' arithmetic is one
+    operation per step, not one per parameter tensor (a narrow model's product is a few
+    milliseconds)."""
     first = next(iter(params.values()))
     source = as_source(data, device=first.device, dtype=first.dtype)
     leaves = {k: p.detach().requires_grad_() for k, p in params.items()}

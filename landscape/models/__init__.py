@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from landscape.config import ModelConfig, RunConfig
+from landscape.device import dtype_of
 from landscape.errors import BadInput
 from landscape.models import resnet
 
@@ -56,11 +57,13 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], out_features:
 
 
 def run_model(config: RunConfig, input_shape: tuple[int, ...], num_classes: int, *,
-              seed: int = 0) -> nn.Module:
+              seed: int = 0, device: torch.device | str | None = None) -> nn.Module:
     """The freshly initialized model a run's config describes, for data of `input_shape` and
-    `num_classes` (its outputs follow the run's loss), on the CPU in float32."""
-    return build_model(config.model, input_shape, output_units(num_classes, config.objective.loss),
-                       seed=seed)
+    `num_classes` (its outputs follow the run's loss), in the run's dtype, moved to `device`
+    (default: where build_model made it; a seed gives the same weights anywhere)."""
+    model = build_model(config.model, input_shape,
+                        output_units(num_classes, config.objective.loss), seed=seed)
+    return model.to(device=device, dtype=dtype_of(config.dtype))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -232,8 +232,7 @@ class Run:
         if not self.saved_epochs:
             raise BadInput(f"{self.path}: no saved epochs yet")
         module = run_model(self.config, data.input_shape(self.config.data),
-                           self.config.data.num_classes)
-        module = module.to(device=device, dtype=dtype_of(self.config.dtype)).eval()
+                           self.config.data.num_classes, device=device).eval()
         module.load_state_dict(self.state_dict(self.saved_epochs[-1] if epoch is None else epoch,
                                                device))
         return module

@@ -35,7 +35,6 @@ import torch
 
 from landscape.config import ObjectiveConfig, RunConfig
 from landscape.data import Dataset, Split
-from landscape.device import dtype_of
 from landscape.errors import WorkFailed
 from landscape.measures.evaluation import sample_losses
 from landscape.measures.sources import as_source
@@ -91,8 +90,7 @@ def auxiliary_losses(config: RunConfig, dataset: Dataset, *, device: torch.devic
     stacks: dict[int, list[int]] = {}  # folds whose complements are equally large stack together
     for f, draw in enumerate(draws):
         stacks.setdefault(len(draw.train), []).append(f)
-    template = run_model(aux, dataset.input_shape, dataset.num_classes)
-    template = template.to(device=device, dtype=dtype_of(aux.dtype))
+    template = run_model(aux, dataset.input_shape, dataset.num_classes, device=device)
     rows = rows_for(template, dataset.input_shape, 1, device)
     losses = np.empty(n)
     for fs in stacks.values():

@@ -340,7 +340,6 @@ def _create(maker: Maker, path: Path, config: RunConfig, execution: Execution,
     it meanwhile (e.g. during AdaFlood's auxiliary training) makes this bad input instead of
     losing one of the two."""
     model = run_model(config, dataset.input_shape, dataset.num_classes)
-    model = model.to(dtype_of(config.dtype))
     state = model.state_dict()
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
