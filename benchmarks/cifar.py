@@ -1,4 +1,4 @@
-"""Benchmark (README: Speed): ResNet-44 training epochs on CIFAR-10-shaped data
+"""Benchmark (docs/guides/training.md: Speed): ResNet-44 training epochs on CIFAR-10-shaped data
 (random uint8 images, 42,500 training images as the 85:15 split with augmentation leaves), two ways:
 
   ours       the trainer's pipeline: the whole set on the device as uint8, batches gathered by

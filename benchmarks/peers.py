@@ -1,5 +1,5 @@
 """Our measurements on a user's model against what the peers' algorithms do, on the same model and
-data, measured side by side in one run (README: Your own model).
+data, measured side by side in one run (docs/guides/own-model.md).
 
   slice   a 51-point 1-D slice, train and test loss and accuracy:
           ours         landscape.loss_slice on the DataLoaders, and on the tensors

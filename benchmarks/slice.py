@@ -1,9 +1,9 @@
-"""Benchmark (README: Section 5 analyses, flatness): a 1-D flatness slice (paper Sec. 5.3) of the paper's
+"""Benchmark (docs/guides/section5.md, flatness): a 1-D flatness slice (paper Sec. 5.3) of the paper's
 synthetic model (MLP 10 -> depth x width -> 1 on Two Gaussians, 100 training and 20,000 test
 points), train and test loss and accuracy at each of P points theta + alpha d, three ways:
 
-  ours   landscape.analysis.flatness.evaluate_points with the stacking the library chooses for
-         the model and device (evaluation.models_at_once);
+  ours   landscape.measures.slices.evaluate_points with the stacking the library chooses for
+         the model and device (memory.models_at_once);
   other  the same function with the other choice (16 points stacked under vmap, or one by one);
   copy   the plain reference: for each alpha, load the perturbed weights into an nn.Module with
          load_state_dict, then evaluate it on both splits.

@@ -1,4 +1,4 @@
-"""Benchmark (README: Sweeps): a sweep of K flood levels of the paper's synthetic
+"""Benchmark (docs/guides/training.md: Sweeps): a sweep of K flood levels of the paper's synthetic
 setting (Two Gaussians, 100 training points, batch 100, Adam, MLP depth x width), two ways:
 
   steps  the training steps alone: K models stacked as one vmap ensemble (what the sweep runs)
