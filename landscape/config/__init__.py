@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from landscape.config.tracking import TrackConfig
 from landscape.errors import BadInput, require, require_choice
 
 # How a run executes and the flood-level grammar were defined here in the first release.
@@ -364,9 +365,13 @@ class RunConfig:
     save: str | None = None        # see save_epochs()
     eval_test: Literal["every", "best"] | None = None
     dtype: Literal["float32", "float64"] = "float32"
+    track: TrackConfig | None = None  # measures recorded while training; None: none (tracking.py)
 
     def __post_init__(self) -> None:
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        samples, n_train = self.track and self.track.samples, self.data.n_train
+        require(samples is None or n_train is None or samples <= n_train,
+                f"--track-samples must be at most the {n_train} training rows, got {samples}")
         if self.eval_test is not None:
             require_choice(self.eval_test, ("every", "best"), "test evaluation policy")
         require_choice(self.dtype, ("float32", "float64"), "dtype")
@@ -392,9 +397,10 @@ class RunConfig:
         a single run or of a member of a sweep (RUN_DEFAULTS)."""
         loss = self.objective.loss or ("logistic" if self.data.num_classes == 2 else "ce")
         save, eval_test = RUN_DEFAULTS["sweep" if sweep else "single"]
+        data = self.data.resolved(augment=self.augment)
         return dataclasses.replace(
             self, save=self.save or save, eval_test=self.eval_test or eval_test,
-            data=self.data.resolved(augment=self.augment),
+            data=data, track=self.track and self.track.resolved(data.n_train),
             model=self.model.resolved(self.data.name),
             objective=self.objective.resolved(loss),
             optim=self.optim.resolved(self.data.name),
@@ -426,6 +432,8 @@ class RunConfig:
         # written before them keeps its JSON and its digest (result files compare digests).
         raw["objective"] = {k: v for k, v in raw["objective"].items()
                             if v is not None or k not in LATER_OBJECTIVE_FIELDS}
+        if raw["track"] is None:  # likewise: an untracked run keeps its JSON and digest
+            del raw["track"]
         return json.dumps(raw, sort_keys=True)
 
     @classmethod
@@ -436,7 +444,9 @@ class RunConfig:
             model=ModelConfig(**raw["model"]),
             objective=ObjectiveConfig(**raw["objective"]),
             optim=OptimConfig(**{**raw["optim"], "milestones": tuple(raw["optim"]["milestones"])}),
-            **{k: v for k, v in raw.items() if k not in ("data", "model", "objective", "optim")},
+            track=TrackConfig(**raw["track"]) if raw.get("track") is not None else None,
+            **{k: v for k, v in raw.items()
+               if k not in ("data", "model", "objective", "optim", "track")},
         )
 
     def fields(self) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class Tracker:
             raise BadInput(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model, self.measures, self.every, self.samples = model, names, every, samples
         self.loss, self.seed = check_loss(loss), seed
-        self.options = _checked_options(names, dict(options or {}), seed)
+        self.options = checked_options(names, dict(options or {}), seed)
         self.data = data if samples is None else fixed_rows(data, samples, seed)
         self.calls = 0
         self.seconds = 0.0
@@ -122,31 +122,16 @@ class Tracker:
         if self.calls % self.every:
             return None
         start = time.perf_counter()
-        values = {name: MEASURES[name][1](MEASURES[name][0](
-            self.model, self.data, loss=self.loss, **self.options[name]))
-            for name in self.measures}
+        values = measure(self.model, self.data, self.measures, self.options, loss=self.loss)
         if optimizer is not None:
-            values.update(self._edge(optimizer))
+            values["threshold"] = threshold(optimizer)
+            if adam(optimizer):
+                values[PRECONDITIONED] = preconditioned_sharpness(
+                    self.model, self.data, adam_inverse(self.model, optimizer), loss=self.loss,
+                    **self.options[PRECONDITIONED])
         self.seconds += time.perf_counter() - start
         self._record(self.calls, values)
         return values
-
-    def _edge(self, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        groups = optimizer.param_groups
-        if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-            lr, beta1 = _one(groups, "lr"), _one(groups, "betas")[0]
-            inverse = adam_inverse(self.model, optimizer)
-            return {PRECONDITIONED: preconditioned_sharpness(
-                        self.model, self.data, inverse, loss=self.loss,
-                        **self.options[PRECONDITIONED]),
-                    "threshold": (2 + 2 * beta1) / ((1 - beta1) * lr)}
-        if isinstance(optimizer, torch.optim.SGD):
-            beta = _one(groups, "momentum")
-            lr = _one(groups, "lr") * (1 - _one(groups, "dampening") if beta else 1)
-            nesterov = _one(groups, "nesterov")
-            return {"threshold": (2 + 2 * beta) / (lr * (1 + 2 * beta if nesterov else 1))}
-        raise BadInput(f"the edge of stability is known for SGD, Adam and AdamW, not "
-                       f"{type(optimizer).__name__}; call step() without the optimizer")
 
     def _record(self, step: int, values: Mapping[str, float]) -> None:
         rows = len(self.history["step"])
@@ -178,6 +163,36 @@ class Tracker:
         return write_result(_writable(path), kind=TRACKING, arrays=arrays, attrs={
             "measures": list(self.measures), "every": self.every, "samples": self.samples,
             "seed": self.seed, "loss": loss, "options": self.options, "seconds": self.seconds})
+
+
+def measure(model: nn.Module, data: Any, names: Sequence[str],
+            options: Mapping[str, Mapping[str, Any]], *, loss: Loss,
+            params: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """{name: value} of the measures `names` (MEASURES) of the model (at `params`, a state dict,
+    if given) on `data`, each its own function with its `options` (checked_options): what
+    Tracker.step and the trainer (training/tracking.py) record."""
+    return {name: MEASURES[name][1](MEASURES[name][0](model, data, loss=loss, params=params,
+                                                      **options[name])) for name in names}
+
+
+def adam(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer is Adam's, whose preconditioned sharpness is tracked."""
+    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+
+
+def threshold(optimizer: torch.optim.Optimizer) -> float:
+    """The edge of stability of the optimizer's current settings (Tracker.step's docstring)."""
+    groups = optimizer.param_groups
+    if adam(optimizer):
+        lr, beta1 = _one(groups, "lr"), _one(groups, "betas")[0]
+        return (2 + 2 * beta1) / ((1 - beta1) * lr)
+    if isinstance(optimizer, torch.optim.SGD):
+        beta = _one(groups, "momentum")
+        lr = _one(groups, "lr") * (1 - _one(groups, "dampening") if beta else 1)
+        nesterov = _one(groups, "nesterov")
+        return (2 + 2 * beta) / (lr * (1 + 2 * beta if nesterov else 1))
+    raise BadInput(f"the edge of stability is known for SGD, Adam and AdamW, not "
+                   f"{type(optimizer).__name__}; call step() without the optimizer")
 
 
 def fixed_rows(data: Any, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,10 +228,7 @@ def adam_inverse(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str
         if group is None or "exp_avg_sq" not in state:
             inverse[name] = torch.zeros_like(p, dtype=p.dtype).detach()
             continue
-        beta1, beta2 = group["betas"]
-        t = float(state["step"])
-        v = state["max_exp_avg_sq"] if group["amsgrad"] else state["exp_avg_sq"]
-        inverse[name] = 1 / ((1 - beta1 ** t) * ((v / (1 - beta2 ** t)).sqrt() + group["eps"]))
+        inverse[name] = step_inverse(group, state)
         moved += 1
     if not moved:
         raise BadInput("the optimizer has taken no step on the model's parameters: call "
@@ -224,15 +236,27 @@ def adam_inverse(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str
     return inverse
 
 
+def step_inverse(group: Mapping[str, Any], state: Mapping[str, Any]) -> torch.Tensor:
+    """P^-1 of one parameter (or of stacked members' [K, ...]) from its Adam state and group
+    (Tracker.step's docstring): 1 / ((1 - beta1^t) (sqrt(v / (1 - beta2^t)) + eps))."""
+    beta1, beta2 = group["betas"]
+    t = float(state["step"])
+    v = state["max_exp_avg_sq"] if group["amsgrad"] else state["exp_avg_sq"]
+    return 1 / ((1 - beta1 ** t) * ((v / (1 - beta2 ** t)).sqrt() + group["eps"]))
+
+
 def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, torch.Tensor], *,
-                             loss: Loss = "cross_entropy", iterations: int = 100,
-                             tolerance: float = 1e-4, seed: int = 0) -> float:
+                             loss: Loss = "cross_entropy",
+                             params: Mapping[str, torch.Tensor] | None = None,
+                             iterations: int = 100, tolerance: float = 1e-4, seed: int = 0
+                             ) -> float:
     """The eigenvalue of largest magnitude of D H, D = diag(`inverse`) >= 0 ({parameter name:
-    tensor}), H the Hessian of the mean loss over `data` (eval mode): power iteration on the
-    symmetric D^1/2 H D^1/2, which has the same eigenvalues, from the seeded Gaussian start and
-    with the stopping rule of hessian_top_eigenvalue (which it equals for D = I)."""
+    tensor}), H the Hessian of the mean loss over `data` (eval mode) at the model's weights (or
+    `params`): power iteration on the symmetric D^1/2 H D^1/2, which has the same eigenvalues,
+    from the seeded Gaussian start and with the stopping rule of hessian_top_eigenvalue (which
+    it equals for D = I)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
-    with taken(model, data, loss, None, None, gradients=True) as m:
+    with taken(model, data, loss, params, None, gradients=True) as m:
         hvp = hvp_function(m.template, m.theta, m.buffers, m.source, m.loss, m.rows)
         first = next(iter(m.theta.values()))
         root = torch.cat([inverse[k].reshape(-1) for k in m.theta]).to(first).sqrt()  # [N]
@@ -241,8 +265,8 @@ def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, 
     return value
 
 
-def _checked_options(names: Sequence[str], options: dict[str, Mapping[str, Any]],
-                     seed: int) -> dict[str, dict[str, Any]]:
+def checked_options(names: Sequence[str], options: dict[str, Mapping[str, Any]],
+                    seed: int) -> dict[str, dict[str, Any]]:
     """Every measure's keyword arguments, with `seed` where the function takes one; bad input
     names an unknown measure or argument."""
     for name, given in options.items():
