@@ -18,6 +18,7 @@ from landscape.config import (
     OptimConfig,
     RunConfig,
 )
+from landscape.config.tracking import TRACKABLE, TrackConfig
 from landscape.config.execution import AMP_MODES, Execution
 from landscape.config.floodgrid import parse_flood_levels
 from landscape.errors import BadInput
@@ -155,6 +156,13 @@ def _library(cls, name: str):
 @click.option("--spiral-tau", type=float, help="Spiral input noise tau (default 0).")
 @click.option("--val-fraction", type=float, help="Image sets: held-out share of the training set "
                                                  "(default 0.2, 0.15 with --augment).")
+@click.option("--track", metavar="M,M", help="Record these landscape measures during training "
+              f"({', '.join(TRACKABLE)}; comma list) with the optimizer's edge of stability "
+              "(2/lr for SGD) and, for Adam, its preconditioned sharpness.")
+@click.option("--track-every", type=int, default=_library(TrackConfig, "every"), metavar="N",
+              show_default=True, help="With --track: after every N-th epoch (0, N, 2N, ...).")
+@click.option("--track-samples", type=int, metavar="S", help="With --track: a fixed seeded "
+              "subset of S training rows (default 1000, or all of a smaller training set).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
               default=_library(RunConfig, "dtype"), show_default=True)
 @click.option("--device", default=_library(Execution, "device"), show_default=True,
@@ -193,7 +201,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
           flood_step, flood_threshold, flood_max, adaflood_gamma, adaflood_folds, loss, seeds, seed,
           data_seed, epochs, batch_size, optimizer, lr, momentum, weight_decay, lr_milestones,
           augment, save_every, save_epochs, save_kind, eval_test, sizes, n_train, n_val, n_test,
-          sinusoid_input, spiral_tau, val_fraction, dtype, device, data_dir, download, amp, compile_,
+          sinusoid_input, spiral_tau, val_fraction, track, track_every, track_samples, dtype, device, data_dir, download, amp, compile_,
           ensemble, out, name, checkpoint_every, resume, drop_resume_state, overwrite,
           quiet):
     """Train with and without flooding; several flood levels or seeds make a sweep.
@@ -206,6 +214,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
       landscape train --data two_gaussians --noise 0.1 --objective adaflood --seeds 3
       landscape train --data mnist --data-dir tests/data --flood 0 0.02 --epochs 100
       landscape train --data two_gaussians --flood 0 0.3 --lr 1e-3 1e-2 --width 100 500 --seeds 3
+      landscape train --data mnist --data-dir tests/data --flood 0 0.02 --track top_eigenvalue
       landscape train --data cifar10 --data-dir data --augment --lr-milestones 250,400 --amp bf16
       torchrun --standalone --nproc-per-node 8 -m landscape train --data spiral --flood 0:0.5:0.01
 
@@ -217,6 +226,9 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
         raise BadInput("--seeds and --seed exclude each other")
     if seeds is not None and seeds < 1:
         raise BadInput(f"--seeds must be >= 1, got {seeds}")
+    if track is None and (track_samples is not None
+                          or track_every != _library(TrackConfig, "every")):
+        raise BadInput("--track-every and --track-samples need --track")
     if sum(x is not None for x in (save_every, save_epochs, save_kind)) > 1:
         raise BadInput("give at most one of --save-every, --save-epochs and --save")
     # Options left unset stay None: RunConfig.resolved() fills in the paper's recipe for the
@@ -253,8 +265,10 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
                           if single.get("weight_decay") is None else single["weight_decay"],
                           milestones=_csv_ints(lr_milestones, "--lr-milestones"),
                           batch_size=single.get("batch_size"), epochs=epochs),
-        augment=augment, save=save, eval_test=eval_test,
-        dtype=dtype)
+        augment=augment, save=save, eval_test=eval_test, dtype=dtype,
+        track=None if track is None else TrackConfig(
+            tuple(m.strip() for m in track.split(",") if m.strip()), every=track_every,
+            samples=track_samples))
     execution = Execution(device=device, data_dir=data_dir, ensemble=ensemble, progress=not quiet,
                           download=download, amp=amp, compile=compile_,
                           keep_resume_state=not drop_resume_state,
@@ -279,7 +293,7 @@ def train(data_name, noise, model_name, depth, width, floods, objective, flood_s
 
 
 def report_training(result) -> None:
-    from landscape.runs.inspect import status_text
+    from landscape.runs.inspect import status_text, tracking_text
     from landscape.runs.store import Run
 
     if result.folder is not None:
@@ -294,5 +308,7 @@ def report_training(result) -> None:
         click.echo(f"{path}: {status_text(run) if status != 'skipped' else 'skipped (finished)'}, "
                    f"train loss {last['train_loss']:.4f}, train acc {last['train_acc']:.4f}, "
                    f"test acc {last['test_acc']:.4f}")
+        if status != "skipped" and run.config.track is not None:
+            click.echo(f"  tracked {tracking_text(run)}")
 
 

@@ -39,6 +39,7 @@ def describe_run(run: Run) -> str:
         + (f", milestones {list(c.optim.milestones)}" if c.optim.milestones else ""),
         f"  seed          {c.seed}; {c.dtype}; test evaluated: {c.eval_test}",
         f"  saved epochs  {_epochs_text(run.saved_epochs)}",
+        *([f"  tracked       {tracking_text(run)}"] if run.config.track else []),
         "  snapshot      " + (f"step {snap.step} (epoch {snap.epoch}), mini-batch loss "
                               f"{snap.batch_loss:.4f} < b" if snap else
                               ("not yet" if c.objective.takes_snapshot else "none (b = 0)")),
@@ -53,6 +54,20 @@ def describe_run(run: Run) -> str:
         lines.append(f"  best val acc  {_fmt(m['val_acc'][best])} at epoch {best}, test acc there "
                      f"{_fmt(m['test_acc'][best])}")
     return "\n".join(lines)
+
+
+def tracking_text(run: Run) -> str | None:
+    """What the run tracked while training and what it cost: the time its measurements took as
+    a share of the time of training and evaluation (`track_seconds` over `seconds`, epoch 0's
+    measurement included); None for a run that tracked nothing."""
+    track = run.config.track
+    if track is None:
+        return None
+    m = run.metrics()
+    spent, trained = np.nansum(m["track_seconds"]), np.nansum(m["seconds"])
+    share = f"{spent / trained:.1%} of the training time" if trained > 0 else "no training yet"
+    return (f"{', '.join(track.measures)} every {track.every} epoch(s) on {track.samples} "
+            f"training rows: {spent:.3g} s, {share}")
 
 
 def _objective_text(o) -> str:

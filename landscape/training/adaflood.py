@@ -63,9 +63,10 @@ def corrected_levels(aux_losses: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def auxiliary_config(config: RunConfig) -> RunConfig:
-    """The recipe of the auxiliary models: the run's, with the plain loss and nothing saved."""
+    """The recipe of the auxiliary models: the run's, with the plain loss, nothing saved and
+    nothing tracked."""
     plain = ObjectiveConfig(kind="flood", flood=0.0, loss=config.objective.loss)
-    return dataclasses.replace(config, objective=plain, save="none", eval_test="best")
+    return dataclasses.replace(config, objective=plain, save="none", eval_test="best", track=None)
 
 
 def _rows(split: Split, index: np.ndarray) -> Split:

@@ -27,6 +27,7 @@ from landscape.models import run_model
 from landscape.runs.store import Snapshot
 from landscape.training.members import MemberData, load_optimizer_states, optimizer_state_of
 from landscape.training.schedule import AdaptiveRule, LevelState, update
+from landscape.training.tracking import Tracking
 
 # Per split: loss and accuracy on the labels used (noisy where noise was added), on the clean
 # labels, and accuracy on the flipped points against their noisy labels (memorization).
@@ -106,6 +107,8 @@ def epochs(starts: list[Start], data: MemberData, *, device: torch.device, amp: 
         finite = torch.isfinite(metrics["batch_loss"]) & torch.isfinite(metrics["train_loss"])
         diverged = alive & ~finite if epoch > 0 else torch.zeros_like(alive)
         alive &= ~diverged
+        if group.tracking is not None:  # after `seconds`: its cost is reported against them
+            metrics.update(group.tracking(epoch, group.ensemble, group.optimizer, alive))
         yield Epoch(epoch, metrics, snapshots, diverged, epoch == last or not alive.any(), group)
         if not alive.any():
             return
@@ -145,6 +148,7 @@ class Group:
         self.forward = (torch.compile(self.ensemble.forward, dynamic=False) if compile
                         else self.ensemble.forward)
         self.nhwc = device.type == "cuda" and self.size == 1 and len(data.input_shape) == 3
+        self.tracking = Tracking(config, data) if config.track is not None else None
 
     def member_state(self, k: int, *, clone: bool = False) -> dict[str, torch.Tensor]:
         return self.ensemble.member_state(k, clone=clone)

@@ -19,6 +19,7 @@ class MemberData:
 
     def __init__(self, draws: Sequence[Dataset], which: Sequence[int]) -> None:
         self.shared = len(draws) == 1
+        self.draws = tuple(draws)  # as loaded: what tracking.py takes its fixed rows from
         self.num_classes, self.input_shape = draws[0].num_classes, draws[0].input_shape
         self.which = torch.tensor(list(which), device=draws[0].train.y.device)  # [K]
 

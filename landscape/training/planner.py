@@ -37,6 +37,7 @@ from landscape.training.loop import METRIC_NAMES, Start, epochs
 from landscape.training.members import MemberData, balanced_chunks, optimizer_layout
 from landscape.training.recording import record
 from landscape.training.schedule import resume_state
+from landscape.training.tracking import metric_names
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,10 @@ def _load_data(configs: Sequence[RunConfig], execution: Execution, device: torch
             datasets[key] = data_module.load(c.data, device=device, dtype=dtype_of(c.dtype),
                                              data_dir=execution.data_dir,
                                              download=execution.download)
+        rows = len(datasets[key].train)  # an image set's training rows are known only now
+        if c.track is not None and c.track.samples > rows:
+            raise BadInput(f"--track-samples must be at most the {rows} training rows of "
+                           f"{c.data.name}, got {c.track.samples}")
     return datasets
 
 
@@ -344,7 +349,8 @@ def _create(maker: Maker, path: Path, config: RunConfig, execution: Execution,
     params = {n: p.detach()[None] for n, p in model.named_parameters()}
     flipped = {s: dataset.split(s).flipped.nonzero().flatten().cpu().numpy()
                for s in ("train", "val", "test")}
-    maker.create(path, config, execution, device=describe(device), metric_names=METRIC_NAMES,
+    maker.create(path, config, execution, device=describe(device),
+                 metric_names=METRIC_NAMES + metric_names(config),
                  model_layout=layout_of(state),
                  optim_layout={k: (shape, np.dtype(dt)) for k, (shape, dt) in optimizer_layout(
                      config.optim.name, config.optim.momentum, params).items()},
