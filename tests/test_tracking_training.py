@@ -135,3 +135,25 @@ def test_the_command_reports_the_cost(tmp_path, tiny_args):
                            "gradient_amplitude", "--track-samples", "10", check=True)
     assert "tracked gradient_amplitude every 1 epoch(s) on 10 training rows" in result.stdout
     assert "of the training time" in result.stdout
+
+
+def test_the_dynamics_figure_draws_the_stored_values(tmp_path):
+    import csv
+
+    configs = expand(_sgd(tiny_config(epochs=3, track=TRACK)), [0.0, 0.8], [0])
+    runs = [Run(p) for p in train(configs, out=tmp_path, execution=QUIET).paths]
+    untracked = train([tiny_config(epochs=1)], out=tmp_path / "plain", execution=QUIET).paths
+    result = landscape_cli("figures", tmp_path, "--section", "dynamics", "--out",
+                           tmp_path / "fig", "--format", "png", check=True)
+    assert "1 run(s) left out" in result.stdout and (tmp_path / "fig" / "dynamics.png").exists()
+    with open(tmp_path / "fig" / "dynamics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for run in runs:
+        mine = [r for r in rows if float(r["flood"]) == run.config.objective.flood]
+        metrics = run.metrics()
+        assert [int(r["epoch"]) for r in mine] == [0, 2]  # the tracked epochs
+        for name in ("top_eigenvalue", "threshold"):
+            assert [float(r[name]) for r in mine] == list(metrics[name][[0, 2]])
+    bad = landscape_cli("figures", *untracked, "--section", "dynamics", "--out", tmp_path / "f2")
+    assert bad.returncode == 2 and "--track top_eigenvalue" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

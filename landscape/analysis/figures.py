@@ -12,11 +12,12 @@ other folders are searched for both):
 | 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
 | sharpness | test loss vs Hessian eigenvalue, trace, average-case sharpness (beyond the paper) | sharpness result files (`landscape sharpness`) |
 | connect | loss and error along the linear path and the fitted curve between two models (beyond the paper) | connect result files (`landscape connect`) |
+| dynamics | the top Hessian eigenvalue per epoch against the edge of stability 2 / lr, plain against flooded (and Adam's preconditioned sharpness; beyond the paper) | runs trained with `--track top_eigenvalue` |
 
 Sections 5.2-5.4 and sharpness need their result files because making them evaluates models.
-"all" means the paper's sections (2 to 5.4); sharpness and connect are drawn when asked for by
-name. Every section asked for must find its inputs, or nothing is drawn and one line names what is
-missing.
+"all" means the paper's sections (2 to 5.4); sharpness, connect and dynamics are drawn when
+asked for by name. Every section asked for must find its inputs, or nothing is drawn and one line
+names what is missing.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from landscape.analysis import curves, memorization, mse
+from landscape.analysis import curves, dynamics, memorization, mse
 from landscape.errors import BadInput
 from landscape.figures.connect import plot_connect
 from landscape.figures.curves import plot_curves
+from landscape.figures.dynamics import plot_dynamics
 from landscape.figures.flatness import plot_flatness
 from landscape.figures.gradnorm import plot_gradnorm
 from landscape.figures.memorization import plot_memorization
@@ -41,20 +43,21 @@ from landscape.runs.store import FORMAT as RUN_FORMAT
 from landscape.runs.store import SWEEP_INDEX, Run, file_format, find_runs
 
 PAPER_SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")  # what "all" draws
-SECTIONS = PAPER_SECTIONS + ("sharpness", "connect")
+SECTIONS = PAPER_SECTIONS + ("sharpness", "connect", "dynamics")
 RESULT_SECTION = {f"landscape-{MEMORIZATION}": "5.1", f"landscape-{GRADNORM}": "5.2",
                   f"landscape-{SLICE}": "5.3", f"landscape-{MSE}": "5.4",
                   f"landscape-{SHARPNESS}": "sharpness", f"landscape-{CONNECT}": "connect"}
 STEMS = {"2": "fig2_learning_curves", "5.1": "fig3_memorization", "5.2": "fig4_gradients",
          "5.3": "fig5_flatness", "5.4": "thm1_mse", "sharpness": "sharpness",
-         "connect": "connect"}
+         "connect": "connect", "dynamics": "dynamics"}
 NEEDS = {"2": "runs with the test loss at every epoch (landscape train --eval-test every)",
          "5.1": "sweeps over b or a memorization result file (landscape memorization)",
          "5.2": "gradnorm result files (landscape gradnorm)",
          "5.3": "slice result files (landscape flatness)",
          "5.4": "mse result files (landscape mse)",
          "sharpness": "sharpness result files (landscape sharpness)",
-         "connect": "connect result files (landscape connect)"}
+         "connect": "connect result files (landscape connect)",
+         "dynamics": dynamics.NEEDS}
 
 
 @dataclass
@@ -109,10 +112,12 @@ def plan(inputs: Inputs, sections: Sequence[str], out: Path, *, skip_epochs: int
         results = inputs.results[s]
         if s == "2" and any(r.config.eval_test == "every" for r in runs):
             builders[s] = _curves_builder(*curves.usable(runs))
+        elif s == "dynamics" and runs:
+            builders[s] = _dynamics_builder(*dynamics.usable(runs))
         elif s == "5.1" and (results or runs):
             builders[s] = _results_builder(s, results or [
                 memorization.memorization(inputs.runs, out / f"{STEMS[s]}.h5", overwrite=True)])
-        elif s not in ("2", "5.1") and results:
+        elif s not in ("2", "5.1", "dynamics") and results:
             builders[s] = _results_builder(
                 s, results, {"skip_epochs": skip_epochs} if s in PER_EPOCH else {})
         else:
@@ -130,6 +135,13 @@ def _curves_builder(runs: list[Run], notes: list[str]):
     def build(out: Path, formats: Sequence[str]) -> list[str]:
         written = plot_curves(curves.learning_curves(runs), out / STEMS["2"], formats)
         return notes + [_written("2", written, f"{len(runs)} runs")]
+    return build
+
+
+def _dynamics_builder(runs: list[Run], notes: list[str]):
+    def build(out: Path, formats: Sequence[str]) -> list[str]:
+        written = plot_dynamics(dynamics.traces(runs), out / STEMS["dynamics"], formats)
+        return notes + [_written("dynamics", written, f"{len(runs)} runs")]
     return build
 
 

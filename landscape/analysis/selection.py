@@ -124,9 +124,9 @@ class SettingResult:
 
 def setting_of(config: RunConfig) -> RunConfig:
     """The setting a run belongs to: its config without flood level, seeds and what does not change
-    the trained model (save and test-evaluation policies)."""
+    the trained model (save and test-evaluation policies, what was tracked)."""
     return dataclasses.replace(
-        config, seed=0, save="last", eval_test="every",
+        config, seed=0, save="last", eval_test="every", track=None,
         data=dataclasses.replace(config.data, seed=0),
         objective=dataclasses.replace(config.objective, flood=0.0))
 
