@@ -21,8 +21,23 @@ STEP_METRICS = {
     "ascent_fraction": ("share of the epoch's steps that were gradient ascent (J < b)",
                         "fraction"),
     "lr": ("learning rate during the epoch", ""),
-    "seconds": ("wall seconds the epoch took (NaN at epoch 0)", "s"),
+    "seconds": ("wall seconds the epoch took to train and evaluate (NaN at epoch 0)", "s"),
     "flood_level": ("flood level b the epoch trained with (AdaFlood: the mean level)", "nats"),
+}
+# --track (training/tracking.py): NaN at the epochs not tracked
+TRACKED = {
+    "top_eigenvalue": ("largest Hessian eigenvalue of the mean loss on the tracked training rows "
+                       "(power iteration)", ""),
+    "trace": ("Hutchinson estimate of the Hessian's trace on the tracked training rows", ""),
+    "gradient_amplitude": ("filter-normalized gradient amplitude (paper Sec. 5.2) on the tracked "
+                           "training rows", ""),
+    "worst_case_sharpness": ("worst-case sharpness on the tracked training rows", "nats"),
+    "threshold": ("the optimizer's edge of stability at the epoch's learning rate: 2 / lr for "
+                  "SGD, (2 + 2 momentum) / lr with momentum, 38 / lr for Adam", ""),
+    "preconditioned_sharpness": ("Adam: largest eigenvalue of P^-1 H of the epoch's last step "
+                                 "(Cohen et al. 2022)", ""),
+    "track_seconds": ("wall seconds the tracked measures took after the epoch (all members of "
+                      "a stacked group), beside `seconds`, which excludes them", "s"),
 }
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
 
@@ -33,7 +48,7 @@ def metric(name: str) -> tuple[str, str]:
     if split in SPLITS and measure in MEASURES:
         meaning, units = MEASURES[measure]
         return f"{SPLITS[split]} set, per epoch: {meaning}", units
-    return STEP_METRICS.get(name, ("", ""))
+    return STEP_METRICS.get(name, TRACKED.get(name, ("", "")))
 
 
 def weights(key: str) -> str:
