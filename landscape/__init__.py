@@ -33,8 +33,15 @@ _PUBLIC = {
     **{name: "measures.generalization" for name in ("generalization_measures",
                                                     "slice_flatness")},
     **{name: "measures.hessian" for name in (
-        "Estimate", "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density",
-        "hessian_trace", "average_sharpness")},
+        "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
+        "average_sharpness")},
+    **{name: "measures.operators" for name in (
+        "Operator", "HessianOperator", "layer_curvature", "LayerCurvature")},
+    **{name: "measures.fisher" for name in ("GGNOperator", "FisherOperator")},
+    **{name: "measures.spectrum" for name in ("top_eigenvalue", "eigenpairs",
+                                              "spectral_density")},
+    **{name: "measures.trace" for name in ("Estimate", "hutchinson_trace", "hutchpp_trace",
+                                           "diagonal", "Diagonal")},
     "Density": "measures.density",
     "Tracker": "measures.tracking",
     "risk_mse": "measures.theorem1",

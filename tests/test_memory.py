@@ -6,7 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.flooding import per_sample_loss
-from landscape.measures.hessian import graph_numbers
+from landscape.measures.operators import graph_numbers
 from landscape.memory import row_numbers
 
 
@@ -43,7 +43,7 @@ def test_a_gradient_graph_keeps_what_its_rows_predict():
         return list(torch.autograd.grad(total, list(params.values()), create_graph=True))
 
     x, y = torch.randn(5, 3, 8, 8), torch.randint(0, 10, (5,))
-    per_row, per_chunk = graph_numbers(gradient, x, y)
+    per_row, per_chunk = graph_numbers(lambda batch: gradient(*batch), (x, y))
     storages = {}
 
     def pack(t):

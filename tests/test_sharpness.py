@@ -19,14 +19,13 @@ from landscape.analysis.sharpness import KIND
 from landscape.data import Split, load
 from landscape.flooding import per_sample_loss
 from landscape.measures.filternorm import gaussian_directions, parameters_of
-from landscape.measures.hessian import (
-    hutchinson_trace,
-    hvp_function,
-    sharpness_estimate,
-    top_eigenvalue,
-)
+from landscape.measures.hessian import sharpness_estimate
+from landscape.measures.objective import Objective
+from landscape.measures.operators import HessianOperator
 from landscape.measures.options import Normalization, SharpnessOptions
 from landscape.measures.sources import as_source
+from landscape.measures.spectrum import top_eigenvalue
+from landscape.measures.trace import hutchinson_trace
 from landscape.results import read_result
 
 CPU = torch.device("cpu")
@@ -65,8 +64,9 @@ def test_power_iteration_equals_the_top_eigenvalue_of_the_full_hessian(exact):
     eigenvalues = torch.linalg.eigvalsh(H)
     largest = eigenvalues[eigenvalues.abs().argmax()]
     assert largest > 0  # near a minimum the largest magnitude is the top eigenvalue
-    hvp = hvp_function(model, params, buffers, split, "logistic", rows=7)  # chunks of 7 of 40
-    estimate, used = top_eigenvalue(hvp, params, iterations=2000, tolerance=1e-13, seed=0)
+    hessian = HessianOperator.on(Objective(model, params, buffers, as_source(
+        split, device=CPU, dtype=None), "logistic", tuple(params)), rows=7)  # chunks of 7 of 40
+    estimate, used = top_eigenvalue(hessian, iterations=2000, tolerance=1e-13, seed=0)
     assert used < 2000
     assert estimate == pytest.approx(float(largest), rel=1e-8)
 
@@ -76,9 +76,10 @@ def test_hutchinson_trace_converges_to_the_exact_trace(exact):
     probes the estimate is within 4 of its standard deviations (a 6e-5 chance to fail for an
     unlucky seed; the seed is fixed), and the reported standard error matches the exact one."""
     model, params, buffers, split, H, _ = exact
-    hvp = hvp_function(model, params, buffers, split, "logistic", rows=40)
+    hessian = HessianOperator.on(Objective(model, params, buffers, as_source(
+        split, device=CPU, dtype=None), "logistic", tuple(params)))
     probes = 2000
-    estimate, stderr = hutchinson_trace(hvp, params, probes=probes, seed=1)
+    estimate, stderr = hutchinson_trace(hessian, probes=probes, seed=1)
     exact_stderr = math.sqrt(2 * (H.square().sum() - H.diagonal().square().sum()) / probes)
     assert abs(estimate - float(H.trace())) <= 4 * exact_stderr
     assert stderr == pytest.approx(exact_stderr, rel=0.15)

@@ -2,7 +2,7 @@
 
 - random (the paper's Fig. 5, Li et al. 2018): Gaussian draws from the direction seed,
   filter-normalized to each model (filternorm.gaussian_directions);
-- hessian: the top eigenvector(s) of each model's training-loss Hessian (spectrum.top_eigenpairs,
+- hessian: the top eigenvector(s) of each model's training-loss Hessian (spectrum.eigenpairs,
   Lanczos from the direction seed), filter-normalized like random ones so that the span means the
   same; their eigenvalues are recorded;
 - pca: the plane of the model's optimization path (trajectory.pca_directions, Li et al. Sec. 7),
@@ -20,10 +20,10 @@ import torch
 
 from landscape.errors import BadInput
 from landscape.measures.filternorm import gaussian_directions, normalize_direction, parameters_of
-from landscape.measures.hessian import hvp_function
-from landscape.measures.spectrum import top_eigenpairs
+from landscape.measures.objective import Objective
+from landscape.measures.operators import HessianOperator
+from landscape.measures.spectrum import eigenpairs
 from landscape.measures.trajectory import pca_directions
-from landscape.memory import rows_of
 
 if TYPE_CHECKING:
     from landscape.analysis.sliced import SlicedModel
@@ -56,14 +56,11 @@ def choose(model: SlicedModel, options: SliceOptions) -> Chosen:
     if options.direction == "hessian":
         if "train" not in model.sources:
             raise BadInput(f"{model.name}: --direction hessian needs training data")
-        first = next(iter(params.values()))
-        source = model.sources["train"]
-        hvp = hvp_function(model.template, params, buffers, source, model.loss,
-                           rows_of(model.template, source, 1, first.device, gradients=True))
-        values, vectors, _ = top_eigenpairs(hvp, params, k=count, iterations=HESSIAN_PRODUCTS,
-                                            tolerance=HESSIAN_RESIDUAL,
-                                            seed=options.direction_seed,
-                                            vectors=True)
+        hessian = HessianOperator.on(Objective(model.template, params, buffers,
+                                               model.sources["train"], model.loss, tuple(params)))
+        values, vectors, _ = eigenpairs(hessian, k=count, iterations=HESSIAN_PRODUCTS,
+                                        tolerance=HESSIAN_RESIDUAL, seed=options.direction_seed,
+                                        vectors=True)
         return Chosen([normalize_direction(v, params, options.normalization) for v in vectors],
                       span or 1.0, {"eigenvalues": [float(v) for v in values]})
     if model.trajectory is None:

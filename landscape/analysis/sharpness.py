@@ -18,9 +18,9 @@ checkpoint's running statistics; only parameters are perturbed), H its Hessian o
   is sigma^2 / 2 times the mean of d.Hd over the draws, up to O(sigma^4).
 
 Hessian-vector products Hv are reverse over reverse (a backward pass through each chunk's
-gradient graph, measures/hessian.hvp_function), accumulated over chunks of rows and divided by n,
-so memory is bounded by the chunk unless the graphs fit in memory, where they are built once and
-kept. The estimators live in measures/hessian.py; this module measures run files' saved epochs
+gradient graph, measures/operators.HessianOperator), accumulated over chunks of rows and divided
+by n; the graphs are built once and kept while they fit the memory rule's budget. The estimators
+live in measures/spectrum.py and measures/trace.py; this module measures run files' saved epochs
 and writes the result file; figures/sharpness.py draws it.
 """
 
@@ -45,15 +45,13 @@ from landscape.config import ModelConfig
 from landscape.errors import BadInput
 from landscape.flooding import Loss
 from landscape.measures.filternorm import parameters_of
-from landscape.measures.hessian import (
-    hutchinson_trace,
-    hvp_function,
-    sharpness_estimate,
-    top_eigenvalue,
-)
+from landscape.measures.hessian import sharpness_estimate
+from landscape.measures.objective import Objective
+from landscape.measures.operators import HessianOperator
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source
-from landscape.measures.spectrum import density, top_eigenpairs
+from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
+from landscape.measures.trace import hutchinson_trace
 from landscape.memory import models_at_once, rows_of
 from landscape.progress import progress_bar
 from landscape.results import SHARPNESS, reuse_result, runs_identity, write_result
@@ -75,7 +73,6 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
     at_once = models_at_once(model_config, sum(p.numel() for p in model.parameters()),
                              first.device)
     rows = rows_of(model, source, at_once, first.device)
-    grad_rows = rows_of(model, source, 1, first.device, gradients=True)
     out = {k: np.full(len(states), np.nan) for k in MEASURES}
     if options.top_k:
         out["eigenvalues"] = np.full((len(states), options.top_k), np.nan)
@@ -86,10 +83,11 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
     with progress_bar(list(enumerate(states)), enabled=progress, label=label) as bar:
         for i, state in bar:
             params, buffers = parameters_of(model, state())
-            hvp = hvp_function(model, params, buffers, source, loss, grad_rows)
+            hessian = HessianOperator.on(Objective(model, params, buffers, source, loss,
+                                                   tuple(params)))
             if options.top_k:
-                values, vectors, _ = top_eigenpairs(
-                    hvp, params, k=options.top_k, iterations=max(options.iterations,
+                values, vectors, _ = eigenpairs(
+                    hessian, k=options.top_k, iterations=max(options.iterations,
                                                                  options.top_k),
                     tolerance=options.tolerance, seed=options.seed, vectors=options.eigenvectors)
                 out["eigenvalues"][i, :len(values)] = values
@@ -98,15 +96,15 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
                         out.setdefault(f"eigenvectors/{name}", np.full(
                             (len(states), options.top_k, *t.shape), np.nan))[i, j] = t.cpu().numpy()
             if options.density:
-                found = density(hvp, params, iterations=options.density_iterations,
-                                runs=options.density_runs, seed=options.seed)
+                found = spectral_density(hessian, iterations=options.density_iterations,
+                                         runs=options.density_runs, seed=options.seed)
                 out["density/nodes"][i, :len(found.nodes)] = found.nodes
                 out["density/weights"][i, :len(found.weights)] = found.weights
             out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
-                hvp, params, iterations=options.iterations, tolerance=options.tolerance,
+                hessian, iterations=options.iterations, tolerance=options.tolerance,
                 seed=options.seed)
             out["trace"][i], out["trace_stderr"][i] = hutchinson_trace(
-                hvp, params, probes=options.probes, seed=options.seed)
+                hessian, probes=options.probes, seed=options.seed)
             out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
                 sharpness_estimate(model, params, buffers, source, loss, options,
                                   at_once=at_once, rows=rows))

@@ -1,35 +1,44 @@
-"""The Hessian's spectrum beyond its top eigenvalue: the k largest eigenvalues (and eigenvectors)
-and the spectral density, from Hessian-vector products (sharpness.hvp_function).
+"""The spectrum of a curvature operator A (operators.py: the Hessian, the GGN, the Fisher, or
+any Operator): its top eigenvalue by power iteration, its k largest or smallest eigenvalues (and
+eigenvectors) and its spectral density by Lanczos.
 
-Both run the Lanczos iteration with full reorthogonalization: from a unit start q_1, each step
-multiplies by H, removes the components along every earlier q (twice: one pass loses
-orthogonality in float32) and normalizes, building H Q_m = Q_m T_m + beta_m q_{m+1} e_m^T with T_m
-tridiagonal. The eigenvalues of T_m (Ritz values) approach H's extreme eigenvalues first.
+- power iteration: v <- A v / ||A v|| from a seeded Gaussian start; the estimate is the Rayleigh
+  quotient v'Av, stopped when it changes by less than `tolerance` (relative). It finds the
+  eigenvalue of largest magnitude.
+
+The others run the Lanczos iteration with full reorthogonalization: from a unit start q_1, each
+step multiplies by A, removes the components along every earlier q (twice: one pass loses
+orthogonality in float32) and normalizes, building A Q_m = Q_m T_m + beta_m q_{m+1} e_m^T with
+T_m tridiagonal. The eigenvalues of T_m (Ritz values) approach A's extreme eigenvalues first.
 
 - top-k (as PyHessian's `eigenvalues(top_n=k)` answers, by a faster route than its deflated
-  power iteration): the k algebraically largest Ritz values, stopped when each one's residual
-  |beta_m s_mi| (the distance of H y_i from theta_i y_i, y_i = Q_m s_i) is below `tolerance` times
-  |theta_i|, or after `iterations` products; eigenvectors y_i.
+  power iteration) and bottom-k: the k algebraically largest (or smallest) Ritz values, stopped
+  when each one's residual |beta_m s_mi| (the distance of A y_i from theta_i y_i, y_i = Q_m s_i)
+  is below `tolerance` times |theta_i|, or after `iterations` products; eigenvectors y_i.
 - density (stochastic Lanczos quadrature, Ghorbani et al. 2019; PyHessian's `density`): for each
   of `runs` Rademacher starts, m steps give nodes theta_j and weights (first entry of T's j-th
   eigenvector)^2 summing to 1, a quadrature of the spectral measure seen from the start vector:
-  sum_j w_j theta_j^p = q_1' H^p q_1, whose expectation is tr(H^p) / n. The density is that
+  sum_j w_j theta_j^p = q_1' A^p q_1, whose expectation is tr(A^p) / n. The density is that
   measure averaged over runs and broadened by a Gaussian of width `sigma` (a share of the
   spectrum's range), integrating to 1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import torch
 
+from landscape.errors import BadInput
 from landscape.measures.density import Density
 
+if TYPE_CHECKING:
+    from landscape.measures.operators import Operator
+
 Tensors = dict[str, torch.Tensor]
-Product = Callable[[torch.Tensor], torch.Tensor]  # flat vectors [P, N] -> H times them
 
 
 def flat_draws(params: Tensors, draw: Callable[[tuple[int, ...]], torch.Tensor]) -> torch.Tensor:
@@ -62,7 +71,28 @@ class Lanczos:
         return np.linalg.eigh(t)
 
 
-def lanczos(hvp: Product, params: Tensors, start: torch.Tensor, *, steps: int,
+def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: float = 1e-4,
+                   seed: int = 0) -> tuple[float, int]:
+    """(the eigenvalue of largest magnitude, products used) by power iteration from a seeded
+    Gaussian start (see the module's text)."""
+    generator = torch.Generator().manual_seed(seed)
+    v = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+    v = v.to(operator.device, operator.dtype)
+    v = (v / v.norm())[None]                                           # [1, N]
+    estimate = math.nan
+    for step in range(1, iterations + 1):
+        av = operator.matmat(v)
+        previous, estimate = estimate, float(v[0] @ av[0])
+        norm = float(av.norm())
+        if norm == 0:  # v in the null space: the loss is flat along it
+            return 0.0, step
+        v = av / norm
+        if abs(estimate - previous) <= tolerance * abs(estimate):
+            break
+    return estimate, step
+
+
+def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
             stop: Callable[[Lanczos], bool] | None = None) -> Lanczos:
     """Up to `steps` Lanczos steps from `start` [N] (any scale), fewer when the Krylov space is
     exhausted (beta ~ 0) or `stop(state)` says the answer is there."""
@@ -72,7 +102,7 @@ def lanczos(hvp: Product, params: Tensors, start: torch.Tensor, *, steps: int,
     basis[0] = start / start.norm()
     state = Lanczos([], [], basis[:1])
     for j in range(steps):
-        w = hvp(basis[j][None])[0]
+        w = operator.matmat(basis[j][None])[0]
         alpha = float(w @ basis[j])
         for _ in range(2):  # full reorthogonalization, twice
             w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
@@ -85,27 +115,36 @@ def lanczos(hvp: Product, params: Tensors, start: torch.Tensor, *, steps: int,
     return state
 
 
-def top_eigenpairs(hvp: Product, params: Tensors, *, k: int, iterations: int = 100,
-                   tolerance: float = 1e-4, seed: int = 0, vectors: bool = False
-                   ) -> tuple[np.ndarray, list[Tensors] | None, int]:
-    """(the k largest eigenvalues, descending; their eigenvectors {name: tensor} if asked;
-    products used) from a seeded Gaussian start."""
+def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smallest"] = "largest",
+               iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
+               vectors: bool = False) -> tuple[np.ndarray, list[Tensors] | None, int]:
+    """(the k largest eigenvalues, descending, or the k smallest, ascending; their eigenvectors
+    {name: tensor} if asked; products used) by Lanczos from a seeded Gaussian start, at most
+    max(`iterations`, k) products. Near-zero eigenvalues converge slowly under the relative
+    `tolerance` (a Hessian's bottom end is often a cluster around 0)."""
+    if which not in ("largest", "smallest"):
+        raise BadInput(f"which must be largest or smallest, got {which!r}")
+    if k < 1:
+        raise BadInput(f"k must be at least 1, got {k}")
+    params = operator.params
     generator = torch.Generator().manual_seed(seed)
-    first = next(iter(params.values()))
     start = flat_draws(params, lambda shape: torch.randn(shape, generator=generator))
     k = min(k, start.numel())
+    ends = (lambda values: slice(len(values) - k, None)) if which == "largest" else (
+        lambda values: slice(0, k))
 
     def converged(state: Lanczos) -> bool:
         if len(state.alpha) < k:
             return False
         values, s = state.ritz()
-        top = slice(len(values) - k, None)
-        residual = np.abs(state.beta[-1] * s[-1, top])
-        return bool(np.all(residual <= tolerance * np.maximum(np.abs(values[top]), 1e-30)))
+        end = ends(values)
+        residual = np.abs(state.beta[-1] * s[-1, end])
+        return bool(np.all(residual <= tolerance * np.maximum(np.abs(values[end]), 1e-30)))
 
-    state = lanczos(hvp, params, start.to(first), steps=max(iterations, k), stop=converged)
+    state = lanczos(operator, start.to(operator.device, operator.dtype),
+                    steps=max(iterations, k), stop=converged)
     values, s = state.ritz()
-    order = np.argsort(values)[::-1][:k]
+    order = np.argsort(values)[::-1][:k] if which == "largest" else np.argsort(values)[:k]
     found = None
     if vectors:
         ritz = torch.as_tensor(s[:, order].T.copy(), dtype=state.basis.dtype,
@@ -114,16 +153,18 @@ def top_eigenpairs(hvp: Product, params: Tensors, *, k: int, iterations: int = 1
     return values[order], found, len(state.alpha)
 
 
-def density(hvp: Product, params: Tensors, *, iterations: int = 90, runs: int = 1,
-            seed: int = 0) -> Density:
-    """Stochastic Lanczos quadrature of H's spectral density (see the module's text)."""
+def spectral_density(operator: Operator, *, iterations: int = 90, runs: int = 1,
+                     seed: int = 0) -> Density:
+    """Stochastic Lanczos quadrature of the operator's spectral density (see the module's
+    text): `.nodes`, `.weights` (summing to 1), `.curve()` and `.moment(p)` (~ tr(A^p) / n)."""
+    if iterations < 1 or runs < 1:
+        raise BadInput(f"iterations and runs must be at least 1, got {iterations} and {runs}")
     generator = torch.Generator().manual_seed(seed)
-    first = next(iter(params.values()))
     nodes, weights = [], []
     for _ in range(runs):
-        start = flat_draws(params, lambda shape: torch.randint(0, 2, shape, generator=generator)
-                           * 2.0 - 1).to(first)
-        values, s = lanczos(hvp, params, start, steps=iterations).ritz()
+        start = flat_draws(operator.params, lambda shape: torch.randint(
+            0, 2, shape, generator=generator) * 2.0 - 1).to(operator.device, operator.dtype)
+        values, s = lanczos(operator, start, steps=iterations).ritz()
         nodes.append(values)
         weights.append(s[0] ** 2 / runs)
     return Density(np.concatenate(nodes), np.concatenate(weights))

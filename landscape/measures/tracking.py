@@ -34,16 +34,12 @@ from torch import nn
 from landscape.errors import BadInput
 from landscape.files import write_text
 from landscape.flooding import Loss, check_loss
-from landscape.measures.batches import taken
 from landscape.measures.gradients import gradient_amplitude
-from landscape.measures.hessian import (
-    hessian_top_eigenvalue,
-    hessian_trace,
-    hvp_function,
-    top_eigenvalue,
-)
+from landscape.measures.hessian import hessian_top_eigenvalue, hessian_trace
+from landscape.measures.operators import HessianOperator, Operator
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import LoaderSource, TensorSource, as_source
+from landscape.measures.spectrum import top_eigenvalue
 from landscape.measures.worstcase import worst_case_sharpness
 from landscape.results import write_result
 
@@ -256,13 +252,11 @@ def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, 
     from the seeded Gaussian start and with the stopping rule of hessian_top_eigenvalue (which
     it equals for D = I)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
-    with taken(model, data, loss, params, None, gradients=True) as m:
-        hvp = hvp_function(m.template, m.theta, m.buffers, m.source, m.loss, m.rows)
-        first = next(iter(m.theta.values()))
-        root = torch.cat([inverse[k].reshape(-1) for k in m.theta]).to(first).sqrt()  # [N]
-        value, _ = top_eigenvalue(lambda v: root * hvp(root * v), m.theta,
-                                  iterations=iterations, tolerance=tolerance, seed=seed)
-    return value
+    hessian = HessianOperator(model, data, loss=loss, params=params)
+    root = torch.cat([inverse[k].reshape(-1) for k in hessian.params]).to(
+        hessian.device, hessian.dtype).sqrt()                                       # [N]
+    scaled = Operator(hessian.params, lambda v: root * hessian.matmat(root * v))
+    return top_eigenvalue(scaled, iterations=iterations, tolerance=tolerance, seed=seed)[0]
 
 
 def checked_options(names: Sequence[str], options: dict[str, Mapping[str, Any]],

@@ -1,0 +1,218 @@
+"""The mean loss over data as a function of some of a model's parameters: what the curvature
+operators (operators.py, fisher.py) differentiate, with the data as users have it.
+
+A batch is either a pair (x, y), as sources.py gives tensors, splits and DataLoaders of pairs
+(the model is called as model(x), a named loss or a callable (logits, y) scores it), or a dict of
+tensors such as {"input_ids": ..., "labels": ...}. A dict's model inputs are `inputs(batch)` (a
+tuple of positional arguments or a dict of keyword arguments): by default its one non-label entry
+as the argument, else every non-label entry by name; a named loss scores the output against the
+label entry, and a callable loss takes (output, batch) and returns one loss per sample [m] (a
+sequence model's per-token losses averaged within each sample, as the user decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils._pytree import tree_flatten
+
+from landscape.errors import BadInput
+from landscape.flooding import Loss, check_loss, per_sample_loss
+from landscape.measures.filternorm import parameters_of
+from landscape.measures.model import Tensors, _dtype, _first_line, _prepared, check_data
+from landscape.measures.sources import Source, _to, as_source
+from landscape.memory import KEEP_NUMBERS
+
+Batch = Any  # (x, y) or {name: tensor}
+Inputs = Callable[[Mapping[str, torch.Tensor]], Union[tuple, dict]]
+Wrt = Union[Sequence[str], Callable[[str], bool], None]
+LABEL_KEYS = ("labels", "label", "y", "targets", "target")
+
+
+class DictBatches:
+    """An iterable of {name: tensor} batches on `device`, floating tensors in `dtype`; after a
+    whole pass that holds at most KEEP_NUMBERS numbers later passes replay it (every product
+    then sees the same rows, and a DataLoader's collation is paid once), as sources.LoaderSource
+    keeps pairs. `rows` does not apply: a loader keeps its own batch size."""
+
+    def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.iterable, self.device, self.dtype = batches, device, dtype
+        self.kept: list[dict[str, torch.Tensor]] | None = None
+
+    def batches(self, rows: int) -> Iterator[dict[str, torch.Tensor]]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list | None = []
+        held = 0
+        for batch in self.iterable:
+            if not isinstance(batch, Mapping):
+                raise BadInput(f"a batch of dicts was followed by a {type(batch).__name__}")
+            batch = {k: _to(v, self.device, self.dtype) if isinstance(v, torch.Tensor) else v
+                     for k, v in batch.items()}
+            if kept is not None:
+                held += sum(t.numel() for t in tree_flatten(batch)[0]
+                            if isinstance(t, torch.Tensor))
+                if held <= KEEP_NUMBERS:
+                    kept.append(batch)
+                else:
+                    kept = None
+            yield batch
+        if kept == []:
+            raise BadInput("the data source yielded no batches")
+        self.kept = kept
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The model (its module, every parameter theta, its buffers, eval mode), the data, the
+    loss, and the parameters differentiated (`wrt`, names in the model's order)."""
+
+    template: nn.Module
+    theta: Tensors
+    buffers: Tensors
+    source: Source | DictBatches
+    loss: Loss | Callable[[Any, Batch], torch.Tensor]
+    wrt: tuple[str, ...]
+    inputs: Inputs | None = None
+
+    @property
+    def params(self) -> Tensors:
+        """The differentiated parameters {name: tensor}: the operators' flat layout."""
+        return {k: self.theta[k] for k in self.wrt}
+
+    def restricted(self, names: Sequence[str]) -> Objective:
+        """The same loss differentiated by `names` only."""
+        return dataclasses.replace(self, wrt=tuple(k for k in self.theta if k in set(names)))
+
+    def batches(self, rows: int) -> Iterator[Batch]:
+        return self.source.batches(rows)
+
+    def losses(self, chosen: Mapping[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """Per-sample losses [m] with the parameters `chosen` in place of theta's."""
+        return self.scored(self.output(chosen, batch), batch)
+
+    def output(self, chosen: Mapping[str, torch.Tensor], batch: Batch) -> Any:
+        state = {**self.theta, **chosen, **self.buffers}
+        if not isinstance(batch, Mapping):
+            return functional_call(self.template, state, (batch[0],))
+        given = (self.inputs or default_inputs)(batch)
+        if isinstance(given, Mapping):
+            return functional_call(self.template, state, (), dict(given))
+        return functional_call(self.template, state, tuple(given))
+
+    def scored(self, output: Any, batch: Batch) -> torch.Tensor:
+        """Per-sample losses [m] of a model output on its batch."""
+        if not isinstance(batch, Mapping):
+            return per_sample_loss(output, batch[1], self.loss)
+        if callable(self.loss):
+            return self.loss(output, batch)
+        losses = per_sample_loss(output, batch[label_key(batch)], self.loss)
+        return losses.reshape(len(losses), -1).mean(1)  # a sequence's tokens: their mean
+
+
+def rows_in(batch: Batch) -> int:
+    """The samples a batch holds: the length of its first tensor."""
+    return len(next(t for t in tree_flatten(batch)[0] if isinstance(t, torch.Tensor)))
+
+
+def label_key(batch: Mapping[str, Any]) -> str:
+    key = next((k for k in LABEL_KEYS if k in batch), None)
+    if key is None:
+        raise BadInput(f"a dict batch needs its labels under one of {', '.join(LABEL_KEYS)} for "
+                       f"a named loss (it has {', '.join(map(str, batch))}), or a loss callable "
+                       "(output, batch) -> per-sample losses")
+    return key
+
+
+def default_inputs(batch: Mapping[str, Any]) -> tuple | dict:
+    """A dict batch's model inputs: its one non-label entry, else the non-label entries by name."""
+    given = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+    return tuple(given.values()) if len(given) == 1 else given
+
+
+@contextlib.contextmanager
+def evaluating(template: nn.Module) -> Iterator[None]:
+    """The module in eval mode (dropout off, BatchNorm's running statistics) while a product
+    runs, its flags given back afterwards: an operator lives longer than one call."""
+    flags = [(m, m.training) for m in template.modules()]
+    template.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def objective(model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
+              params: Mapping[str, torch.Tensor] | None = None, wrt: Wrt = None,
+              inputs: Inputs | None = None,
+              device: torch.device | str | None = None) -> Objective:
+    """The Objective of `model` (weights `params`, a state dict, if given) on `data`: a pair of
+    tensors, a split, or any iterable of pair or dict batches; `wrt` names the parameters
+    differentiated (names, or a predicate on a name; all by default). Bad input in one line."""
+    loss = check_loss(loss)
+    with _prepared(model, params, device) as (template, state):
+        theta, buffers = parameters_of(template, state)
+        first = next(iter(theta.values()))
+        dtype = _dtype(state)
+        template.eval()
+        if _dict_batches(data):
+            source: Source | DictBatches = DictBatches(
+                [data] if isinstance(data, Mapping) else data, device=first.device, dtype=dtype)
+            made = Objective(template, theta, buffers, source, loss, (), inputs)
+            _check_dict(made)
+        else:
+            source = as_source(data, device=first.device, dtype=dtype)
+            check_data(template, state, {"data": source}, loss)
+            made = Objective(template, theta, buffers, source, loss, ())
+        return dataclasses.replace(made, wrt=_chosen(theta, wrt))
+
+
+def _dict_batches(data: Any) -> bool:
+    if isinstance(data, Mapping):
+        return True
+    if isinstance(data, (tuple, list, torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+        return False
+    if not hasattr(data, "__len__") and iter(data) is data:  # a one-pass iterator: no peeking
+        raise BadInput("data must be iterable more than once (a DataLoader, a list of batches), "
+                       "not a one-pass iterator")
+    return isinstance(next(iter(data), None), Mapping)
+
+
+def _check_dict(made: Objective) -> None:
+    """One forward pass and the loss on the first batch, errors said in one line."""
+    batch = next(iter(made.batches(0)))
+    with torch.no_grad():
+        try:
+            output = made.output({}, batch)
+        except Exception as err:  # the user's forward: whatever it raises, say it in one line
+            raise BadInput(f"the model cannot take the dict batch (keys {', '.join(batch)}): "
+                           f"{_first_line(err)}") from None
+        losses = made.scored(output, batch)
+    if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (rows_in(batch),):
+        shape = list(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise BadInput(f"the loss must give one loss per sample (shape [{rows_in(batch)}]), "
+                       f"got {shape}")
+
+
+def _chosen(theta: Tensors, wrt: Wrt) -> tuple[str, ...]:
+    if wrt is None:
+        return tuple(theta)
+    if callable(wrt):
+        names = tuple(k for k in theta if wrt(k))
+    else:
+        unknown = [k for k in wrt if k not in theta]
+        if unknown:
+            raise BadInput(f"the model has no parameter {unknown[0]!r}; its parameters are "
+                           f"{', '.join(theta)}")
+        names = tuple(k for k in theta if k in set(wrt))
+    if not names:
+        raise BadInput("no parameter is chosen (wrt selects none of the model's parameters)")
+    return names
+

@@ -1,0 +1,263 @@
+"""Curvature as linear operators on flat parameter vectors: the base class, the memory rule every
+model operator shares, and the Hessian (the generalized Gauss-Newton and the empirical Fisher
+are in fisher.py). The estimators (spectrum.py, trace.py) take any operator.
+
+Convention: a vector is flat [N] over the chosen parameters (`wrt`, the model's order); a block
+of k vectors is k rows [k, N] and `matmat(V)` is V A (A symmetric), as torch keeps a batch in
+the leading axis. `to_scipy()` gives scipy's LinearOperator, which holds blocks as columns.
+
+Memory, one rule for every model operator: what a chunk of rows keeps between products (its
+gradient graph for the Hessian and the GGN, its per-sample gradients for the Fisher) is measured
+on the data's first rows (graph_numbers: autograd's saved tensors for one row and for two), and
+chunks keep it while their total fits GRAPH_NUMBERS; the chunks beyond are rebuilt at every
+product (then at most twice the budget is held). Tensor data are cut into chunks of as many
+rows as fit the budget (all of them when they fit: one call per product); a DataLoader keeps
+its own batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Mapping, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_map
+
+from landscape.errors import BadInput
+from landscape.measures.model import Tensors
+from landscape.measures.objective import (
+    Batch,
+    Inputs,
+    Objective,
+    Wrt,
+    evaluating,
+    objective,
+    rows_in,
+)
+from landscape.measures.sources import TensorSource
+from landscape.measures.spectrum import top_eigenvalue
+from landscape.measures.trace import Estimate, hutchinson_trace
+from landscape.memory import GRAPH_NUMBERS
+
+
+class Operator:
+    """A symmetric linear operator on flat vectors over `params` ({name: tensor}: their shapes,
+    order, dtype and device), from `product` ([k, N] -> [k, N]) or a subclass's; `products`
+    counts the vectors multiplied so far."""
+
+    def __init__(self, params: Tensors, product: Callable[[torch.Tensor], torch.Tensor]
+                 | None = None) -> None:
+        self.params = dict(params)
+        self.sizes = [p.numel() for p in self.params.values()]
+        self.products = 0
+        self._function = product
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = sum(self.sizes)
+        return n, n
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """A times each row of `vectors` [k, N] -> [k, N]."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.shape[0]:
+            raise BadInput(f"vectors must be rows [k, {self.shape[0]}], got {list(vectors.shape)}")
+        self.products += len(vectors)
+        return self._product(vectors.to(self.device, self.dtype))
+
+    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
+        """A v for one vector [N]."""
+        return self.matmat(vector.reshape(1, -1))[0]
+
+    def _product(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self._function(vectors)
+
+    def to_scipy(self):
+        """scipy.sparse.linalg.LinearOperator over numpy arrays ([N] or columns [N, k]), e.g.
+        for scipy.sparse.linalg.eigsh."""
+        from scipy.sparse.linalg import LinearOperator
+
+        n = self.shape[0]
+
+        def columns(block: np.ndarray) -> np.ndarray:
+            rows = torch.as_tensor(np.asarray(block).reshape(n, -1).T.copy())
+            return self.matmat(rows).T.cpu().numpy()
+
+        dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+        return LinearOperator((n, n), matvec=lambda v: columns(v).reshape(np.shape(v)),
+                              rmatvec=lambda v: columns(v).reshape(np.shape(v)),
+                              matmat=columns, dtype=dtype)
+
+
+class ModelOperator(Operator):
+    """A curvature matrix of the mean loss of `model` over `data` (a pair of tensors, a split,
+    or any iterable of pair or dict batches: objective.py) with respect to the parameters `wrt`
+    (names or a predicate on a name; all by default), at the weights `params` (a state dict;
+    the model's own by default), the model in eval mode. `rows` fixes the chunk size (tests);
+    by default the memory rule chooses it."""
+
+    def __init__(self, model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
+                 params: Mapping[str, torch.Tensor] | None = None, wrt: Wrt = None,
+                 inputs: Inputs | None = None, device: torch.device | str | None = None,
+                 rows: int | None = None) -> None:
+        self._attach(objective(model, data, loss=loss, params=params, wrt=wrt, inputs=inputs,
+                               device=device), rows)
+
+    @classmethod
+    def on(cls, made: Objective, *, rows: int | None = None):
+        """The operator of an Objective already taken (the analyses' route)."""
+        operator = cls.__new__(cls)
+        operator._attach(made, rows)
+        return operator
+
+    def _attach(self, made: Objective, rows: int | None) -> None:
+        if rows is not None and rows < 1:
+            raise BadInput(f"rows must be at least 1, got {rows}")
+        super().__init__(made.params)
+        self.objective, self.rows = made, rows
+        self._kept: list[Any] | None = None
+        self._complete = False
+        self.n = 0
+
+    def blocks(self) -> dict[str, ModelOperator]:
+        """The diagonal blocks, one per layer (parameters grouped by their module's name, e.g.
+        "fc.weight" and "fc.bias" as "fc"), each an operator of the same kind."""
+        groups: dict[str, list[str]] = {}
+        for name in self.objective.wrt:
+            groups.setdefault(name.rpartition(".")[0] or name, []).append(name)
+        return {group: type(self).on(self.objective.restricted(names), rows=self.rows)
+                for group, names in groups.items()}
+
+    # what a subclass defines: a chunk's kept state, how much it keeps, its share of a product
+    def _build(self, batch: Batch) -> Any:
+        raise NotImplementedError
+
+    def _numbers(self, batch: Batch) -> tuple[int, int]:
+        """(numbers per row, per chunk) that _build keeps."""
+        return graph_numbers(self._build, batch)
+
+    def _apply(self, state: Any, vectors: torch.Tensor, out: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _product(self, vectors: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(vectors)
+        # attention's fused kernels have no second derivative: the math kernel has
+        with evaluating(self.objective.template), torch.enable_grad(), sdpa_kernel(
+                SDPBackend.MATH):
+            if self._kept is None:
+                self._keep()
+            for state in self._kept:
+                self._apply(state, vectors, out)
+            if not self._complete:
+                for batch in itertools.islice(self.objective.batches(self._rows),
+                                              len(self._kept), None):
+                    self._apply(self._build(batch), vectors, out)
+        return out.div_(self.n)
+
+    def _keep(self) -> None:
+        """The memory rule (module docstring): chunk size, and the chunks whose state is kept."""
+        per_row, per_chunk = self._numbers(next(iter(self.objective.batches(2))))
+        source = self.objective.source
+        rows = self.rows or max(1, (GRAPH_NUMBERS - per_chunk) // max(per_row, 1))
+        if self.rows is None and isinstance(source, TensorSource):
+            rows = min(rows, len(source))
+        kept, held, n, complete = [], 0, 0, True
+        for batch in self.objective.batches(rows):
+            n += rows_in(batch)
+            held += per_chunk + rows_in(batch) * per_row
+            if complete and held <= GRAPH_NUMBERS:
+                kept.append(self._build(batch))
+            else:
+                complete = False
+        self._kept, self._rows, self.n, self._complete = kept, rows, n, complete
+
+
+class HessianOperator(ModelOperator):
+    """The Hessian of the mean loss (see ModelOperator for the arguments). Each product is
+    Pearlmutter's (1994) R-operator as reverse over reverse, as PyHessian (Yao et al. 2020):
+    a chunk's gradient is built with its graph (create_graph) and each vector costs one backward
+    pass through it; kept graphs (the memory rule) save a forward and a backward pass a
+    product."""
+
+    def _build(self, batch: Batch) -> tuple[list[torch.Tensor], list[tuple[int, torch.Tensor]]]:
+        leaves = {k: p.detach().requires_grad_() for k, p in self.params.items()}
+        total = self.objective.losses(leaves, batch).sum()
+        grads = torch.autograd.grad(total, list(leaves.values()), create_graph=True,
+                                    allow_unused=True)
+        # a parameter the loss does not reach (or reaches linearly) has no second derivative
+        return list(leaves.values()), [(i, g) for i, g in enumerate(grads)
+                                       if g is not None and g.requires_grad]
+
+    def _apply(self, state, vectors: torch.Tensor, out: torch.Tensor) -> None:
+        leaves, used = state
+        if not used:
+            return
+        for v, row in zip(vectors, out):
+            pieces = v.split(self.sizes)
+            hv = torch.autograd.grad([g for _, g in used], leaves,
+                                     [pieces[i].view(g.shape) for i, g in used],
+                                     retain_graph=True, allow_unused=True)
+            for h, piece in zip(hv, row.split(self.sizes)):
+                if h is not None:
+                    piece.add_(h.reshape(-1))
+
+
+def graph_numbers(build: Callable[[Batch], Any], batch: Batch) -> tuple[int, int]:
+    """(numbers per row, numbers per chunk) that `build` keeps for later products: the tensors
+    autograd saves while it runs, counted by their storages, for the batch's first row and its
+    first two. A CNN of 3 conv blocks on 32 x 32 images keeps 261k numbers a row for its
+    gradient graph, half of the earlier estimate (4 x weight layers x the widest layer)."""
+    def kept(rows: int) -> int:
+        storages: dict[tuple[int, torch.dtype], int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            storages[(storage.data_ptr(), tensor.dtype)] = storage.nbytes() // tensor.element_size()
+            return tensor
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            build(_first(batch, rows))
+        return sum(storages.values())
+
+    one = kept(1)
+    if rows_in(batch) < 2:  # a source of one-row batches: the whole graph counted per row
+        return one, 0
+    per_row = max(kept(2) - one, 1)
+    return per_row, max(one - per_row, 0)
+
+
+def _first(batch: Batch, rows: int) -> Batch:
+    return tree_map(lambda t: t[:rows] if isinstance(t, torch.Tensor) else t, batch)
+
+
+
+class LayerCurvature(NamedTuple):
+    """One layer's diagonal block: its top eigenvalue (power iteration) and trace (Hutchinson)."""
+
+    top_eigenvalue: float
+    trace: Estimate
+
+
+def layer_curvature(operator: ModelOperator, *, iterations: int = 100, tolerance: float = 1e-4,
+                    probes: int = 100, seed: int = 0) -> dict[str, LayerCurvature]:
+    """{layer: LayerCurvature} over the operator's per-layer diagonal blocks (`blocks()`), as
+    PyHessian's users ask of it: which layers are sharp. The blocks' traces sum to the whole
+    operator's trace, and each block's largest eigenvalue is at most the whole's (Cauchy's
+    interlacing)."""
+    if not isinstance(operator, ModelOperator):
+        raise BadInput("per-layer blocks need an operator of a model (HessianOperator, "
+                       "GGNOperator or FisherOperator)")
+    return {layer: LayerCurvature(
+        top_eigenvalue(block, iterations=iterations, tolerance=tolerance, seed=seed)[0],
+        hutchinson_trace(block, probes=probes, seed=seed))
+        for layer, block in operator.blocks().items()}
