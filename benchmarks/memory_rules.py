@@ -2,7 +2,7 @@
 blocks, 114k parameters, 512 images of 3 x 32 x 32) under the measured memory rules against the
 estimates they replaced, in one run:
 
-  measured   memory.row_numbers from one forward pass of a zero row, and hessian.graph_numbers
+  measured   memory.row_numbers from one forward pass of a zero row, and operators.graph_numbers
              from what autograd saves while it builds a chunk's gradient graph;
   estimated  the earlier rules, restored for the run: a conv feature map as 64 x the input per
              row, and 4 x weight layers x that widest layer per row of a kept gradient graph.
@@ -28,25 +28,26 @@ from torch import nn
 import landscape
 from landscape import memory
 from landscape.device import describe, resolve_device
-from landscape.measures import hessian
+from landscape.measures import operators
 
 
 @contextlib.contextmanager
 def estimated_rules():
     """The rules before measurement: row_numbers' estimate, and a graph of 4 numbers per unit of
     every weight layer's widest output."""
-    widest, graph = memory._measured_widest, hessian.graph_numbers
+    widest, graph = memory._measured_widest, operators.graph_numbers
     model: list[nn.Module] = []
 
-    def per_row(gradient, x, y):
+    def per_row(build, batch):
+        x = batch[0]
         return 4 * memory.layers(model[0]) * memory.row_numbers(model[0], tuple(x.shape[1:])), 0
 
     memory._measured_widest = lambda template, shape: None
-    hessian.graph_numbers = per_row
+    operators.graph_numbers = per_row
     try:
         yield model
     finally:
-        memory._measured_widest, hessian.graph_numbers = widest, graph
+        memory._measured_widest, operators.graph_numbers = widest, graph
 
 
 def cnn() -> nn.Module:
