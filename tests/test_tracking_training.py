@@ -157,3 +157,13 @@ def test_the_dynamics_figure_draws_the_stored_values(tmp_path):
     bad = landscape_cli("figures", *untracked, "--section", "dynamics", "--out", tmp_path / "f2")
     assert bad.returncode == 2 and "--track top_eigenvalue" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_progress_line_says_what_tracking_costs(tmp_path, monkeypatch, capsys):
+    import landscape.progress
+
+    monkeypatch.setattr(landscape.progress, "LOG_EVERY", 0)  # a line every epoch (not a tty)
+    train([tiny_config(epochs=2, track=TrackConfig("gradient_amplitude", samples=10))],
+          out=tmp_path, execution=Execution(progress=True))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and "% of the training time" in lines[-1] and "tracking" in lines[-1]

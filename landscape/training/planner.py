@@ -37,7 +37,7 @@ from landscape.training.loop import METRIC_NAMES, Start, epochs
 from landscape.training.members import MemberData, balanced_chunks, optimizer_layout
 from landscape.training.recording import record
 from landscape.training.schedule import resume_state
-from landscape.training.tracking import metric_names
+from landscape.training.tracking import Cost, metric_names
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,11 @@ def _train_part(part: list[tuple[Path, RunConfig, int]], data: MemberData, execu
             writers[-1].resume_from(start)
         last = part[0][1].optim.epochs
         first = max(part[0][2], 0) + (0 if starts[0].fresh else 1)
-        with progress_bar(epochs(starts, data, device=device, amp=execution.amp,
-                                 compile=execution.compile), enabled=progress, label=label,
-                          length=last + 1 - first) as measured:
+        cost = Cost()
+        with progress_bar(cost.watch(epochs(starts, data, device=device, amp=execution.amp,
+                                            compile=execution.compile)),
+                          enabled=progress, label=label, length=last + 1 - first,
+                          show=cost.text if part[0][1].track is not None else None) as measured:
             return record(measured, writers, committed=part[0][2],
                           checkpoint_every=execution.checkpoint_every)
     finally:

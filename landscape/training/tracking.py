@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
@@ -36,6 +37,9 @@ from landscape.measures.tracking import (
     threshold,
 )
 from landscape.training.members import MemberData
+
+if TYPE_CHECKING:  # the loop imports this module
+    from landscape.training.loop import Epoch
 
 THRESHOLD = "threshold"
 SECONDS = "track_seconds"
@@ -97,3 +101,23 @@ class Tracking:
                 out[name][k] = value
         out[SECONDS][:] = time.perf_counter() - tic
         return out
+
+
+class Cost:
+    """Tracking's share of the time so far, for the progress line: `watch` the epochs on their
+    way to the writer, `text()` says it (the first member's times: a group shares them)."""
+
+    def __init__(self) -> None:
+        self.tracking = self.training = 0.0
+
+    def watch(self, epochs: Iterable[Epoch]) -> Iterator[Epoch]:
+        for epoch in epochs:
+            m = epoch.metrics
+            if SECONDS in m:
+                self.tracking += float(torch.nan_to_num(m[SECONDS][0]))
+                self.training += float(torch.nan_to_num(m["seconds"][0]))
+            yield epoch
+
+    def text(self) -> str:
+        return (f"tracking {self.tracking / self.training:.0%} of the training time"
+                if self.training > 0 else "")
