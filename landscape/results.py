@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # the kinds of result file, one per analysis
 SLICE, GRADNORM, SHARPNESS, MSE, MEMORIZATION = "slice", "gradnorm", "sharpness", "mse", "memorization"
 CONNECT = "connect"  # two models: the linear path and a fitted curve between them
+GENERALIZATION = "generalization"  # models x measures, and each measure's ranking against the gap
 SPLITS = ("train", "test")  # the splits an analysis measures and its figure draws
 # Theorem 1's two panels: R^ on fresh samples (unbiased), on g's own training set (biased low)
 PANELS = ("pool", "train")

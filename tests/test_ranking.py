@@ -152,10 +152,15 @@ def test_rank_measures_intervals_contain_the_estimate_and_are_seeded():
                              resamples=100, seed=2)
     assert other.tau.estimate == noisy.tau.estimate and other.tau != noisy.tau
 
-    lines = ranking_table(rankings).splitlines()
+    text = ranking_table(rankings, title="A sweep.")
+    assert text.startswith("A sweep. Intervals: 95% bootstrap over seeds.")
+    lines = text.splitlines()[2:]
     assert lines[0].startswith("| rank | measure | Psi | psi b | psi lr | tau |")
     assert [line.split(" | ")[1] for line in lines[2:6]] == ["gap", "noisy", "negative", "constant"]
     assert "n/a" in lines[5]  # the constant's Psi is undefined (0/0 in every slice)
+    latex = ranking_table(rankings, fmt="latex").splitlines()
+    assert latex[1] == r"\begin{tabular}{llrrrrrr}" and latex[3].startswith(r"rank & measure & Psi")
+    assert [line.split(" & ")[1] for line in latex[5:9]] == ["gap", "noisy", "negative", "constant"]
 
 
 def test_bootstrap_resamples_whole_seeds():

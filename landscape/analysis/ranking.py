@@ -22,17 +22,19 @@ the seed among them), each measure, and the gap (e.g. test error - train error).
   environment are not applied here: every environment counts, however few its seeds.
 - `bootstrap_over_seeds`: percentile intervals, resampling seeds with replacement (a seed's runs
   travel together, as they share a data draw).
-- `rank_measures` and `ranking_table`: all of the above per measure, and the ranked Markdown table.
+- `rank_measures` and `ranking_table`: all of the above per measure, and the ranked table
+  (Markdown or LaTeX).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from landscape.analysis.selection import markdown_table
+from landscape.analysis.selection import tabular
 from landscape.errors import require
 
 Values = Sequence[float] | np.ndarray  # one number per run
@@ -280,11 +282,14 @@ def _cell(interval: Interval) -> str:
     return f"{interval.estimate:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
 
 
-def ranking_table(rankings: Sequence[MeasureRanking]) -> str:
-    """The ranked Markdown table: best first by Psi (signed, largest first; NaN last), ties by the
-    mean sign-error. Signed, not |Psi|: a measure is meant to grow with the gap, and one that orders
-    runs backwards is wrong, not good with its sign flipped after the fact (its sign-error says the
-    same). Cells: estimate [low, high] of the bootstrap interval; a note counts skipped cells."""
+def ranking_table(rankings: Sequence[MeasureRanking], *, fmt: Literal["md", "latex"] = "md",
+                  title: str = "") -> str:
+    """The ranked table, Markdown or a LaTeX tabular as `landscape table` makes them: best first by
+    Psi (signed, largest first; NaN last), ties by the mean sign-error. Signed, not |Psi|: a
+    measure is meant to grow with the gap, and one that orders runs backwards is wrong, not good
+    with its sign flipped after the fact (its sign-error says the same). Cells: estimate [low,
+    high] of the bootstrap interval. The caption (`title`, then notes: the intervals, the skipped
+    cells) comes first."""
     require(len(rankings) >= 1, "no measure to rank")
     ordered = sorted(rankings, key=lambda r: (np.isnan(r.psi_mean.estimate),
                                               -np.nan_to_num(r.psi_mean.estimate),
@@ -295,10 +300,10 @@ def ranking_table(rankings: Sequence[MeasureRanking]) -> str:
     rows = [[str(k), r.measure, _cell(r.psi_mean), *[_cell(r.psi[a]) for a in axes], _cell(r.tau),
              _cell(r.sign_error_mean), _cell(r.sign_error_worst)] for k, r in enumerate(ordered, 1)]
     level = rankings[0].tau.level
-    notes = [(f"Intervals: {100 * level:.0f}% bootstrap over seeds. Psi: Jiang et al. (2020) "
-              "Eq. (5); sign-error: Dziugaite et al. (2020), worst over environments.")]
+    notes = [title, (f"Intervals: {100 * level:.0f}% bootstrap over seeds. Psi: Jiang et al. (2020) "
+                     "Eq. (5); sign-error: Dziugaite et al. (2020), worst over environments.")]
     skipped = {a: rankings[0].skipped[a] for a in axes if rankings[0].skipped[a]}
     if skipped:
         notes.append("psi skips combinations with fewer than 2 values along the axis: "
                      + ", ".join(f"{a} {n}" for a, n in skipped.items()) + ".")
-    return markdown_table(header, rows) + "\n\n" + " ".join(notes)
+    return tabular(header, rows, " ".join(filter(None, notes)), fmt=fmt, first=2)

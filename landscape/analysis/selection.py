@@ -208,11 +208,19 @@ def format_table(results: Sequence[SettingResult], *, fmt: Literal["md", "latex"
                 "without early stopping (last epoch)")
     caption = (f"Test accuracy (%), {stopping}; b chosen by validation accuracy; mean (std) over "
                "trials; accuracies on the noisy test labels, then on the clean ones.")
+    return tabular(header, rows, caption, fmt=fmt)
+
+
+def tabular(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, *,
+            fmt: Literal["md", "latex"] = "md", first: int = 1) -> str:
+    """A table of cell texts with its caption: Markdown (caption, blank line, table) or a LaTeX
+    tabular (caption as a comment; the `first` columns left-aligned, the others right)."""
     if fmt == "latex":
         body = [" & ".join(c.replace("_", r"\_").replace("%", r"\%") for c in row) + r" \\"
-                for row in [header] + rows]
-        return "\n".join([f"% {caption}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-                          r"\hline", body[0], r"\hline", *body[1:], r"\hline", r"\end{tabular}"])
+                for row in [header, *rows]]
+        align = "l" * first + "r" * (len(header) - first)
+        return "\n".join([f"% {caption}", r"\begin{tabular}{" + align + "}", r"\hline", body[0],
+                          r"\hline", *body[1:], r"\hline", r"\end{tabular}"])
     if fmt != "md":
         raise BadInput(f"unknown table format {fmt!r}; choose md or latex")
     return "\n".join([caption, "", markdown_table(header, rows)])

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from landscape.analysis.flatness import check_grid_fits, slice_models
+from landscape.analysis.generalization import Loaded, Subject
 from landscape.analysis.gradnorm import KIND as GRADNORM
 from landscape.analysis.mse import KIND as MSE
 from landscape.analysis.mse import check_fits, write_check
 from landscape.analysis.sharpness import KIND as SHARPNESS
 from landscape.analysis.sharpness import measure_states
 from landscape.analysis.sliced import SlicedModel
-from landscape.analysis.usermodel import UserCheckpoints, number_in_name
+from landscape.analysis.usermodel import UserCheckpoints, load_state, number_in_name
 from landscape.errors import BadInput
 from landscape.files import digest
 from landscape.measures.evaluation import sample_losses
@@ -176,3 +177,91 @@ def checkpoint_mse(ck: UserCheckpoints, out: str | Path, *, sample_size: int | N
              "pool_points": len(pool), "train_points": len(train),
              "loss": ck.specs["loss"], "identity": identity}
     return write_check(out, check, attrs)
+
+
+HYPERPARAMETER_TABLE = ("checkpoint", "seed", "train_error", "test_error")  # required columns
+
+
+def checkpoint_subjects(ck: UserCheckpoints, table: str | Path) -> list[Subject]:
+    """The rows of `landscape generalization` for a user's checkpoints: one per checkpoint file,
+    its hyperparameters and outcomes read from the CSV `table` (one row per file). Columns:
+    checkpoint (the file's name, or its path relative to the CSV's folder), seed, train_error,
+    test_error (on the labels trained with: the gap is their difference); optional train_loss,
+    test_loss (the second target) and init (the initial weights' file, for the distance
+    measures); every other column is a hyperparameter axis (numbers, or text such as an
+    optimizer's name)."""
+    import csv
+
+    table = Path(table)
+    _need(ck.data, ("train",), "generalization")
+    try:
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise BadInput(f"--hyperparameters: {table}: {err}") from None
+    columns = list(rows[0]) if rows else []
+    missing = [c for c in HYPERPARAMETER_TABLE if c not in columns]
+    if missing:
+        raise BadInput(f"--hyperparameters: {table} has no column {missing[0]!r} (it needs "
+                       f"{', '.join(HYPERPARAMETER_TABLE)}, one row per checkpoint file)")
+    by_file = {}
+    for number, row in enumerate(rows, 2):
+        path = Path(row["checkpoint"])
+        matches = [f for f in ck.files if f.name == row["checkpoint"]
+                   or (table.parent / path).resolve() == f.resolve()]
+        if len(matches) != 1:
+            raise BadInput(f"--hyperparameters: {table} line {number}: checkpoint "
+                           f"{row['checkpoint']!r} names {len(matches)} of the --weights files")
+        if matches[0] in by_file:
+            raise BadInput(f"--hyperparameters: {table} names {matches[0]} twice")
+        by_file[matches[0]] = row
+    absent = [f for f in ck.files if f not in by_file]
+    if absent:
+        raise BadInput(f"--hyperparameters: {table} has no row for {absent[0]}")
+    known = set(HYPERPARAMETER_TABLE) | {"train_loss", "test_loss", "init"}
+    axes = [c for c in columns if c not in known]
+
+    def number(row: dict, column: str, *, required: bool = True) -> float:
+        value = (row.get(column) or "").strip()
+        if not value and not required:
+            return float("nan")
+        try:
+            return float(value)
+        except ValueError:
+            raise BadInput(f"--hyperparameters: {table}: {column} of {row['checkpoint']} is "
+                           f"{value!r}, not a number") from None
+
+    def axis(value: str) -> float | str:
+        try:
+            return float(value)
+        except ValueError:
+            return value.strip()
+
+    has_init = "init" in columns and all((r.get("init") or "").strip() for r in rows)
+    subjects = []
+    for i, f in enumerate(ck.files):
+        row = by_file[f]
+        init = (table.parent / row["init"].strip()) if has_init else None
+        if init is not None:
+            load_state(init, ck.model)  # refused now, not after hours of measuring
+
+        def load(device: torch.device, i=i, init=init) -> Loaded:
+            state = {k: v.to(device) for k, v in ck.state(i).items()}
+            start = None if init is None else {k: v.to(device)
+                                               for k, v in load_state(init, ck.model).items()}
+            return ck.model, state, start, ck.data["train"], ck.loss
+
+        seed = number(row, "seed")
+        subjects.append(Subject(
+            f.name, "checkpoint", ck.epochs[i],
+            {**{a: axis(row[a]) for a in axes}, "seed": seed},
+            {"train_error": number(row, "train_error"), "test_error": number(row, "test_error"),
+             "train_loss": number(row, "train_loss", required=False),
+             "test_loss": number(row, "test_loss", required=False)}, load, has_init=has_init))
+    return subjects
+
+
+def checkpoint_identity(ck: UserCheckpoints, table: str | Path) -> dict:
+    """What a generalization result of these checkpoints depends on: them and the table."""
+    return {**ck.identity(), "hyperparameters": str(Path(table).resolve()),
+            "hyperparameters_digest": digest(Path(table))}

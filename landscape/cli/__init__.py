@@ -260,7 +260,7 @@ def model_options(command):
 
 # Each command lives in its own module of this package and registers itself on `cli`.
 COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness", "figures",
-            "sharpness", "connect", "export")
+            "sharpness", "connect", "export", "generalization")
 
 
 def commands() -> click.Group:

@@ -204,3 +204,50 @@ class ConnectOptions:
                     "curve_epochs": self.curve_epochs, "lr": self.lr, "momentum": self.momentum,
                     "weight_decay": self.weight_decay, "batch_size": self.batch_size,
                     "seed": self.seed})}
+
+
+@dataclass(frozen=True)
+class GeneralizationOptions:
+    """What determines a generalization study's numbers (analysis/generalization.py): the measures
+    (None: the whole battery, measures/generalization.MEASURES), their options ({measure: {key:
+    value}}, as generalization_measures takes them), the epochs looked at, the rows measured (None:
+    the whole training split, else a seeded subset of that many) and the seed of every draw; then
+    the rank statistics' bootstrap (analysis/ranking.py), which changes no measured number."""
+
+    measures: tuple[str, ...] | None = None
+    options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    early_stopping: bool = False
+    samples: int | None = None
+    seed: int = 0
+    resamples: int = 1000
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.measures is not None and not self.measures:
+            raise BadInput("--measures names no measure")
+        if self.samples is not None and self.samples < 2:
+            raise BadInput(f"--samples must be at least 2, got {self.samples}")
+        if self.seed < 0:
+            raise BadInput(f"--seed must be >= 0, got {self.seed}")
+        if self.resamples < 1:
+            raise BadInput(f"--resamples must be at least 1, got {self.resamples}")
+        if not 0 < self.level < 1:
+            raise BadInput(f"the interval's level must be in (0, 1), got {self.level}")
+
+    @classmethod
+    def of(cls, *, options: dict | None = None, **kwargs) -> GeneralizationOptions:
+        """From options as a plain {measure: {key: value}} mapping (frozen here, in key order)."""
+        frozen = tuple(sorted((m, tuple(sorted(o.items()))) for m, o in (options or {}).items()))
+        return cls(options=frozen, **kwargs)
+
+    def measure_options(self) -> dict[str, dict[str, object]]:
+        return {m: dict(o) for m, o in self.options}
+
+    def attrs(self) -> dict:
+        """What determines the measured rows (the bootstrap is recorded beside, in ranking_attrs)."""
+        return {"measures": None if self.measures is None else list(self.measures),
+                "measure_options": self.measure_options(), "early_stopping": self.early_stopping,
+                "samples": self.samples, "seed": self.seed}
+
+    def ranking_attrs(self) -> dict:
+        return {"resamples": self.resamples, "level": self.level, "bootstrap_seed": self.seed}
