@@ -13,7 +13,8 @@ import landscape
 PACKAGE = Path(landscape.__file__).parent
 # rank of each layer: a module imports its own layer and lower ranks only. The foundation (rank 0)
 # is the small modules every layer uses, the run's config, the data sets and the model builder.
-RANKS = {"measures": 1, "runs": 2, "training": 3, "figures": 3, "analysis": 4, "cli": 5}
+RANKS = {"measures": 1, "integrations": 2, "runs": 2, "training": 3, "figures": 3, "analysis": 4,
+         "cli": 5}
 
 
 def _module(path: Path) -> str:
