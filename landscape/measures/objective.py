@@ -179,9 +179,14 @@ def _dict_batches(data: Any) -> bool:
         return True
     if isinstance(data, (tuple, list, torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
         return False
-    if not hasattr(data, "__len__") and iter(data) is data:  # a one-pass iterator: no peeking
-        raise BadInput("data must be iterable more than once (a DataLoader, a list of batches), "
-                       "not a one-pass iterator")
+    if iter(data) is data:  # a one-pass iterator: peeking would lose its first batch
+        return False
+    dataset = getattr(data, "dataset", None)  # a DataLoader: its first item, not a collated batch
+    if dataset is not None and hasattr(dataset, "__getitem__"):
+        try:
+            return isinstance(dataset[0], Mapping)
+        except Exception:  # noqa: BLE001 - an iterable-style dataset: look at a batch instead
+            pass
     return isinstance(next(iter(data), None), Mapping)
 
 
