@@ -49,6 +49,7 @@ from landscape.results import (
 )
 from landscape.runs.store import Run
 from landscape.training.grid import AXES
+from landscape.training.tracking import tracking_loss
 
 KIND = GENERALIZATION
 SAVE_SECONDS = 30.0
@@ -110,7 +111,7 @@ def run_subjects(runs: Sequence[Run], *, early_stopping: bool = False) -> list[S
                 dataset = dataset_for(run, device=device)
                 return (model_for(run, dataset, device=device), run.state_dict(epoch, device),
                         run.state_dict(0, device), dataset.split("train"),
-                        run.config.objective.loss)
+                        tracking_loss(run.config))
 
             subjects.append(Subject(name, which, epoch, axes, outcome, load))
     return subjects
