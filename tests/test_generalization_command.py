@@ -6,6 +6,7 @@ checkpoints with a CSV work the same way, and bad input is one line."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -189,3 +190,17 @@ def test_a_users_checkpoints_with_a_table(user_project):
     (folder / "bad.csv").write_text("checkpoint,train_error,test_error\nepoch_3.ckpt,0,0\n")
     _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_1?.ckpt", "--hyperparameters",
                                   "bad.csv", "--overwrite"), "has no column 'seed'")
+
+
+def test_runs_of_the_ce_loss_are_measured_with_cross_entropy(tmp_path):
+    base = tiny_config(epochs=2)
+    base = dataclasses.replace(base, objective=dataclasses.replace(base.objective, loss="ce"))
+    landscape.train(landscape.expand(base, [0.0, 0.2], [0]), out=tmp_path / "ce",
+                    execution=Execution(device="cpu", progress=False))
+    runs = open_runs([tmp_path / "ce"])
+    out = gen.run_generalization(runs, tmp_path / "g.h5", GeneralizationOptions(
+        measures=("output_margin",), resamples=5), device=torch.device("cpu"), progress=False)
+    _, a = read_result(out, gen.KIND)
+    for row, run in enumerate(runs):
+        assert a["measure/output_margin"][row] == pytest.approx(landscape.output_margin(
+            run.model(), run.dataset().split("train"), loss="cross_entropy"), rel=1e-6)
