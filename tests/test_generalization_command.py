@@ -16,6 +16,7 @@ import torch
 
 import landscape
 from landscape.analysis import generalization as gen
+from landscape.analysis import ranked
 from landscape.analysis.ranking import rank_measures
 from landscape.config.execution import Execution
 from landscape.measures.options import GeneralizationOptions
@@ -71,7 +72,7 @@ def test_rows_are_the_battery_on_each_runs_weights(sweep, tmp_path):
         {x: a[f"axis/{x}"][last] for x in ("b", "lr", "width", "seed")},
         {"frobenius_sum": a["measure/frobenius_sum"][last]}, a["test_loss"][last],
         axes=["b", "lr", "width"], resamples=30, seed=0)]
-    stored = gen.stored_rankings(a, "last", "test_loss", ["b", "lr", "width"], 0.95)
+    stored = ranked.stored_rankings(a, "last", "test_loss", ["b", "lr", "width"], 0.95)
     assert next(r.tau for r in stored if r.measure == "frobenius_sum") == tau
 
 

@@ -30,11 +30,10 @@ from torch import nn
 
 from landscape import distributed
 from landscape.analysis.loading import dataset_for, model_for, result_names
-from landscape.analysis.ranking import Interval, MeasureRanking, rank_measures, ranking_table
+from landscape.analysis.ranked import OUTCOMES, TARGETS, stored_arrays
+from landscape.analysis.ranking import MeasureRanking, rank_measures
 from landscape.analysis.selection import early_stopping_epoch
 from landscape.errors import BadInput
-from landscape.figures.style import with_extension, write_csv
-from landscape.files import write_text
 from landscape.measures.generalization import MEASURES, generalization_measures
 from landscape.measures.options import GeneralizationOptions
 from landscape.measures.tracking import fixed_rows
@@ -44,7 +43,6 @@ from landscape.results import (
     read_result,
     reuse_result,
     runs_identity,
-    text,
     write_result,
 )
 from landscape.runs.store import Run
@@ -53,9 +51,6 @@ from landscape.training.tracking import tracking_loss
 
 KIND = GENERALIZATION
 SAVE_SECONDS = 30.0
-OUTCOMES = ("train_error", "test_error", "train_loss", "test_loss")
-TARGETS = {"gap": "test error - train error", "test_loss": "test loss"}
-STATISTICS = ("tau", "psi_mean", "sign_error_mean", "sign_error_worst")
 Tensors = dict[str, torch.Tensor]
 # what a row's loader returns: the module, its state, the initial state (or None), the training
 # data as trained, and the loss
@@ -260,24 +255,11 @@ def rank_rows(arrays: Mapping[str, np.ndarray], names: Sequence[str], axes: Sequ
 def _write(out: str | Path, arrays: Mapping[str, np.ndarray], identity: Mapping[str, Any],
            options: GeneralizationOptions, names: Sequence[str], axes: Sequence[str], *,
            rankings: Mapping[tuple[str, str], Sequence[MeasureRanking]] | None) -> Path:
-    stored = dict(arrays)
-    for (which, target), ranked in (rankings or {}).items():
-        prefix = f"ranking/{which}/{target}"
-        stored[f"{prefix}/measure"] = np.array([r.measure for r in ranked])
-        for stat in STATISTICS:
-            stored[f"{prefix}/{stat}"] = np.array([_triple(getattr(r, stat)) for r in ranked])
-        stored[f"{prefix}/psi"] = np.array([[_triple(r.psi[a]) for a in axes] for r in ranked])
-        stored[f"{prefix}/skipped"] = np.array([[r.skipped[a] for a in axes] for r in ranked])
-        stored[f"{prefix}/undefined"] = np.array([[r.undefined[a] for a in axes] for r in ranked])
-        stored[f"{prefix}/worst_environment"] = np.array([r.worst_environment for r in ranked])
+    stored = {**arrays, **stored_arrays(rankings or {}, axes)}
     attrs = {**options.attrs(), "measure_names": list(names), "axes": list(axes),
              "targets": TARGETS, "complete": rankings is not None,
              "ranking": options.ranking_attrs(), "identity": dict(identity)}
     return write_result(out, kind=KIND, attrs=attrs, arrays=stored)
-
-
-def _triple(interval) -> tuple[float, float, float]:
-    return interval.estimate, interval.low, interval.high
 
 
 def run_generalization(runs: Sequence[Run], out: str | Path,
@@ -289,58 +271,3 @@ def run_generalization(runs: Sequence[Run], out: str | Path,
     subjects = run_subjects(runs, early_stopping=options.early_stopping)
     return generalization(subjects, out, options, identity=runs_identity(runs), device=device,
                           progress=progress, overwrite=overwrite, report=report)
-
-
-def ranked_pairs(arrays: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
-    """The (epoch kind, target) pairs a result file holds rankings for, in the file's order."""
-    return [(which, target) for which in ("last", "early_stopping", "checkpoint")
-            for target in TARGETS if f"ranking/{which}/{target}/measure" in arrays]
-
-
-def stored_rankings(arrays: Mapping[str, np.ndarray], which: str, target: str,
-                    axes: Sequence[str], level: float) -> tuple[MeasureRanking, ...]:
-    """The rankings of one (epoch kind, target) as _write stored them (`level`: the intervals')."""
-    p = f"ranking/{which}/{target}"
-
-    def interval(row: np.ndarray) -> Interval:
-        return Interval(float(row[0]), float(row[1]), float(row[2]), level)
-
-    def per_axis(key: str, i: int) -> dict[str, int]:
-        return {x: int(arrays[f"{p}/{key}"][i, j]) for j, x in enumerate(axes)}
-
-    return tuple(MeasureRanking(
-        text(measure), interval(arrays[f"{p}/tau"][i]),
-        {x: interval(arrays[f"{p}/psi"][i, j]) for j, x in enumerate(axes)},
-        interval(arrays[f"{p}/psi_mean"][i]), interval(arrays[f"{p}/sign_error_mean"][i]),
-        interval(arrays[f"{p}/sign_error_worst"][i]), per_axis("skipped", i),
-        per_axis("undefined", i), text(arrays[f"{p}/worst_environment"][i]))
-        for i, measure in enumerate(arrays[f"{p}/measure"]))
-
-
-def write_reports(result: str | Path, stem: str | Path) -> list[Path]:
-    """From a finished result file: STEM.csv (one row per model: name, epoch kind and epoch,
-    hyperparameters, errors, losses, gap, every measure) and the ranked tables of every (epoch
-    kind, target), STEM-ranking.md and STEM-ranking.tex."""
-    attrs, a = read_result(result, KIND)
-    if not bool(attrs.get("complete")):
-        raise BadInput(f"{result}: not finished; rerun `landscape generalization` on the same "
-                       "inputs to finish it")
-    names, axes = json.loads(attrs["measure_names"]), json.loads(attrs["axes"])
-    level = float(json.loads(attrs["ranking"])["level"])
-    which = np.array([text(w) for w in a["which"]])
-    stem = Path(stem)
-    columns = {"name": [text(n) for n in a["name"]], "which": which, "epoch": a["epoch"],
-               **{x: [text(v) for v in a[f"axis/{x}"]] if a[f"axis/{x}"].dtype.kind in "OSU"
-                  else a[f"axis/{x}"] for x in [*axes, "seed"]},
-               **{k: a[k] for k in (*OUTCOMES, "gap")}, **{n: a[f"measure/{n}"] for n in names}}
-    written = [write_csv(with_extension(stem, "csv"), columns)]
-    for fmt in ("md", "latex"):
-        parts = [ranking_table(stored_rankings(a, kind, target, axes, level), fmt=fmt,
-                               title=f"Each measure against the {TARGETS[target]} at the "
-                                     f"{kind.replace('_', '-')} epoch of "
-                                     f"{int((which == kind).sum())} models.")
-                 for kind, target in ranked_pairs(a)]
-        path = Path(f"{stem}-ranking.{'tex' if fmt == 'latex' else 'md'}")
-        write_text(path, "\n\n".join(parts) + "\n")
-        written.append(path)
-    return written

@@ -106,7 +106,8 @@ def generalization(paths, checkpoints, early_stopping, measures, measure_options
                        "to measure with --weights")
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from landscape.analysis.generalization import generalization as compute
-    from landscape.analysis.generalization import ranked_pairs, run_generalization, write_reports
+    from landscape.analysis.generalization import run_generalization
+    from landscape.analysis.ranked import ranked_pairs, write_reports
     from landscape.device import resolve_device
     from landscape.figures.generalization import plot_measures, plot_psi
     from landscape.results import GENERALIZATION, read_result
