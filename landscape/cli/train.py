@@ -18,7 +18,7 @@ from landscape.config import (
     OptimConfig,
     RunConfig,
 )
-from landscape.config.tracking import TRACKABLE, TrackConfig
+from landscape.config.tracking import SAMPLES, TRACKABLE, TrackConfig
 from landscape.config.execution import AMP_MODES, Execution
 from landscape.config.floodgrid import parse_flood_levels
 from landscape.errors import BadInput
@@ -162,7 +162,8 @@ def _library(cls, name: str):
 @click.option("--track-every", type=int, default=_library(TrackConfig, "every"), metavar="N",
               show_default=True, help="With --track: after every N-th epoch (0, N, 2N, ...).")
 @click.option("--track-samples", type=int, metavar="S", help="With --track: a fixed seeded "
-              "subset of S training rows (default 1000, or all of a smaller training set).")
+              f"subset of S training rows (default {SAMPLES}, or all of a smaller training "
+              "set).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]),
               default=_library(RunConfig, "dtype"), show_default=True)
 @click.option("--device", default=_library(Execution, "device"), show_default=True,
