@@ -50,7 +50,8 @@ _PUBLIC = {
     "train": "training.planner", "TrainResult": "training.planner", "expand": "training.grid",
     **{name: "runs.store" for name in ("Run", "open_runs", "find_runs")},
     **{name: "config" for name in (
-        "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig")},
+        "RunConfig", "DataConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig",
+        "TrackConfig")},
     "Execution": "config.execution",
 }
 __all__ = sorted(_PUBLIC)
