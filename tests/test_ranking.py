@@ -191,3 +191,21 @@ def test_bad_input_is_one_clear_line(call, message):
     with pytest.raises(BadInput) as error:
         call(table)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bootstrap_computes_each_multiset_of_seeds_once():
+    seeds = np.repeat([0, 1, 2], 4)
+    x = np.arange(12.0) ** 2
+    calls = []
+
+    def mean(runs):
+        calls.append(len(runs))
+        return x[runs].mean()
+
+    (interval,) = bootstrap_over_seeds(mean, seeds, resamples=500, seed=3)
+    assert len(calls) <= 1 + 10  # the estimate, and C(3 + 3 - 1, 3) multisets of 3 seeds
+    rng = np.random.default_rng(3)  # the slow reference: every draw computed
+    groups = [np.flatnonzero(seeds == s) for s in range(3)]
+    draws = [x[np.concatenate([groups[d] for d in rng.integers(3, size=3)])].mean()
+             for _ in range(500)]
+    assert (interval.low, interval.high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
