@@ -1,0 +1,283 @@
+"""Curvature against the peers (issue 23, item 4): the Hessian's top eigenvalue, top 5, trace and
+spectral density on an MLP, a CNN with BatchNorm and a small transformer, by ours
+(landscape.HessianOperator and its estimators), PyHessian 0.1, curvlinops 3.0.1 and
+hessian-eigenthings 1.0.0a5, in one run.
+
+Each (model, tool, operation) runs in a fresh process, one thread, on the same model, data and
+loss (the whole data as one batch, eval mode, cross-entropy, attention on the math SDPA kernel
+for everyone: the fused CPU kernel has no second derivative). Reported: seconds (median of
+--repeat processes), Hessian-vector products used (counted where each tool multiplies), the
+value, and the peak resident memory above the process's state after set-up (the model and data
+built, before the tool is). Ratios are the fastest peer's time over ours (> 1: ours is faster);
+the floor is the time of one product through a kept graph (ours, measured after 3 warm-up
+products) times the products ours used.
+
+  top      power iteration, relative tolerance 1e-3, at most 100 products (PyHessian's defaults);
+           curvlinops has none: scipy's eigsh(k=1, tol=1e-3) on its to_scipy()
+  top5     the 5 largest: ours Lanczos (eigenpairs, residual tolerance 1e-3), PyHessian's
+           eigenvalues(top_n=5) (deflated power iteration), curvlinops eigsh(k=5, which="LA",
+           tol=1e-3), hessian-eigenthings lanczos(k=5, which="LA", tol=1e-3)
+  trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=0))
+  ours_plus  our estimator that needs fewer products for the same accuracy, where there is one:
+           Lanczos for the top eigenvalue (eigenpairs(k=1)), Hutch++ for the trace (99 products);
+           the ratios take the faster of ours and ours_plus
+  density  stochastic Lanczos quadrature, one run of 90 steps (curvlinops: Papyan's
+           lanczos_approximate_spectrum, ncv=90)
+
+    pip install pyhessian curvlinops-for-pytorch hessian-eigenthings   # or PYTHONPATH=<their dir>
+    python benchmarks/curvature.py --repeat 3           # a 2-core CPU: about 15 minutes
+    python benchmarks/curvature.py --models mlp --ops top,trace --tools ours,pyhessian
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from peers import user_data, user_model  # benchmarks/peers.py, same folder
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import landscape
+
+MODELS = ("mlp", "cnn", "transformer")
+OPS = ("top", "top5", "trace", "density")
+TOOLS = ("ours", "ours_plus", "pyhessian", "curvlinops", "eigenthings")
+
+
+class Transformer(nn.Module):
+    """Token ids [B, 16] -> 4 class scores: an embedding, one encoder layer, a mean-pooled head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.encoder = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(ids)).mean(1))
+
+
+def setting(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model in eval mode, inputs, labels), the same in every process."""
+    g = torch.Generator().manual_seed(0)
+    if name == "mlp":  # peers.py's user model and data: 5 hidden ReLU layers of 64, 1,000 points
+        x, y = user_data(1000, 1)
+        return user_model(64, 5), x, y
+    torch.manual_seed(0)
+    if name == "cnn":
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+
+        model = nn.Sequential(*block(3, 16), *block(16, 32), *block(32, 64), nn.Flatten(),
+                              nn.Linear(64 * 2 * 2, 10))
+        for m in model.modules():  # running statistics that are not the identity
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+        return model.eval(), torch.randn(256, 3, 16, 16, generator=g), torch.randint(
+            0, 10, (256,), generator=g)
+    return Transformer().eval(), torch.randint(0, 50, (256, 16), generator=g), torch.randint(
+        0, 4, (256,), generator=g)
+
+
+def counted(obj: Any, name: str, width: Callable[[Any], int]) -> list[int]:
+    """Wraps obj.name to count the products it is asked for; the list's one entry is the count."""
+    count = [0]
+    inner = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        count[0] += width(args)
+        return inner(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+    return count
+
+
+def ours(model, x, y, op: str) -> tuple[Any, int]:
+    H = landscape.HessianOperator(model, (x, y))
+    if op == "top":
+        value = landscape.top_eigenvalue(H, tolerance=1e-3)[0]
+    elif op == "top5":
+        value = landscape.eigenpairs(H, k=5, tolerance=1e-3)[0].tolist()
+    elif op == "trace":
+        value = landscape.hutchinson_trace(H, probes=100).value
+    else:
+        value = landscape.spectral_density(H, iterations=90).moment(1)
+    return value, H.products
+
+
+def ours_plus(model, x, y, op: str) -> tuple[Any, int] | None:
+    """Our other estimator where it needs fewer products for the same accuracy: Lanczos for the
+    top eigenvalue (residual tolerance 1e-3), Hutch++ for the trace (99 products)."""
+    H = landscape.HessianOperator(model, (x, y))
+    if op == "top":
+        value = float(landscape.eigenpairs(H, k=1, tolerance=1e-3)[0][0])
+    elif op == "trace":
+        value = landscape.hutchpp_trace(H, products=99).value
+    else:
+        return None
+    return value, H.products
+
+
+def pyhessian(model, x, y, op: str) -> tuple[Any, int]:
+    import pyhessian  # noqa: F401  (the package's `hessian` class hides its module)
+
+    module = sys.modules["pyhessian.hessian"]
+    count = counted(module, "hessian_vector_product", lambda args: 1)
+    H = module.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    if op in ("top", "top5"):
+        values = H.eigenvalues(maxIter=100, tol=1e-3, top_n=1 if op == "top" else 5)[0]
+        value = values[0] if op == "top" else values
+    elif op == "trace":
+        value = float(sum(H.trace(maxIter=100, tol=0.0)) / 100)
+    else:
+        nodes, weights = H.density(iter=90, n_v=1)
+        value = float(sum(n * w for n, w in zip(nodes[0], weights[0])))
+    return value, count[0]
+
+
+def curvlinops(model, x, y, op: str) -> tuple[Any, int]:
+    import curvlinops as c
+    from scipy.sparse.linalg import eigsh
+
+    H = c.HessianLinearOperator(model, nn.CrossEntropyLoss(), list(model.parameters()),
+                                [(x, y)], check_deterministic=False)
+    count = counted(H, "_matmat", lambda args: args[0][0].shape[-1])
+    if op in ("top", "top5"):
+        k = 1 if op == "top" else 5
+        values = sorted(eigsh(H.to_scipy(), k=k, which="LA", tol=1e-3)[0], reverse=True)
+        value = float(values[0]) if op == "top" else [float(v) for v in values]
+    elif op == "trace":
+        value = float(c.hutchinson_trace(H, 100))
+    else:
+        grid, density = c.lanczos_approximate_spectrum(H, ncv=90)
+        value = float((grid * density).sum() * (grid[1] - grid[0]))
+    return value, count[0]
+
+
+def eigenthings(model, x, y, op: str) -> tuple[Any, int]:
+    import hessian_eigenthings as he
+
+    H = he.HessianOperator(model, [(x, y)], he.supervised_loss(F.cross_entropy))
+    count = counted(H, "matvec", lambda args: 1)
+    if op == "top":
+        value = he.power_iteration_one(H, max_iter=100, tol=1e-3, seed=0)[0]
+    elif op == "top5":
+        value = he.lanczos(H, k=5, which="LA", tol=1e-3, seed=0).eigenvalues.tolist()
+    elif op == "trace":
+        value = he.hutchinson(H, num_samples=100, seed=0).estimate
+    else:
+        found = he.spectral_density(H, num_runs=1, lanczos_steps=90, seed=0)
+        value = float((found.raw_eigenvalues * found.raw_weights).sum())
+    return value, count[0]
+
+
+def floor_product(model, x, y) -> float:
+    """Seconds of one product through our kept graph."""
+    H = landscape.HessianOperator(model, (x, y))
+    v = torch.randn(1, H.shape[0])
+    for _ in range(3):
+        H.matmat(v)
+    tic = time.perf_counter()
+    for _ in range(10):
+        H.matmat(v)
+    return (time.perf_counter() - tic) / 10
+
+
+def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A double backward on two rows, so that no tool pays torch's first-call set-up (about
+    0.5 s: more than a small model's whole measurement)."""
+    params = list(model.parameters())
+    grads = torch.autograd.grad(F.cross_entropy(model(x[:2]), y[:2]), params, create_graph=True)
+    torch.autograd.grad(grads, params, [torch.ones_like(p) for p in params], allow_unused=True)
+
+
+def one(model_name: str, tool: str, op: str) -> dict:
+    """The child process: one measurement, as a JSON line."""
+    torch.set_num_threads(1)
+    model, x, y = setting(model_name)
+    with sdpa_kernel(SDPBackend.MATH):
+        if tool == "floor":
+            return {"seconds": floor_product(model, x, y)}
+        warm_up(model, x, y)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tic = time.perf_counter()
+        found = globals()[tool](model, x, y, op)
+        seconds = time.perf_counter() - tic
+    if found is None:
+        return {"skip": True}
+    value, products = found
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"seconds": seconds, "value": value, "products": products,
+            "memory_mb": max(peak - base, 0) / 1024}
+
+
+def spawn(model_name: str, tool: str, op: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", model_name, tool, op],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines() or ["?"]
+        return {"error": next((t for t in reversed(lines) if "Error" in t), lines[-1])[:120]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--ops", default=",".join(OPS))
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--repeat", type=int, default=1, help="fresh processes per measurement")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "TOOL", "OP"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(*args.one)))
+        return
+    tools = args.tools.split(",")
+    print(f"torch {torch.__version__}, CPU, 1 thread per process, median of {args.repeat}; "
+          f"load {os.getloadavg()[0]:.1f}")
+    for model_name in args.models.split(","):
+        model, _, _ = setting(model_name)
+        floor = statistics.median(spawn(model_name, "floor", "")["seconds"]
+                                  for _ in range(args.repeat))
+        print(f"\n{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; one "
+              f"product through a kept graph {floor * 1e3:.1f} ms")
+        for op in args.ops.split(","):
+            runs = {tool: [spawn(model_name, tool, op) for _ in range(args.repeat)]
+                    for tool in tools}
+            results = {}
+            for tool, found in runs.items():
+                good = [r for r in found if "seconds" in r]
+                results[tool] = ({**good[-1], "seconds": statistics.median(
+                    r["seconds"] for r in good)} if good else found[-1])
+            for tool, r in results.items():
+                if "skip" in r:
+                    continue
+                if "error" in r:
+                    print(f"  {op:<8} {tool:<12} failed: {r['error']}")
+                    continue
+                value = r["value"]
+                shown = (f"{value:.5g}" if isinstance(value, float) else
+                         "[" + ", ".join(f"{v:.4g}" for v in value) + "]")
+                print(f"  {op:<8} {tool:<12} {r['seconds']:8.3f} s  {r['products']:4d} products"
+                      f"  {r['memory_mb']:7.1f} MB  {shown}")
+            peers = [r["seconds"] for t, r in results.items()
+                     if not t.startswith("ours") and "seconds" in r]
+            mine = min((r for t, r in results.items() if t.startswith("ours") and "seconds" in r),
+                       key=lambda r: r["seconds"], default={})
+            if peers and "seconds" in mine:
+                print(f"  {op:<8} fastest peer / ours {min(peers) / mine['seconds']:.2f}; ours / "
+                      f"floor {mine['seconds'] / (floor * mine['products']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
