@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import landscape
+import landscape.analysis.ranking
 from landscape.analysis import generalization as gen
 from landscape.analysis import ranked
 from landscape.analysis.ranking import rank_measures
@@ -74,6 +75,11 @@ def test_rows_are_the_battery_on_each_runs_weights(sweep, tmp_path):
         axes=["b", "lr", "width"], resamples=30, seed=0)]
     stored = ranked.stored_rankings(a, "last", "test_loss", ["b", "lr", "width"], 0.95)
     assert next(r.tau for r in stored if r.measure == "frobenius_sum") == tau
+    # a margin is ranked reversed: a wider one is expected to shrink the gap
+    assert json.loads(attrs["reversed"]) == ["output_margin"]
+    tau = landscape.analysis.ranking.kendall_tau(-a["measure/output_margin"][last], a["gap"][last])
+    stored = ranked.stored_rankings(a, "last", "gap", ["b", "lr", "width"], 0.95)
+    assert next(r.tau.estimate for r in stored if r.measure == "output_margin") == tau
 
 
 def test_a_killed_computation_resumes_to_the_same_file(sweep, tmp_path, monkeypatch):

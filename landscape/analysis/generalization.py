@@ -223,8 +223,10 @@ def _resumed(subjects: Sequence[Subject], names: Sequence[str], out: str | Path,
     for n in names:
         arrays[f"measure/{n}"] = old[f"measure/{n}"]
     arrays["done"] = old["done"].astype(bool)
-    ranked = (bool(attrs.get("complete"))
-              and json.loads(attrs.get("ranking", "{}")) == options.ranking_attrs())
+    ranked = (bool(attrs.get("complete"))  # and ranked as this version ranks
+              and json.loads(attrs.get("ranking", "{}")) == options.ranking_attrs()
+              and json.loads(attrs.get("reversed", "null")) == [n for n in names
+                                                                 if MEASURES[n].direction < 0])
     return arrays, ranked
 
 
@@ -233,12 +235,14 @@ def rank_rows(arrays: Mapping[str, np.ndarray], names: Sequence[str], axes: Sequ
               ) -> dict[tuple[str, str], tuple[MeasureRanking, ...]]:
     """The rankings per (epoch kind, target), over that kind's rows, of every measure finite on
     all of them (a PAC-Bayes sigma is inf where no noise reaches the bound: no rank to give;
-    `report` names the measures left out)."""
+    `report` names the measures left out). Each measure is ranked in its expected direction
+    (MEASURES[name].direction): a flatness or margin reversed, so that for every measure a
+    positive tau or Psi says it predicts the gap as its argument claims."""
     out = {}
     for which in dict.fromkeys(arrays["which"].tolist()):
         rows = arrays["which"] == which
         table = {a: arrays[f"axis/{a}"][rows] for a in [*axes, "seed"]}
-        values = {n: arrays[f"measure/{n}"][rows] for n in names}
+        values = {n: MEASURES[n].direction * arrays[f"measure/{n}"][rows] for n in names}
         finite = {n: v for n, v in values.items() if np.isfinite(v).all()}
         if len(finite) < len(values):
             report(f"generalization: not ranked at the {which.replace('_', '-')} epoch "
@@ -257,6 +261,7 @@ def _write(out: str | Path, arrays: Mapping[str, np.ndarray], identity: Mapping[
            rankings: Mapping[tuple[str, str], Sequence[MeasureRanking]] | None) -> Path:
     stored = {**arrays, **stored_arrays(rankings or {}, axes)}
     attrs = {**options.attrs(), "measure_names": list(names), "axes": list(axes),
+             "reversed": [n for n in names if MEASURES[n].direction < 0],
              "targets": TARGETS, "complete": rankings is not None,
              "ranking": options.ranking_attrs(), "identity": dict(identity)}
     return write_result(out, kind=KIND, attrs=attrs, arrays=stored)

@@ -81,6 +81,9 @@ def write_reports(result: str | Path, stem: str | Path) -> list[Path]:
     names, axes = json.loads(attrs["measure_names"]), json.loads(attrs["axes"])
     level = float(json.loads(attrs["ranking"])["level"])
     which = np.array([text(w) for w in a["which"]])
+    reversed_ = json.loads(attrs.get("reversed", "[]"))
+    flipped = (f"; ranked reversed (larger is flatter or a wider margin, expected to shrink the "
+               f"gap): {', '.join(reversed_)}" if reversed_ else "")
     stem = Path(stem)
     columns = {"name": [text(n) for n in a["name"]], "which": which, "epoch": a["epoch"],
                **{x: [text(v) for v in a[f"axis/{x}"]] if a[f"axis/{x}"].dtype.kind in "OSU"
@@ -91,7 +94,7 @@ def write_reports(result: str | Path, stem: str | Path) -> list[Path]:
         parts = [ranking_table(stored_rankings(a, kind, target, axes, level), fmt=fmt,
                                title=f"Each measure against the {TARGETS[target]} at the "
                                      f"{kind.replace('_', '-')} epoch of "
-                                     f"{int((which == kind).sum())} models.")
+                                     f"{int((which == kind).sum())} models{flipped}.")
                  for kind, target in ranked_pairs(a)]
         path = Path(f"{stem}-ranking.{'tex' if fmt == 'latex' else 'md'}")
         write_text(path, "\n\n".join(parts) + "\n")

@@ -34,7 +34,8 @@ def plot_measures(result_path: str | Path, out_stem: str | Path, which: str,
                   formats: Sequence[str] = FORMATS) -> list[Path]:
     """One panel per measure: the gap (y) against the measure (x) of each model looked at in
     its `which` epoch; colour = b (or the first varying axis), marker = the next varying axis;
-    Kendall's tau in each title. A panel whose values are positive and span more than a factor
+    Kendall's tau in each title (of the measure in its expected direction: "reversed" for a
+    flatness or a margin, measures/generalization.Entry). A panel whose values are positive and span more than a factor
     20 has a log x axis. Writes OUT_STEM.<format> and OUT_STEM.csv (one row per model)."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
@@ -43,6 +44,7 @@ def plot_measures(result_path: str | Path, out_stem: str | Path, which: str,
     attrs, a = _read(result_path)
     names = json.loads(attrs["measure_names"])
     axes = json.loads(attrs["axes"])
+    reversed_ = json.loads(attrs.get("reversed", "[]"))
     rows = np.array([text(w) for w in a["which"]]) == which
     if not rows.any():
         raise BadInput(f"{result_path} has no models at the {which} epoch")
@@ -72,7 +74,8 @@ def plot_measures(result_path: str | Path, out_stem: str | Path, which: str,
             ax.xaxis.set_major_locator(LogLocator(numticks=4))
             ax.xaxis.set_minor_formatter(NullFormatter())
         tau = taus.get(name)
-        ax.set_title(name.replace("_", " ") + ("" if tau is None else f"\ntau {tau:.2f}"),
+        flipped = " (reversed)" if name in reversed_ else ""
+        ax.set_title(name.replace("_", " ") + ("" if tau is None else f"\ntau{flipped} {tau:.2f}"),
                      fontsize=6)
         ax.tick_params(labelsize=5)
     for ax in panels.flat[len(names):]:

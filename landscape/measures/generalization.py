@@ -78,13 +78,17 @@ def slice_flatness(model: nn.Module, data: Any, *, rise: float = 0.1, span: floa
 class Entry:
     """One measure of the battery: the function, how it is called ("data": model and data;
     "weights": the model alone; "init": the model and the initial weights; "shape": the model
-    and the data's input shape), the options it sets itself, and the result's attribute that
-    is the value (None: the result is the value)."""
+    and the data's input shape), the options it sets itself, the result's attribute that is
+    the value (None: the result is the value), and the direction in which it is expected to
+    predict the generalization gap: +1, growing with it (a norm, a sharpness); -1, shrinking
+    (a flatness or a margin: a larger sigma, basin or margin is expected to generalize better;
+    Jiang et al. 2020 rank 1/sigma^2 and 1/margin^2, which order models as -sigma and -margin)."""
 
     function: Callable[..., Any]
     takes: str = "data"
     fixed: Mapping[str, Any] = field(default_factory=dict)
     value: str | None = None
+    direction: int = 1
 
     def check(self, options: Mapping[str, Any], name: str) -> None:
         """Bad input for an option the function lacks or the battery sets itself."""
@@ -110,23 +114,23 @@ MEASURES: dict[str, Entry] = {
     "worst_case_sharpness": Entry(worst_case_sharpness, value="value"),
     "adaptive_worst_case_sharpness": Entry(worst_case_sharpness, fixed={"adaptive": True},
                                            value="value"),
-    "pac_bayes_sigma": Entry(pac_bayes_sigma, value="sigma"),
+    "pac_bayes_sigma": Entry(pac_bayes_sigma, value="sigma", direction=-1),
     "magnitude_aware_pac_bayes_sigma": Entry(pac_bayes_sigma, fixed={"magnitude_aware": True},
-                                             value="sigma"),
+                                             value="sigma", direction=-1),
     "frobenius_product": Entry(frobenius_product, "weights"),
     "frobenius_sum": Entry(frobenius_sum, "weights"),
     "spectral_product": Entry(spectral_product, "weights"),
     "path_norm": Entry(path_norm, "shape"),
     "distance_from_init": Entry(distance_from_init, "init"),
     "frobenius_distance": Entry(frobenius_distance, "init"),
-    "output_margin": Entry(output_margin),
+    "output_margin": Entry(output_margin, direction=-1),
     "fisher_rao_norm": Entry(fisher_rao_norm),
     "gradient_noise": Entry(gradient_noise),
     "hessian_top_eigenvalue": Entry(hessian_top_eigenvalue),
     "hessian_trace": Entry(hessian_trace, value="value"),
     "average_sharpness": Entry(average_sharpness, value="value"),
     "gradient_amplitude": Entry(gradient_amplitude),
-    "slice_flatness": Entry(slice_flatness),
+    "slice_flatness": Entry(slice_flatness, direction=-1),
 }
 
 
