@@ -5,7 +5,8 @@
 #       without flooding, the top Hessian eigenvalue tracked against 2/lr (Cohen et al. 2021);
 #       Adam with its preconditioned sharpness against 38/lr (Cohen et al. 2022);
 #   (b) the loss along the linear path and a fitted Bezier curve (Garipov et al. 2018) between the
-#       plain and the flooded solution of one seed, and between the flooded solutions of two seeds.
+#       plain and the flooded solution of one seed, and between the solutions of two seeds (one data
+#       draw: --data-seed 0; the seeds differ in initialization and batch order).
 #
 #   analysis/dynamics/run.sh                 # both data sets, CPU scale
 #   analysis/dynamics/run.sh two_gaussians   # one (two_gaussians or mnist)
@@ -32,7 +33,7 @@ mnist_adam=(--lr 1e-3 --epochs 300 --flood 0 0.1)
 results=$out/results
 for set in "${sets[@]}"; do
   declare -n common=$set gd=${set}_gd adam=${set}_adam
-  landscape train "${common[@]}" "${gd[@]}" --optimizer sgd --momentum 0 --seeds 2 \
+  landscape train "${common[@]}" "${gd[@]}" --optimizer sgd --momentum 0 --seeds 2 --data-seed 0 \
     --track top_eigenvalue --track-every 5 --save last --eval-test every --drop-resume-state \
     --device "$device" --out "$out" --name "$set-gd" --resume --quiet
   landscape train "${common[@]}" "${adam[@]}" --optimizer adam --seeds 1 \
