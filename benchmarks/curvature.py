@@ -25,7 +25,7 @@ products) times the products ours used.
   density  stochastic Lanczos quadrature, one run of 90 steps (curvlinops: Papyan's
            lanczos_approximate_spectrum, ncv=90)
 
-    pip install pyhessian curvlinops-for-pytorch hessian-eigenthings   # or PYTHONPATH=<their dir>
+    pip install -e ".[peers]"     # then check torch's version: torchvision may replace it
     python benchmarks/curvature.py --repeat 3           # a 2-core CPU: about 15 minutes
     python benchmarks/curvature.py --models mlp --ops top,trace --tools ours,pyhessian
 """
