@@ -282,6 +282,42 @@ def test_dict_batches_and_a_loss_over_the_batch(transformer):
     torch.testing.assert_close(_as_matrix(ggn), _as_matrix(block), rtol=1e-8, atol=1e-10)
 
 
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([a, b.tanh()], 1))
+
+
+def test_dict_inputs_by_name_or_by_a_callable_and_the_root_functions(transformer):
+    """Several non-label entries are passed by name, `inputs` may pass them otherwise, and the
+    root's hessian_* functions take the same dict batches; all against torch.func.hessian."""
+    torch.manual_seed(6)
+    net = TwoInputs().double()
+    a, b = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
+    labels = torch.randint(0, 3, (9,))
+    loader = DataLoader([{"a": i, "b": j, "labels": t} for i, j, t in zip(a, b, labels)],
+                        batch_size=4)
+    shapes = {k: p.shape for k, p in net.named_parameters()}
+
+    def loss_of(flat):
+        pieces = dict(zip(shapes, flat.split([math.prod(s) for s in shapes.values()])))
+        state = {k: v.reshape(shapes[k]) for k, v in pieces.items()}
+        return F.cross_entropy(functional_call(net, state, (a, b)), labels)
+
+    H = hessian(loss_of)(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    by_name = landscape.HessianOperator(net, loader)
+    torch.testing.assert_close(_as_matrix(by_name), H, rtol=1e-9, atol=1e-12)
+    swapped = landscape.HessianOperator(TwoInputs().double(), loader, params=net.state_dict(),
+                                        inputs=lambda batch: (batch["a"], batch["b"]))
+    torch.testing.assert_close(_as_matrix(swapped), H, rtol=1e-9, atol=1e-12)
+    model, ids, labels, words = transformer
+    assert landscape.hessian_top_eigenvalue(model, words, loss=_by_sample, iterations=4) == \
+        top_eigenvalue(landscape.HessianOperator(model, words, loss=_by_sample), iterations=4)[0]
+
+
 def test_bad_input_is_one_line(transformer):
     net, ids, labels, loader = transformer
     with pytest.raises(BadInput, match="no parameter 'head.w'"):
