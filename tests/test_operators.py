@@ -105,8 +105,13 @@ def test_products_equal_the_dense_matrix(case, kind):
     chunked = KINDS[kind](net, (x, y), rows=7)
     torch.testing.assert_close(_as_matrix(chunked), A, rtol=1e-9, atol=1e-11)
     loader = DataLoader(TensorDataset(x, y), batch_size=5)
-    torch.testing.assert_close(_as_matrix(KINDS[kind](net, loader)), A, rtol=1e-9, atol=1e-11)
-    assert net.training is False or net.training is True  # the module itself is left usable
+    net.train()  # a module left in training mode: products still see eval mode, flags kept
+    try:
+        torch.testing.assert_close(_as_matrix(KINDS[kind](net, loader)), A, rtol=1e-9,
+                                   atol=1e-11)
+        assert all(m.training for m in net.modules())
+    finally:
+        net.eval()
 
 
 @pytest.mark.parametrize("kind", KINDS)
