@@ -269,8 +269,8 @@ def test_dict_batches_and_a_loss_over_the_batch(transformer):
             mean_loss, tuple(p.detach() for p in params.values()), tuple(v.values()))
     flat_v = torch.cat([t.reshape(-1) for t in v.values()])
     flat_expected = torch.cat([t.reshape(-1) for t in expected])
-    for loss in (_by_sample, "cross_entropy"):
-        operator = landscape.HessianOperator(net, loader, loss=loss)
+    for loss, data in ((_by_sample, loader), ("cross_entropy", list(loader))):
+        operator = landscape.HessianOperator(net, data, loss=loss)
         torch.testing.assert_close(operator.matvec(flat_v), flat_expected, rtol=1e-8,
                                    atol=1e-10)
     fisher = landscape.FisherOperator(net, loader, loss=_by_sample)

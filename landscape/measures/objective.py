@@ -177,7 +177,9 @@ def objective(model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
 def _dict_batches(data: Any) -> bool:
     if isinstance(data, Mapping):
         return True
-    if isinstance(data, (tuple, list, torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+    if isinstance(data, (tuple, list)):  # a pair (x, y), or a list of batches
+        return bool(data) and isinstance(data[0], Mapping)
+    if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
         return False
     if iter(data) is data:  # a one-pass iterator: peeking would lose its first batch
         return False
