@@ -103,8 +103,14 @@ class ModelOperator(Operator):
     """A curvature matrix of the mean loss of `model` over `data` (a pair of tensors, a split,
     or any iterable of pair or dict batches: objective.py) with respect to the parameters `wrt`
     (names or a predicate on a name; all by default), at the weights `params` (a state dict;
-    the model's own by default), the model in eval mode. `rows` fixes the chunk size (tests);
-    by default the memory rule chooses it."""
+    the model's own by default), the model in eval mode. `loss` is a name or a callable:
+    (logits, y) -> per-sample losses for pairs, (output, batch) -> per-sample losses for dict
+    batches, whose model arguments `inputs(batch)` gives (objective.default_inputs by default).
+    `rows` fixes the chunk size (tests); by default the memory rule chooses it.
+
+        H = HessianOperator(model, loader, wrt=lambda name: name.startswith("head."))
+        H.matmat(V)        # V: [k, N] -> [k, N]
+    """
 
     def __init__(self, model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
                  params: Mapping[str, torch.Tensor] | None = None, wrt: Wrt = None,
