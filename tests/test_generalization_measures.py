@@ -349,3 +349,18 @@ def test_bad_input_is_one_clear_line():
         with pytest.raises(BadInput, match=words) as error:
             call()
         assert "\n" not in str(error.value)
+
+
+def test_a_loader_first_read_in_an_evaluation_is_differentiated_later():
+    """The battery's first pass over a DataLoader may run in inference mode (a loss without
+    gradients); the batches it keeps must still serve the gradient ascents that follow."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(40, 4, dtype=F64), torch.randint(0, 3, (40,))
+    names = ["average_sharpness", "worst_case_sharpness"]
+    options = {"worst_case_sharpness": {"steps": 3, "restarts": 1}, "average_sharpness":
+               {"draws": 2}}
+    got = landscape.generalization_measures(
+        net, DataLoader(TensorDataset(x, y), batch_size=16), names=names, options=options)
+    assert got == pytest.approx(landscape.generalization_measures(net, (x, y), names=names,
+                                                                  options=options), rel=1e-9)

@@ -100,17 +100,30 @@ class LoaderSource:
             yield x, y
         if kept == []:
             raise BadInput("the data source yielded no batches")
-        if kept is not None and len({tuple(x.shape[1:]) for x, _ in kept}) == 1:
-            self.kept = TensorSource(torch.cat([x for x, _ in kept]),
-                                     torch.cat([y for _, y in kept]))
-        else:
-            self.kept = kept
+        if kept is None:
+            return
+        # a pass read during an evaluation (evaluation.mean_loss: inference mode) is replayed to
+        # passes that differentiate: what is kept must be made outside inference mode
+        with torch.inference_mode(False):
+            if len({tuple(x.shape[1:]) for x, _ in kept}) == 1:
+                self.kept = TensorSource(torch.cat([x for x, _ in kept]),
+                                         torch.cat([y for _, y in kept]))
+            else:
+                self.kept = [(_saveable(x), _saveable(y)) for x, y in kept]
 
     def input_shape(self) -> tuple[int, ...]:
         if isinstance(self.kept, TensorSource):
             return self.kept.input_shape()
         x, _ = _pair(next(iter(self.iterable)))
         return tuple(x.shape[1:])
+
+
+def _saveable(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or a copy autograd may save for backward where it was made in inference mode."""
+    if not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
 
 
 def _pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
