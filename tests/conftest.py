@@ -64,6 +64,16 @@ def landscape_cli(*args, check: bool = False, cwd: Path | None = None) -> CliRes
     return out
 
 
+def one_line_error(result: CliResult, message: str = "", code: int = 2) -> str:
+    """The command failed as the contract says: exit `code`, one line on stderr naming the
+    problem (`message` in it), no traceback; returns the line."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
+    assert message in lines[0], lines[0]
+    return lines[0]
+
+
 def installed_command() -> list[str]:
     """The installed `landscape` script (python -m landscape where it is not on the path)."""
     exe = Path(sys.executable).with_name("landscape")

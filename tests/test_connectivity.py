@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from analysis_runs import train_pair
-from conftest import landscape_cli, tiny_config
+from conftest import landscape_cli, one_line_error, tiny_config
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -165,13 +165,6 @@ def pair(tmp_path_factory):
     return train_pair(tmp_path_factory)
 
 
-def _one_line_error(result, message):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
-    assert message in lines[0], lines[0]
-
-
 def test_connect_on_run_files_end_to_end(pair, tmp_path):
     plain, flooded = pair
     args = ("connect", plain.path, flooded.path, "--points", 5, "--curve-epochs", 2, "-q",
@@ -200,7 +193,7 @@ def test_connect_on_run_files_end_to_end(pair, tmp_path):
     again = landscape_cli(*args)  # the same inputs and parameters: the result is reused
     assert again.returncode == 0 and read_result(tmp_path / "connect.h5",
                                                  "connect")[0]["created"] == created
-    _one_line_error(landscape_cli(*args, "--bn", "keep"), "--overwrite")
+    one_line_error(landscape_cli(*args, "--bn", "keep"), "--overwrite")
     replaced = landscape_cli(*args, "--curve", "none", "--overwrite", "--epoch-a", 3)
     assert replaced.returncode == 0, replaced.stderr
     attrs, arrays = read_result(tmp_path / "connect.h5", "connect")
@@ -213,19 +206,19 @@ def test_connect_on_run_files_end_to_end(pair, tmp_path):
 def test_connect_bad_input_is_one_line_and_exit_2(pair, tmp_path):
     plain, flooded = pair
     out = ("--out", tmp_path / "res", "-q", "--points", 3)
-    _one_line_error(landscape_cli("connect", plain.path, plain.path, *out), "given twice")
+    one_line_error(landscape_cli("connect", plain.path, plain.path, *out), "given twice")
     twin = tmp_path / "copy.h5"
     shutil.copy(plain.path, twin)
-    _one_line_error(landscape_cli("connect", plain.path, twin, *out), "identical weights")
-    _one_line_error(landscape_cli("connect", plain.path, tmp_path / "absent.h5", *out),
+    one_line_error(landscape_cli("connect", plain.path, twin, *out), "identical weights")
+    one_line_error(landscape_cli("connect", plain.path, tmp_path / "absent.h5", *out),
                     "no such file")
-    _one_line_error(landscape_cli("connect", plain.path, flooded.path, twin, *out),
+    one_line_error(landscape_cli("connect", plain.path, flooded.path, twin, *out),
                     "takes two models")
-    _one_line_error(landscape_cli("connect", plain.path, flooded.path, "--epoch-a", "first",
+    one_line_error(landscape_cli("connect", plain.path, flooded.path, "--epoch-a", "first",
                                   *out), "--epoch-a must be an epoch number")
     (narrow,) = train([tiny_config(width=8, epochs=1)], out=tmp_path / "narrow",
                       execution=Execution(device="cpu", progress=False)).paths
-    _one_line_error(landscape_cli("connect", plain.path, narrow, *out),
+    one_line_error(landscape_cli("connect", plain.path, narrow, *out),
                     "different architectures")
     assert not (tmp_path / "res").exists()  # nothing written
 
@@ -246,14 +239,14 @@ def test_connect_on_a_users_checkpoints(user_project):
         np.testing.assert_allclose(arrays[f"linear/{key}"], api[key], rtol=1e-6)
     assert attrs["label_a"] == "epoch_3.ckpt" and "curve/bend/0.weight" in arrays
     assert (folder / "res" / "connect.png").exists()
-    _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "ckpt/epoch_3.ckpt"),
+    one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "ckpt/epoch_3.ckpt"),
                     "one file given twice")
     torch.save({"state_dict": states[0]}, folder / "same.ckpt")
-    _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "same.ckpt"),
+    one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "same.ckpt"),
                     "identical weights")
     wide = dict(states[0], **{"0.weight": torch.zeros(9, 4)})
     torch.save(wide, folder / "wide.pt")
-    _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "wide.pt"),
+    one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "wide.pt"),
                     "has shape [9, 4] there, [8, 4] in the model")
-    _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "absent.pt"),
+    one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_3.ckpt", "absent.pt"),
                     "no such file")

@@ -23,7 +23,7 @@ from landscape.config.execution import Execution
 from landscape.measures.options import GeneralizationOptions
 from landscape.results import read_result
 from landscape.runs.store import open_runs
-from tests.conftest import landscape_cli, tiny_config
+from conftest import landscape_cli, one_line_error, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,27 +144,20 @@ def test_command_writes_the_table_the_file_and_both_figures(sweep, tmp_path):
         np.testing.assert_array_equal(a[f"measure/{name}"], b[f"measure/{name}"])
 
 
-def _one_line_error(result, message):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
-    assert message in lines[0], lines[0]
-
-
 def test_unusable_runs_and_options_are_one_line(sweep, tmp_path):
     out = ("--out", tmp_path / "res", "-q", "--measures", "frobenius_sum")
     runs = [run.path for run in open_runs([sweep])]
-    _one_line_error(landscape_cli("generalization", sweep, *out, "--measures", "sharpest"),
+    one_line_error(landscape_cli("generalization", sweep, *out, "--measures", "sharpest"),
                     "unknown measure 'sharpest'")
-    _one_line_error(landscape_cli("generalization", sweep, "--option", "rho=1", *out),
+    one_line_error(landscape_cli("generalization", sweep, "--option", "rho=1", *out),
                     "MEASURE.KEY=VALUE")
-    _one_line_error(landscape_cli("generalization", sweep, "--option",
+    one_line_error(landscape_cli("generalization", sweep, "--option",
                                   "output_margin.rho=0.1", *out), "takes no option 'rho'")
-    _one_line_error(landscape_cli("generalization", runs[0], runs[0], *out),
+    one_line_error(landscape_cli("generalization", runs[0], runs[0], *out),
                     "differ in no hyperparameter")
     landscape.train([tiny_config(epochs=3, save="none", flood=0.2)],
                     out=tmp_path / "first", execution=Execution(device="cpu", progress=False))
-    _one_line_error(landscape_cli("generalization", runs[0], tmp_path / "first", *out),
+    one_line_error(landscape_cli("generalization", runs[0], tmp_path / "first", *out),
                     "its last epoch 3 was not saved; train with --save all")
     assert not (tmp_path / "res").exists()
 
@@ -179,8 +172,8 @@ def test_a_users_checkpoints_with_a_table(user_project):
     user = ("generalization", "--model", "usernet:make", "--data", "usernet:splits",
             "--weights", "ckpt/epoch_*.ckpt", "--measures", "frobenius_sum,output_margin",
             "--resamples", 20, "--out", "res", "-q", "--format", "png")
-    _one_line_error(landscape_cli(*user), "--hyperparameters goes with")
-    _one_line_error(landscape_cli(*user, "--hyperparameters", "runs.csv"),
+    one_line_error(landscape_cli(*user), "--hyperparameters goes with")
+    one_line_error(landscape_cli(*user, "--hyperparameters", "runs.csv"),
                     "has no row for ckpt/epoch_1.ckpt")
     user = tuple(a if a != "ckpt/epoch_*.ckpt" else "ckpt/epoch_[3-9].ckpt" for a in user)
     result = landscape_cli(*user, "--weights", "ckpt/epoch_1?.ckpt", "--hyperparameters",
@@ -195,7 +188,7 @@ def test_a_users_checkpoints_with_a_table(user_project):
     assert a["gap"][2] == pytest.approx(0.05) and json.loads(attrs["axes"]) == ["lr"]
     assert "ranking/checkpoint/test_loss/measure" in a
     (folder / "bad.csv").write_text("checkpoint,train_error,test_error\nepoch_3.ckpt,0,0\n")
-    _one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_1?.ckpt", "--hyperparameters",
+    one_line_error(landscape_cli(*user, "--weights", "ckpt/epoch_1?.ckpt", "--hyperparameters",
                                   "bad.csv", "--overwrite"), "has no column 'seed'")
 
 
