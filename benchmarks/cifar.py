@@ -46,7 +46,8 @@ from landscape.device import autocast, channels_last, describe
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.measures.stack import Ensemble
 from landscape.models import build_model
-from landscape.training.loop import epoch_generator, make_optimizer
+from landscape.training.loop import epoch_generator
+from landscape.training.optimizer import make_optimizer
 
 MEAN, STD = STATS["cifar10"]
 MEAN_CHW, STD_CHW = (torch.tensor(v)[:, None, None] for v in STATS["cifar10"])
@@ -84,7 +85,7 @@ def our_step(device: torch.device, *, amp: str, compile: bool) -> Step:
     model = build_model(ModelConfig("resnet44"), (3, 32, 32), 10)
     ensemble = Ensemble(model, [model.state_dict()], device=device, dtype=torch.float32)
     ensemble.train(True)
-    optimizer = make_optimizer(CONFIG, list(ensemble.params.values()))  # fused where it exists
+    optimizer = make_optimizer(CONFIG.optim, list(ensemble.params.values()))  # fused where it is
     forward = torch.compile(ensemble.forward, dynamic=False) if compile else ensemble.forward
     precision = autocast(device, amp)
 

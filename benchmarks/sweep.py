@@ -37,7 +37,7 @@ from landscape.memory import auto_chunk_size
 from landscape.models import build_model, count_parameters
 from landscape.runs.store import Run
 from landscape.training.grid import expand
-from landscape.training.loop import make_optimizer
+from landscape.training.optimizer import make_optimizer
 from landscape.training.planner import train
 
 
@@ -93,11 +93,11 @@ def steps_runners(config: RunConfig, floods: list[float], device: torch.device
               for k in range(len(floods))]
     ensemble = Ensemble(build_model(config.model, data.input_shape, 1), states, device=device,
                         dtype=torch.float32)
-    stacked_opt = make_optimizer(config, list(ensemble.params.values()))
+    stacked_opt = make_optimizer(config.optim, list(ensemble.params.values()))
     b = torch.tensor(floods, device=device)
     modules = [build_model(config.model, data.input_shape, 1, seed=k).to(device)
                for k in range(len(floods))]
-    optimizers = [make_optimizer(config, list(m.parameters())) for m in modules]
+    optimizers = [make_optimizer(config.optim, list(m.parameters())) for m in modules]
 
     def stacked(epochs: int) -> None:
         for _ in range(epochs):

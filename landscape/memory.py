@@ -134,14 +134,15 @@ def eval_numbers(device: torch.device | None, members: int = 2) -> int:
 
 def member_bytes(model: ModelConfig, n_params: int, input_shape: tuple[int, ...],
                  batch_size: int, dtype_bytes: int) -> int:
-    """Training memory of one stacked member, a generous estimate: parameters, gradients and two
-    optimizer states, plus what one step keeps for the backward pass (about 3 numbers per hidden
-    unit and row for an MLP: pre-activation, normalized, activated)."""
+    """Training memory of one stacked member, a generous estimate: parameters, gradients, two
+    optimizer states and the parameters before a step (kept where members' learning rates differ:
+    training/optimizer.py), plus what one step keeps for the backward pass (about 3 numbers per
+    hidden unit and row for an MLP: pre-activation, normalized, activated)."""
     if model.name.startswith("mlp"):
         per_row = 3 * (model.depth or 0) * (model.width or 0) + math.prod(input_shape)
     else:
         per_row = 512 * math.prod(input_shape)  # conv feature maps: many times the input
-    return dtype_bytes * (4 * n_params + batch_size * per_row)
+    return dtype_bytes * (5 * n_params + batch_size * per_row)
 
 
 def free_memory(device: torch.device) -> int:

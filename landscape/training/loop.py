@@ -3,8 +3,9 @@ schedule. It does arithmetic only: it yields each epoch's metrics and snapshots,
 the members' state; what is written, and when, is recording.py's business.
 
 A group is one model (a single run) or several sweep members stacked as an `Ensemble`, each with its
-own flood level, initialization seed, batch order and draw of the data. From epoch 0 (the untrained
-model, unless the group resumes) every member's metrics are measured after every epoch.
+own flood level, initialization seed, batch order, draw of the data, learning rate and weight decay
+(optimizer.py). From epoch 0 (the untrained model, unless the group resumes) every member's
+metrics are measured after every epoch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from landscape.memory import rows_for
 from landscape.models import run_model
 from landscape.runs.store import Snapshot
 from landscape.training.members import MemberData, load_optimizer_states, optimizer_state_of
+from landscape.training.optimizer import MemberOptimizer, rates_at
 from landscape.training.schedule import AdaptiveRule, LevelState, update
 from landscape.training.tracking import Tracking
 
@@ -75,23 +77,12 @@ def epoch_generator(seed: int, epoch: int, stream: int, device: torch.device | s
     return g
 
 
-def make_optimizer(config: RunConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    o = config.optim
-    kwargs = dict(lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "sgd":
-        kwargs["momentum"] = o.momentum
-    cls = torch.optim.Adam if o.name == "adam" else torch.optim.SGD
-    try:  # fused kernels are faster where the build has them (benchmarks/RESULTS.md)
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kwargs)
-
-
 def epochs(starts: list[Start], data: MemberData, *, device: torch.device, amp: str = "off",
            compile: bool = False) -> Iterator[Epoch]:
     """Train the members (same architecture, optimizer and schedule; each its own flood level,
-    seed and data draw) to their last epoch, yielding every measured epoch. `amp` and `compile`
-    are Execution's GPU switches. Diverged members train on (as NaN) until all have diverged."""
+    seed, data draw, learning rate and weight decay) to their last epoch, yielding every measured
+    epoch. `amp` and `compile` are Execution's GPU switches. Diverged members train on (as NaN)
+    until all have diverged."""
     group = Group(starts, data, device=device, amp=amp, compile=compile)
     last = group.config.optim.epochs
     alive = torch.ones(group.size, dtype=torch.bool)
@@ -108,7 +99,8 @@ def epochs(starts: list[Start], data: MemberData, *, device: torch.device, amp: 
         diverged = alive & ~finite if epoch > 0 else torch.zeros_like(alive)
         alive &= ~diverged
         if group.tracking is not None:  # after `seconds`: its cost is reported against them
-            metrics.update(group.tracking(epoch, group.ensemble, group.optimizer, alive))
+            metrics.update(group.tracking(epoch, group.ensemble, group.optimizer,
+                                           group.stepper.ratio, alive))
         yield Epoch(epoch, metrics, snapshots, diverged, epoch == last or not alive.any(), group)
         if not alive.any():
             return
@@ -126,7 +118,10 @@ class Group:
         states = [s.model_state or run_model(config, data.input_shape, data.num_classes,
                                                seed=s.config.seed).state_dict() for s in starts]
         self.ensemble = Ensemble(template, states, device=device, dtype=dtype)
-        self.optimizer = make_optimizer(config, list(self.ensemble.params.values()))
+        # Each member's learning rate and weight decay (a chunk may mix them: optimizer.py).
+        self.stepper = MemberOptimizer([s.config.optim for s in starts],
+                                     list(self.ensemble.params.values()))
+        self.optimizer = self.stepper.optimizer
         if starts[0].optim_state:
             load_optimizer_states(self.optimizer, self.ensemble, [s.optim_state for s in starts])
         self.seeds = [s.config.seed for s in starts]
@@ -170,7 +165,7 @@ class Group:
         """Epoch 0's step metrics: none trained yet, at the first epoch's rate and level."""
         nan = torch.full((self.size,), math.nan, dtype=torch.float64)
         return dict(batch_loss=nan, batch_objective=nan, ascent_fraction=nan,
-                    lr=torch.full_like(nan, self.config.optim.lr_at(1)),
+                    lr=rates_at(self.stepper.optims, 1),
                     flood_level=self.flood_level())
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, torch.Tensor], dict[int, Snapshot]]:
@@ -178,9 +173,7 @@ class Group:
         config, data, K = self.config, self.data, self.size
         batch_size, n_train = config.optim.batch_size, data.size("train")
         steps = math.ceil(n_train / batch_size)
-        lr = config.optim.lr_at(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        rates = self.stepper.start_epoch(epoch)                            # [K]
         self.ensemble.train(True)
         orders = batch_orders(self.seeds, epoch, n_train, self.device)     # [K, n]
         aug_gens = ([epoch_generator(seed, epoch, 2, self.device) for seed in self.seeds]
@@ -215,7 +208,7 @@ class Group:
                 self.snapshot_wanted &= ~below
             self.optimizer.zero_grad(set_to_none=True)
             objective.sum().backward()
-            self.optimizer.step()
+            self.stepper.step()
             sums[0] += batch_loss
             sums[1] += objective.detach()
             if config.objective.kind != "flood":  # share of samples on the ascent side
@@ -225,7 +218,7 @@ class Group:
                 sums[2] += (batch_loss < self.b).to(self.dtype)
         means = (sums / steps).double().cpu()
         return {"batch_loss": means[0], "batch_objective": means[1], "ascent_fraction": means[2],
-                "lr": torch.full((K,), lr, dtype=torch.float64),
+                "lr": rates,
                 "flood_level": level_now}, snapshots
 
     def measure(self, epoch: int) -> dict[str, torch.Tensor]:

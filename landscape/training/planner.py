@@ -1,9 +1,10 @@
 """Training runs and sweeps: from configs to run files (the public `train` API behind the CLI).
 
-A sweep is several runs differing in flood level and/or seed. Its run files live in one folder
-with an index (sweep.json); a single run is one file. Runs that differ only in flood level, seed
-and data seed train together as stacked ensembles (each member on its own data draw), in chunks
-whose size the execution chooses within the device's memory (memory.py).
+A sweep is several runs differing in flood level, seed and the axes of grid.py. Its run files
+live in one folder with an index (sweep.json); a single run is one file. Runs that differ only in
+flood level, seed, data seed, learning rate and weight decay train together as stacked ensembles
+(each member on its own data draw, at its own rate and decay: optimizer.py), in chunks whose size
+the execution chooses within the device's memory (memory.py).
 """
 
 from __future__ import annotations
@@ -226,10 +227,12 @@ def check_fits(config: RunConfig, device: torch.device) -> None:
 
 
 def group_key(config: RunConfig) -> str:
-    """Runs with equal keys can train stacked: they differ at most in flood level and seeds."""
+    """Runs with equal keys can train stacked: they differ at most in flood level, seeds,
+    learning rate and weight decay (optimizer.MemberOptimizer steps each member at its own)."""
     return dataclasses.replace(
         config, seed=0, data=dataclasses.replace(config.data, seed=0),
-        objective=dataclasses.replace(config.objective, flood=0.0)).to_json()
+        objective=dataclasses.replace(config.objective, flood=0.0),
+        optim=dataclasses.replace(config.optim, lr=1.0, weight_decay=0.0)).to_json()
 
 
 def train(configs: Sequence[RunConfig], *, out: str | Path = "checkpoints",

@@ -4,7 +4,7 @@ After every N-th epoch each member of a group is measured by the functions that
 `landscape.Tracker` calls (measures/tracking.measure), at that member's weights in the stacked
 ensemble and on its fixed subset of its own training rows (the noisy labels it trains on): a
 tracked value is what the measure gives afterwards on that epoch's saved weights. Beside them:
-- `threshold`, the optimizer's edge of stability at the epoch's learning rate: 2 / lr for plain
+- `threshold`, the optimizer's edge of stability at the member's learning rate: 2 / lr for plain
   SGD (Cohen et al., ICLR 2021, "Gradient descent on neural networks typically occurs at the
   edge of stability"), (2 + 2 beta) / lr with heavy-ball momentum, 38 / lr for Adam;
 - for Adam, `preconditioned_sharpness`, lambda_1(P^-1 H) of its last step (Cohen et al. 2022,
@@ -76,14 +76,15 @@ class Tracking:
         self.data = [subsets[int(w)] for w in data.which]
 
     def __call__(self, epoch: int, ensemble: Ensemble, optimizer: torch.optim.Optimizer,
-                 members: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Measure the `members` [K] (bool) after `epoch` if it is due (diverged ones are NaN)."""
+                 ratio: torch.Tensor, members: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Measure the `members` [K] (bool) after `epoch` if it is due (diverged ones are NaN).
+        ratio [K]: each member's learning rate over the optimizer's (optimizer.MemberOptimizer)."""
         out = {name: torch.full((ensemble.size,), math.nan, dtype=torch.float64)
                for name in self.names}
         if not self.track.due(epoch):
             return out
         tic = time.perf_counter()
-        out[THRESHOLD][:] = threshold(optimizer)
+        out[THRESHOLD][:] = threshold(optimizer) / ratio  # each is inversely proportional to lr
         inverse = None
         if adam(optimizer) and optimizer.state:  # [K, ...] P^-1 of every member's last step
             group = optimizer.param_groups[0]
