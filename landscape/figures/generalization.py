@@ -108,7 +108,7 @@ def _statistic(a: dict[str, np.ndarray], which: str, target: str, stat: str) -> 
 def plot_psi(result_path: str | Path, out_stem: str | Path, which: str, target: str = "gap",
              formats: Sequence[str] = FORMATS) -> list[Path]:
     """psi per axis and Psi per measure (bars, with their bootstrap intervals as error bars),
-    measures ordered by Psi as the ranked table. Writes OUT_STEM.<format> and OUT_STEM.csv
+    measures ordered by Psi as the ranked table, those ranked reversed marked "(rev.)". Writes OUT_STEM.<format> and OUT_STEM.csv
     (measure, statistic, estimate, low, high)."""
     attrs, a = _read(result_path)
     axes = json.loads(attrs["axes"])
@@ -121,7 +121,7 @@ def plot_psi(result_path: str | Path, out_stem: str | Path, which: str, target: 
                                                          -np.nan_to_num(total[i, 0])))
     series = {**{f"psi {x}": psi[:, j] for j, x in enumerate(axes)}, "Psi": total}
     colours = [PALETTE[c] for c in ("sky", "orange", "green", "purple", "yellow", "vermillion")]
-    fig, panels = figure(columns=2, height=2.6)
+    fig, panels = figure(columns=2, height=3.4)  # room for the measures' names below
     ax = panels[0, 0]
     width = 0.8 / len(series)
     csv: dict[str, list] = {k: [] for k in ("measure", "statistic", "estimate", "low", "high")}
@@ -139,13 +139,16 @@ def plot_psi(result_path: str | Path, out_stem: str | Path, which: str, target: 
             csv["low"].append(row[1])
             csv["high"].append(row[2])
     ax.axhline(0, color=PALETTE["black"], linewidth=0.5)
-    ax.set_xticks(np.arange(len(order)), [measures[i].replace("_", " ") for i in order],
-                  rotation=60, ha="right", fontsize=5)
-    ax.set_ylabel(f"granulated tau against the {TARGET_LABEL.get(target, target)}")
+    reversed_ = json.loads(attrs.get("reversed", "[]"))
+    ax.set_xticks(np.arange(len(order)), [measures[i].replace("_", " ")
+                                          + (" (rev.)" if measures[i] in reversed_ else "")
+                                          for i in order], rotation=60, ha="right", fontsize=5)
+    ax.set_ylabel("granulated tau")
     ax.set_ylim(-1.05, 1.05)
-    ax.legend(fontsize=6, ncols=len(series), loc="upper right")
-    ax.set_title(f"psi per axis and Psi (Jiang et al. 2020), {WHICH.get(which, which)}; "
-                 "bars: bootstrap intervals over seeds", fontsize=7)
+    ax.legend(fontsize=6, ncols=len(series), loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(f"psi per axis and Psi (Jiang et al. 2020) against the "
+                 f"{TARGET_LABEL.get(target, target)}, {WHICH.get(which, which)}; error bars: "
+                 "bootstrap intervals over seeds", fontsize=7)
     return save_figure(fig, out_stem, csv, formats=formats)
 
 
