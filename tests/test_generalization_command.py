@@ -204,3 +204,28 @@ def test_runs_of_the_ce_loss_are_measured_with_cross_entropy(tmp_path):
     for row, run in enumerate(runs):
         assert a["measure/output_margin"][row] == pytest.approx(landscape.output_margin(
             run.model(), run.dataset().split("train"), loss="cross_entropy"), rel=1e-6)
+
+
+def test_models_without_a_gap_are_left_out_of_the_rankings():
+    """A diverged run has no gap: its row is left out of the rankings (with a note), the others
+    ranked as without it; a measure non-finite on a kept row is left out."""
+    rng = np.random.default_rng(0)
+    n = 12
+    arrays = {"which": np.array(["last"] * n), "axis/b": np.repeat([0.0, 0.1, 0.2], 4),
+              "axis/seed": np.tile([0.0, 1.0], 6), "gap": rng.random(n),
+              "test_loss": rng.random(n), "measure/frobenius_sum": rng.random(n),
+              "measure/pac_bayes_sigma": rng.random(n)}
+    arrays["gap"][3] = np.nan
+    arrays["measure/pac_bayes_sigma"][5] = np.inf
+    notes = []
+    options = GeneralizationOptions(resamples=20)
+    got = gen.rank_rows(arrays, ["frobenius_sum", "pac_bayes_sigma"], ["b"], options,
+                        report=notes.append)
+    kept = np.arange(n) != 3
+    (expected,) = rank_measures({"b": arrays["axis/b"][kept], "seed": arrays["axis/seed"][kept]},
+                                {"frobenius_sum": arrays["measure/frobenius_sum"][kept]},
+                                arrays["gap"][kept], axes=["b"], resamples=20)
+    assert got["last", "gap"] == (expected,)
+    assert [r.measure for r in got["last", "test_loss"]] == ["frobenius_sum"]
+    assert any("1 model without a finite gap" in note for note in notes)
+    assert any("pac_bayes_sigma" in note for note in notes)

@@ -233,26 +233,38 @@ def _resumed(subjects: Sequence[Subject], names: Sequence[str], out: str | Path,
 def rank_rows(arrays: Mapping[str, np.ndarray], names: Sequence[str], axes: Sequence[str],
               options: GeneralizationOptions, *, report: Callable[[str], None] = lambda _: None
               ) -> dict[tuple[str, str], tuple[MeasureRanking, ...]]:
-    """The rankings per (epoch kind, target), over that kind's rows, of every measure finite on
-    all of them (a PAC-Bayes sigma is inf where no noise reaches the bound: no rank to give;
-    `report` names the measures left out). Each measure is ranked in its expected direction
+    """The rankings per (epoch kind, target) over that kind's rows where the target is known (a
+    diverged run has no gap to rank: left out), of every measure finite on all of them (a
+    PAC-Bayes sigma is inf where no noise reaches the bound: no rank to give). `report` hears
+    what was left out. Each measure is ranked in its expected direction
     (MEASURES[name].direction): a flatness or margin reversed, so that for every measure a
     positive tau or Psi says it predicts the gap as its argument claims."""
-    out = {}
+    out, notes = {}, {}
     for which in dict.fromkeys(arrays["which"].tolist()):
-        rows = arrays["which"] == which
-        table = {a: arrays[f"axis/{a}"][rows] for a in [*axes, "seed"]}
-        values = {n: MEASURES[n].direction * arrays[f"measure/{n}"][rows] for n in names}
-        finite = {n: v for n, v in values.items() if np.isfinite(v).all()}
-        if len(finite) < len(values):
-            report(f"generalization: not ranked at the {which.replace('_', '-')} epoch "
-                   "(non-finite on some models): " + ", ".join(sorted(set(values) - set(finite))))
+        kind = arrays["which"] == which
+        epoch = which.replace("_", "-")
         for target in TARGETS:
-            if not finite or not np.isfinite(arrays[target][rows]).all():  # e.g. no test losses
+            rows = kind & np.isfinite(arrays[target])
+            if not rows.any():  # a user's table without test losses
                 continue
-            out[which, target] = rank_measures(
-                table, finite, arrays[target][rows], axes=axes, resamples=options.resamples,
-                seed=options.seed, level=options.level)
+            lost = int(kind.sum() - rows.sum())
+            if lost:
+                notes[f"{which} {target}"] = (f"{lost} model{'s' * (lost > 1)} without a finite "
+                                              f"{target} at the {epoch} epoch (diverged) left "
+                                              "out of its rankings")
+            table = {a: arrays[f"axis/{a}"][rows] for a in [*axes, "seed"]}
+            values = {n: MEASURES[n].direction * arrays[f"measure/{n}"][rows] for n in names}
+            finite = {n: v for n, v in values.items() if np.isfinite(v).all()}
+            if len(finite) < len(values):
+                notes[f"{which} measures"] = (
+                    f"not ranked at the {epoch} epoch (non-finite on some models): "
+                    + ", ".join(sorted(set(values) - set(finite))))
+            if finite:
+                out[which, target] = rank_measures(
+                    table, finite, arrays[target][rows], axes=axes,
+                    resamples=options.resamples, seed=options.seed, level=options.level)
+    for note in notes.values():
+        report(f"generalization: {note}")
     return out
 
 
