@@ -28,6 +28,8 @@ def check_loss(loss: Loss) -> Loss:
 
     if callable(loss) or loss in LOSSES:
         return loss
+    if loss == "ce":  # a run config's name for cross_entropy (config.Loss): runs pass it on
+        return loss
     raise BadInput(f"unknown loss {loss!r}; use cross_entropy, logistic or a callable "
                    "(logits, y) -> per-sample losses")
 

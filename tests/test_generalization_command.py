@@ -204,6 +204,10 @@ def test_runs_of_the_ce_loss_are_measured_with_cross_entropy(tmp_path):
     for row, run in enumerate(runs):
         assert a["measure/output_margin"][row] == pytest.approx(landscape.output_margin(
             run.model(), run.dataset().split("train"), loss="cross_entropy"), rel=1e-6)
+    # the other analyses pass a run's loss on as its config names it
+    result = landscape_cli("connect", runs[0].path, runs[0].path, "--epoch-a", 0, "--curve", "none",
+                           "--points", 3, "--out", tmp_path / "connect", "-q", "--format", "png")
+    assert result.returncode == 0, result.stderr
 
 
 def test_models_without_a_gap_are_left_out_of_the_rankings():
