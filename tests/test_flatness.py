@@ -18,9 +18,10 @@ from landscape.config import ModelConfig
 from landscape.config.execution import Execution
 from landscape.errors import BadInput
 from landscape.flooding import per_sample_loss, predictions
+from landscape.measures.bnstats import bn_statistics, statistics_model
 from landscape.measures.filternorm import gaussian_directions, parameters_of
 from landscape.measures.options import Normalization, SliceOptions
-from landscape.measures.slices import bn_statistics, evaluate_points, statistics_model
+from landscape.measures.slices import evaluate_points
 from landscape.results import read_result
 from landscape.runs.store import Run
 from landscape.training.planner import train

@@ -8,7 +8,7 @@ other folders are searched for both):
 | 2   | learning curves (Fig. 2 / 6, Fig. 1(c)-(d)) | runs with the test loss every epoch |
 | 5.1 | memorization (Fig. 3) | memorization result files, else runs (sweeps over b), from which the result is made here (it only reads metrics) |
 | 5.2 | gradients (Fig. 4) | gradnorm result files (`landscape gradnorm`) |
-| 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder: `fig5_flatness-slice`, `fig5_flatness-surface` (numbered when there are several) |
+| 5.3 | flatness (Fig. 5) | slice result files (`landscape flatness`), one figure per folder: `fig5_flatness-slice`, `fig5_flatness-surface` (numbered when there are several); for files made with `--eigen`, also the convexity map `convexity-slice`, `convexity-surface` (Li et al. 2018, Sec. 6) |
 | 5.4 | Theorem 1 (MSE) | mse result files (`landscape mse`) |
 | sharpness | test loss vs Hessian eigenvalue, trace, average-case sharpness (beyond the paper) | sharpness result files (`landscape sharpness`) |
 | connect | loss and error along the linear path and the fitted curve between two models (beyond the paper) | connect result files (`landscape connect`) |
@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 from landscape.analysis import curves, dynamics, memorization, mse
 from landscape.errors import BadInput
 from landscape.figures.connect import plot_connect
+from landscape.figures.convexity import LARGEST, plot_convexity
 from landscape.figures.curves import plot_curves
 from landscape.figures.dynamics import plot_dynamics
 from landscape.figures.flatness import plot_flatness
@@ -177,6 +178,9 @@ def _results_builder(section: str, results: list[Path], options: dict | None = N
                                                               **(options or {})), text))
                 if section in REPORTS:
                     lines.append(REPORTS[section](source))
+                if section == "5.3" and _has_eigenvalues(source):  # flatness --eigen
+                    lines.append(_written(section, plot_convexity(
+                        source, out / f"convexity{kind}{number}", formats), text))
         return lines
     return build
 
@@ -195,6 +199,13 @@ def _damaged(what: str):
         raise BadInput(f"{what}: a result file with a dataset or attribute missing or of another "
                        f"shape than its writer made ({type(err).__name__}: {text}); make it "
                        "again with its command (LANDSCAPE_DEBUG=1 shows where it failed)") from err
+
+
+def _has_eigenvalues(paths: list[Path]) -> bool:
+    """Whether a folder's slices hold the Hessian's extreme eigenvalues (a convexity map)."""
+    from landscape.figures.flatness_text import read_slices
+
+    return all(LARGEST in arrays for _, arrays in read_slices(paths))
 
 
 def _slice_kind(paths: list[Path]) -> str:

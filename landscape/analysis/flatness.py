@@ -10,9 +10,11 @@ Each model gets its own result file whose datasets carry loss-landscape's names 
 ycoordinates, train_loss, train_acc, test_loss, test_acc; surfaces [ny, nx]) so that tool's plotting
 scripts read it, and whose attributes hold everything that produced it. NaN marks points not yet
 computed: a killed computation resumes where it stopped, and a file made with other parameters is
-refused rather than silently reused. BatchNorm models are evaluated in eval mode with the
-checkpoint's running statistics, or with statistics re-estimated at each perturbed point from the
-training inputs (`bn_stats="recompute"`).
+refused rather than silently reused. With `eigen`, each point also gets the largest and the
+smallest eigenvalue of the training loss's Hessian (train_max_eigenvalue, train_min_eigenvalue:
+the convexity map of Li et al. 2018, Sec. 6; measures/convexity.py). BatchNorm models are
+evaluated in eval mode with the checkpoint's running statistics, or with statistics re-estimated
+at each perturbed point from the training inputs (`bn_stats="recompute"`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from landscape.analysis.directions import choose
 from landscape.analysis.loading import check_same_architecture
 from landscape.analysis.sliced import SlicedModel, fig5_models, run_models
 from landscape.errors import BadInput
+from landscape.measures.convexity import extreme_eigenvalues
 from landscape.measures.filternorm import parameters_of
 from landscape.measures.options import SliceOptions
 from landscape.measures.slices import evaluate_points
@@ -59,10 +62,12 @@ class _Plan:
 
 
 def _plan(model: SlicedModel, options: SliceOptions, folder: Path, *, overwrite: bool) -> _Plan:
+    if options.eigen and "train" not in model.sources:
+        raise BadInput(f"{model.name}: --eigen needs training data (the Hessian of its loss)")
     chosen = choose(model, options)
     attrs = {**model.attrs, **options.attrs(chosen.span), **chosen.attrs}
     path = folder / f"{model.name}.{'surface' if options.two_d else 'slice'}.h5"
-    metrics = [f"{split}_{m}" for split in model.sources for m in ("loss", "acc")]
+    metrics = options.metrics(list(model.sources))
     x, y = options.coordinates(chosen.span)
     shape = (len(x),) if y is None else (len(y), len(x))
     arrays = {"xcoordinates": x, **({} if y is None else {"ycoordinates": y}),
@@ -110,11 +115,12 @@ def flatness(runs: Sequence[Run], options: SliceOptions, out: str | Path, *,
 
 
 def check_grid_fits(options: SliceOptions, models: int) -> None:
-    """Bad input, with the estimate, when the result arrays of `models` grids (float64: four
-    metrics and the coordinates, and the flat indices of the points to do) cannot fit in host
-    memory: --2d --points 10^6 is 10^12 points."""
+    """Bad input, with the estimate, when the result arrays of `models` grids (float64: the
+    metrics of two splits and the coordinates, and the flat indices of the points to do) cannot
+    fit in host memory: --2d --points 10^6 is 10^12 points."""
     points = options.points * ((options.y_points or options.points) if options.two_d else 1)
-    refuse_unless_fits(models * points * 8 * (4 + 2), torch.device("cpu"),
+    arrays = len(options.metrics(["train", "test"])) + 2
+    refuse_unless_fits(models * points * 8 * arrays, torch.device("cpu"),
                        f"the result arrays of {models} {'surface' if options.two_d else 'slice'}s "
                        f"of {points:,} points")
 
@@ -145,7 +151,10 @@ def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str 
                 iter(params.values())).device)
         if world.size > 1:  # points for every rank (a GPU would stack a whole slice in one chunk)
             step = min(step, math.ceil(len(plan.todo) / world.size))
-        chunks = [plan.todo[i:i + step] for i in range(0, len(plan.todo), step)]
+        # a point's Hessian eigenvalues cost hundreds of its loss evaluations: chunks of one
+        # point keep a killed computation's loss to one point
+        width = 1 if options.eigen else step
+        chunks = [plan.todo[i:i + width] for i in range(0, len(plan.todo), width)]
         saved = time.monotonic()
         rounds = distributed.in_rounds(chunks, world)  # this rank's chunk of each round, or None
         with progress_bar(rounds, enabled=progress and world.rank == 0, label=model.name) as bar:
@@ -156,6 +165,11 @@ def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str 
                             model.template, model.state, directions,
                             grid[chunk][:, :len(directions)], model.sources, model.loss,
                             members=step, bn_stats=options.bn_stats)
+                        if options.eigen:
+                            done.value[1].update(extreme_eigenvalues(
+                                model.template, model.state, directions,
+                                grid[chunk][:, :len(directions)], model.sources["train"],
+                                model.loss, options))
                 for chunk, values in filter(None, done.values):  # every rank's chunk of the round
                     for k, v in values.items():
                         np.put(plan.arrays[k], chunk, v)  # flat indices into [ny, nx]

@@ -9,6 +9,9 @@ import click
 
 from landscape.cli import CONTEXT, analysis_options, cli, model_options, normalization_options
 from landscape.errors import BadInput
+from landscape.measures.options import SliceOptions
+
+DEFAULT = SliceOptions()
 
 
 @cli.command(context_settings=CONTEXT)
@@ -31,6 +34,16 @@ from landscape.errors import BadInput
 @click.option("--bn-stats", type=click.Choice(["checkpoint", "recompute"]), default="checkpoint",
               show_default=True, help="BatchNorm running statistics: the checkpoint's, or "
               "re-estimated from the training inputs at each perturbed point.")
+@click.option("--eigen", is_flag=True,
+              help="Also the largest and the smallest Hessian eigenvalue of the training loss at "
+              "each point (Lanczos), stored as train_max_eigenvalue and train_min_eigenvalue, "
+              "and the convexity map |min / max| (Li et al. 2018, Sec. 6) in "
+              "OUT/convexity[-2d].{pdf,png,csv}. Each point costs hundreds of Hessian-vector "
+              "products.")
+@click.option("--eigen-iterations", type=int, default=DEFAULT.eigen_iterations,
+              show_default=True, help="With --eigen: Lanczos products at most for each end.")
+@click.option("--eigen-tolerance", type=float, default=DEFAULT.eigen_tolerance,
+              show_default=True, help="With --eigen: stop at this relative residual.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Folder for the result files and the figure.")
 @click.option("--vtp", is_flag=True,
@@ -42,7 +55,7 @@ from landscape.errors import BadInput
 @model_options
 @analysis_options
 def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d, bn_stats, vtp,
-             normalization,
+             eigen, eigen_iterations, eigen_tolerance, normalization,
              out, overwrite, formats, data_dir, device, quiet):
     """Train and test loss and accuracy at theta + alpha d along a random Gaussian direction d,
     filter-normalized to each model (Li et al. 2018), for the paper's three models (Sec. 5.3,
@@ -67,17 +80,18 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
       landscape flatness checkpoints/pair --out results/pair
       landscape flatness checkpoints/pair --2d --points 31 --out results/pair/surface
       landscape flatness checkpoints/pair --2d --direction pca --out results/pair/pca
+      landscape flatness checkpoints/pair --2d --eigen --points 11 --out results/pair/convexity
       landscape flatness --model mynet:make --data mynet:splits --weights ckpt/final.pt
     """
     from landscape.figures.style import parse_formats
-    from landscape.measures.options import SliceOptions
 
     formats = parse_formats(formats)
     if vtp and not two_d:
         raise BadInput("--vtp writes surfaces: add --2d")
     options = SliceOptions(points=points, span=span, direction=direction,
                            direction_seed=direction_seed, two_d=two_d,
-                           bn_stats=bn_stats,
+                           bn_stats=bn_stats, eigen=eigen, eigen_iterations=eigen_iterations,
+                           eigen_tolerance=eigen_tolerance,
                            normalization=normalization)
     # torch comes in only now: a mistyped option is answered before its seconds of import
     from landscape.analysis.flatness import flatness as compute
@@ -104,6 +118,12 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     for path in plot_flatness(results, Path(out) / ("flatness-2d" if two_d else "flatness"),
                               formats):
         click.echo(f"figure: {path}")
+    if eigen:
+        from landscape.figures.convexity import plot_convexity
+
+        for path in plot_convexity(results, Path(out) / ("convexity-2d" if two_d else
+                                                         "convexity"), formats):
+            click.echo(f"figure: {path}")
     if vtp:
         from landscape.figures.vtk import write_vtp
 

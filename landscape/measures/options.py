@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from landscape.errors import BadInput
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # numpy too: the command line imports this module at its star
 MODES = ("filter", "layer")                 # filter normalization (filternorm.py)
 DIRECTIONS = ("random", "hessian", "pca")   # a slice's directions (directions.py)
 BN_STATS = ("checkpoint", "recompute")      # BatchNorm statistics at perturbed points
+EIGEN_METRICS = ("train_max_eigenvalue", "train_min_eigenvalue")  # SliceOptions.eigen
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,16 @@ class SliceOptions:
     y_points: int | None = None        # surfaces: grid rows (default: points)
     bn_stats: str = "checkpoint"
     normalization: Normalization = field(default_factory=Normalization)
+    eigen: bool = False                # the training-loss Hessian's largest and smallest
+                                       # eigenvalue at each point (Li et al. 2018, Sec. 6)
+    eigen_iterations: int = 100        # ... Lanczos products at most, for each end
+    eigen_tolerance: float = 1e-4      # ... stopped at this residual (relative: spectrum.py)
 
     def __post_init__(self) -> None:
+        if self.eigen_iterations < 1:
+            raise BadInput(f"--eigen-iterations must be at least 1, got {self.eigen_iterations}")
+        if not 0 <= self.eigen_tolerance < 1:
+            raise BadInput(f"--eigen-tolerance must be in [0, 1), got {self.eigen_tolerance}")
         if self.points < 2 or (self.y_points is not None and self.y_points < 2):  # [-span, span]
             raise BadInput(f"--points must be >= 2, got {self.points}")
         if self.span is not None and not (math.isfinite(self.span) and self.span > 0):
@@ -85,7 +94,16 @@ class SliceOptions:
                 "points": self.points, "y_points": (self.y_points or self.points) if self.two_d
                 else 1, "span": span or self.span or 1.0, "bn_stats": self.bn_stats,
                 **self.normalization.attrs(), "draw_order": "parameters",
-                **({} if self.direction == "random" else {"direction": self.direction})}
+                **({} if self.direction == "random" else {"direction": self.direction}),
+                **({"eigen_iterations": self.eigen_iterations,
+                    "eigen_tolerance": self.eigen_tolerance}
+                   if self.eigen else {})}
+
+    def metrics(self, splits: Sequence[str]) -> list[str]:
+        """The result file's arrays over the grid: loss and accuracy of each split, and with
+        `eigen` the training loss's extreme Hessian eigenvalues."""
+        return [f"{split}_{m}" for split in splits for m in ("loss", "acc")] + (
+            list(EIGEN_METRICS) if self.eigen else [])
 
 
 @dataclass(frozen=True)

@@ -4,47 +4,24 @@ at points theta + a d1 (+ b d2) along filter-normalized directions.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from landscape.errors import BadInput
 from landscape.flooding import Loss, check_loss
+from landscape.measures.bnstats import bn_statistics, statistics_model
+from landscape.measures.convexity import extreme_eigenvalues
 from landscape.measures.evaluation import mean_loss
 from landscape.measures.filternorm import gaussian_directions, normalize_direction, parameters_of
 from landscape.measures.model import Tensors, _dtype, _norm, _prepared, check_data
-from landscape.measures.options import BN_STATS, Normalization
+from landscape.measures.options import BN_STATS, Normalization, SliceOptions
 from landscape.measures.sources import LoaderSource, Source, as_sources
 from landscape.measures.stack import Ensemble
 from landscape.memory import rows_of
-
-
-def bn_statistics(stat_model: nn.Module, params: dict[str, torch.Tensor],
-                  buffers: dict[str, torch.Tensor], source: Source, rows: int
-                  ) -> dict[str, torch.Tensor]:
-    """BatchNorm running statistics re-estimated at `params` from the source's inputs:
-    `stat_model` is in train mode with momentum None (a cumulative average over batches; exact
-    with one batch), and functional_call updates the fresh buffers we pass in place."""
-    fresh = {k: (torch.ones_like(v) if k.endswith("running_var") else torch.zeros_like(v))
-             for k, v in buffers.items()}
-    with torch.no_grad():
-        for x, _ in source.batches(rows):
-            functional_call(stat_model, {**params, **fresh}, (x,))
-    return fresh
-
-
-def statistics_model(template: nn.Module) -> nn.Module:
-    """A copy of the model that re-estimates BatchNorm statistics when called (see bn_statistics)."""
-    model = copy.deepcopy(template).train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    return model
 
 
 def evaluate_points(template: nn.Module, state: Mapping[str, torch.Tensor],
@@ -169,7 +146,7 @@ def _directions(params: Tensors, given: Sequence[Mapping[str, torch.Tensor]] | N
 
 
 def _surface(model, data, loss, params, coordinates, count, seed, directions, normalization,
-             include_biasbn, normalize, bn_stats, device, stack):
+             include_biasbn, normalize, bn_stats, device, stack, eigen):
     loss = check_loss(loss)
     if bn_stats not in BN_STATS:
         raise BadInput(f"unknown bn_stats {bn_stats!r}; choose checkpoint or recompute")
@@ -184,7 +161,21 @@ def _surface(model, data, loss, params, coordinates, count, seed, directions, no
                            normalize)
         values = evaluate_points(template, state, used, coordinates, sources, loss,
                                  members=stack, bn_stats=bn_stats)
+        if eigen is not None:
+            if "train" not in sources:
+                raise BadInput("eigen needs a 'train' data split (the Hessian of its loss)")
+            values.update(extreme_eigenvalues(template, state, used, coordinates,
+                                              sources["train"], loss, eigen))
     return values, used
+
+
+def _eigen(eigen: bool, iterations: int, tolerance: float, seed: int, bn_stats: str
+           ) -> SliceOptions | None:
+    """The options of the Hessian eigenvalues at each point (None: not asked), validated."""
+    if not eigen:
+        return None
+    return SliceOptions(eigen=True, eigen_iterations=iterations, eigen_tolerance=tolerance,
+                        direction_seed=seed, bn_stats=bn_stats)
 
 
 def loss_slice(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
@@ -192,18 +183,24 @@ def loss_slice(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                span: float = 1.0, seed: int = 0, direction: Mapping[str, torch.Tensor] | None = None,
                normalization: str = "filter", include_biasbn: bool = False,
                normalize: bool = True, bn_stats: str = "checkpoint",
-               device: torch.device | str | None = None, stack: int = 1) -> Slice:
+               device: torch.device | str | None = None, stack: int = 1, eigen: bool = False,
+               eigen_iterations: int = SliceOptions.eigen_iterations,
+               eigen_tolerance: float = SliceOptions.eigen_tolerance) -> Slice:
     """Loss and accuracy at theta + alpha d for `points` alphas in [-span, span] (paper Sec. 5.3,
     Li et al. 2018). d: a Gaussian direction drawn from `seed` (torch.Generator seeded with it;
     torch.randn of each parameter's shape, in float32 on the CPU, in named_parameters order),
     or `direction`; filter-normalized to the model unless `normalize=False` (normalizing is
     idempotent, so a returned direction can be passed back). `data` may also be a mapping of split
     name to data ({"train": ..., "test": ...}). `stack`: points evaluated at once under vmap
-    (pays on GPUs; 1 on CPUs)."""
+    (pays on GPUs; 1 on CPUs). `eigen`: also the largest and the smallest eigenvalue of the
+    "train" loss's Hessian at each point ("train_max_eigenvalue", "train_min_eigenvalue"; Li et
+    al. 2018, Sec. 6), by Lanczos (spectrum.eigenpairs, at most `eigen_iterations` products per
+    end, relative residual `eigen_tolerance`, started from `seed`), the model in eval mode."""
     x = _grid(points, span)
     values, used = _surface(model, data, loss, params, x[:, None], 1, seed,
                             None if direction is None else [direction], normalization,
-                            include_biasbn, normalize, bn_stats, device, stack)
+                            include_biasbn, normalize, bn_stats, device, stack,
+                            _eigen(eigen, eigen_iterations, eigen_tolerance, seed, bn_stats))
     return Slice(x, None, values, used)
 
 
@@ -213,13 +210,17 @@ def loss_surface(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                  directions: Sequence[Mapping[str, torch.Tensor]] | None = None,
                  normalization: str = "filter", include_biasbn: bool = False,
                  normalize: bool = True, bn_stats: str = "checkpoint",
-                 device: torch.device | str | None = None, stack: int = 1) -> Slice:
+                 device: torch.device | str | None = None, stack: int = 1, eigen: bool = False,
+                 eigen_iterations: int = SliceOptions.eigen_iterations,
+                 eigen_tolerance: float = SliceOptions.eigen_tolerance) -> Slice:
     """Loss and accuracy at theta + alpha dx + beta dy on a grid (arrays [ny, nx]); dx is the
-    direction loss_slice draws from the same seed. Otherwise as loss_slice."""
+    direction loss_slice draws from the same seed. Otherwise as loss_slice; with `eigen`, the
+    ratio |min / max| of the two eigenvalue arrays is loss-landscape's convexity map."""
     x, y = _grid(points, span), _grid(y_points or points, span)
     grid = np.stack(np.meshgrid(x, y), -1).reshape(-1, 2)
     values, used = _surface(model, data, loss, params, grid, 2, seed, directions, normalization,
-                            include_biasbn, normalize, bn_stats, device, stack)
+                            include_biasbn, normalize, bn_stats, device, stack,
+                            _eigen(eigen, eigen_iterations, eigen_tolerance, seed, bn_stats))
     return Slice(x, y, {k: v.reshape(len(y), len(x)) for k, v in values.items()}, used)
 
 
