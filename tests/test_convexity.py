@@ -71,6 +71,25 @@ def test_each_points_eigenvalues_are_the_dense_hessians_ends():
         landscape.loss_surface(net, (x, y), points=3, eigen=True, eigen_iterations=0)
 
 
+def test_recomputed_batchnorm_statistics_are_those_of_each_point():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double()
+    x, y = torch.randn(30, 3, dtype=torch.float64), torch.randint(0, 3, (30,))
+    surface = landscape.loss_surface(net, (x, y), points=3, eigen=True, eigen_tolerance=1e-10,
+                                     bn_stats="recompute")
+    theta, buffers = parameters_of(net, net.state_dict())
+    dx, dy = surface.directions
+    for i, beta in enumerate(surface.y):
+        for j, alpha in enumerate(surface.x):
+            point = {k: t + alpha * dx[k] + beta * dy[k] for k, t in theta.items()}
+            h = x @ point["0.weight"].T + point["0.bias"]  # one batch: its own statistics
+            fresh = {**buffers, "1.running_mean": h.mean(0), "1.running_var": h.var(0)}
+            spectrum = _dense_spectrum(net, point, fresh, x, y)
+            assert np.isclose(surface["train_max_eigenvalue"][i, j], spectrum[-1], rtol=1e-7)
+            assert np.isclose(surface["train_min_eigenvalue"][i, j], spectrum[0], rtol=1e-7,
+                              atol=1e-9)
+
+
 def test_a_killed_eigen_surface_resumes_to_the_same_file_and_its_figure(pair, tmp_path,
                                                                        monkeypatch):
     options = SliceOptions(points=3, two_d=True, eigen=True)
