@@ -166,26 +166,37 @@ def skip_epochs_option():
                         "checkpoints (--weights).")
 
 
+REPLACE = ("Replace a result file computed from other inputs or parameters (an identical one is "
+           "reused).")
+
+
+def result_options(name: str, *, holds: str = "the result file (NAME.h5) and the figure beside it",
+                   overwrite: str = REPLACE):
+    """--out, --name and --overwrite of a command that writes one result file OUT/NAME.h5 (and
+    what `holds` says beside it)."""
+
+    def decorate(command):
+        for option in reversed((
+                click.option("--out", type=click.Path(file_okay=False), default="results",
+                             show_default=True, help=f"Folder for {holds}."),
+                click.option("--name", default=name, show_default=True, callback=file_name,
+                             help="File name stem."),
+                click.option("--overwrite", is_flag=True, help=overwrite))):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def per_epoch_options(name: str):
     """The options of the analyses that measure every saved epoch (gradnorm, sharpness): which
     epochs, where the result file and figure go, and how many early epochs the figure leaves out."""
 
     def decorate(command):
-        for option in reversed((
-                click.option("--epochs", default=None, metavar="E,E",
-                             help="Only these saved epochs (and each run's early-stopping epoch, "
-                             "where saved). Default: every saved epoch."),
-                click.option("--out", type=click.Path(file_okay=False), default="results",
-                             show_default=True,
-                             help="Folder for the result file (NAME.h5) and the figure beside it."),
-                click.option("--name", default=name, show_default=True, callback=file_name,
-                             help="File name stem."),
-                skip_epochs_option(),
-                click.option("--overwrite", is_flag=True,
-                             help="Replace a result file computed from other inputs or "
-                             "parameters (an identical one is reused)."))):
-            command = option(command)
-        return command
+        command = result_options(name)(skip_epochs_option()(command))
+        return click.option("--epochs", default=None, metavar="E,E",
+                            help="Only these saved epochs (and each run's early-stopping epoch, "
+                            "where saved). Default: every saved epoch.")(command)
 
     return decorate
 
@@ -259,8 +270,8 @@ def model_options(command):
 
 
 # Each command lives in its own module of this package and registers itself on `cli`.
-COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness", "figures",
-            "sharpness", "connect", "export", "generalization")
+COMMANDS = ("train", "info", "demo", "table", "mse", "memorization", "gradnorm", "flatness",
+            "figures", "sharpness", "connect", "export", "generalization")
 
 
 def commands() -> click.Group:

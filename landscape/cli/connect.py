@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from landscape.cli import CONTEXT, analysis_options, cli, file_name, model_options
+from landscape.cli import CONTEXT, analysis_options, cli, model_options, result_options
 from landscape.errors import BadInput
 from landscape.measures.options import ConnectOptions
 
@@ -41,13 +41,7 @@ def _epoch(ctx, param, value):
               help="Epochs of SGD on the curve's bend (t drawn uniformly per mini-batch).")
 @click.option("--seed", type=int, default=DEFAULT.seed, show_default=True,
               help="Seed of the curve's shuffles, t draws and dropout.")
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (NAME.h5) and the figure beside it.")
-@click.option("--name", default="connect", show_default=True, callback=file_name,
-              help="File name stem.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace a result file computed from other inputs or parameters (an "
-              "identical one is reused).")
+@result_options("connect")
 @model_options
 @analysis_options
 def connect(paths, checkpoints, epoch_a, epoch_b, points, bn, curve, curve_epochs, seed, out,

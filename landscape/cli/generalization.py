@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from landscape.cli import CONTEXT, analysis_options, cli, file_name, model_options
+from landscape.cli import CONTEXT, analysis_options, cli, model_options, result_options
 from landscape.errors import BadInput
 
 DEFAULT_RESAMPLES = 1000
@@ -54,13 +54,9 @@ def _options(ctx, param, values) -> dict[str, dict[str, object]]:
               help="With --model/--weights: each checkpoint's hyperparameters and errors (columns "
               "checkpoint, seed, train_error, test_error; optional train_loss, test_loss, init; "
               "every other column is an axis).")
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (NAME.h5), its CSV, tables and figures.")
-@click.option("--name", default="generalization", show_default=True, callback=file_name,
-              help="File name stem.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace a result computed from other inputs or options (one of the same "
-              "inputs is resumed, or reused when finished).")
+@result_options("generalization", holds="the result file (NAME.h5), its CSV, tables and figures",
+                overwrite="Replace a result computed from other inputs or options (one of the "
+                "same inputs is resumed, or reused when finished).")
 @model_options
 @analysis_options
 def generalization(paths, checkpoints, early_stopping, measures, measure_options, samples, seed,

@@ -6,20 +6,15 @@ from pathlib import Path
 
 import click
 
-from landscape.cli import CONTEXT, cli, file_name
+from landscape.cli import CONTEXT, cli, result_options
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
-              help="Folder for the result file (NAME.h5) and the figure beside it.")
-@click.option("--name", default="memorization", show_default=True, callback=file_name,
-              help="File name stem.")
+@result_options("memorization", overwrite="Replace a result file computed from other runs, or "
+                "from these at another point of their training (an identical one is reused).")
 @click.option("--format", "formats", default="pdf,png", show_default=True,
               help="Figure formats: pdf, png, svg (comma list).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace a result file computed from other runs, or from these at another "
-              "point of their training (an identical one is reused).")
 def memorization(paths, out, name, formats, overwrite):
     """Training accuracy (noisy labels, clean labels, flipped points) against the flood level b,
     at the last epoch and at the early-stopping epoch, one line per setting (runs identical but
