@@ -19,9 +19,10 @@ from conftest import TINY_TRAIN_ARGS
 import landscape.cli.train  # noqa: F401 - registers the train command
 from landscape import distributed
 from landscape.analysis.flatness import flatness
+from landscape.analysis.generalization import run_generalization
 from landscape.analysis.gradnorm import gradnorm
 from landscape.cli import cli
-from landscape.measures.options import SliceOptions
+from landscape.measures.options import GeneralizationOptions, SliceOptions
 from landscape.results import read_result
 from landscape.runs.store import Run, find_runs, open_runs
 
@@ -129,6 +130,19 @@ def test_slice_and_gradnorm_equal_single_process(sweeps, tmp_path):
                         progress=False)
     finish(amplitudes)
     _same_result(expected, tmp_path / "ranks" / "gradnorm.h5", "gradnorm")
+
+
+def test_generalization_equals_single_process(sweeps, tmp_path):
+    _, ranks = sweeps
+    measures = ("frobenius_sum", "output_margin")
+    common = ("--measures", ",".join(measures), "--resamples", "20", "--format", "png", "--quiet")
+    shared = start(torchrun("generalization", ranks, "--out", tmp_path / "ranks", *common))
+    expected = run_generalization(open_runs([ranks]), tmp_path / "one" / "generalization.h5",
+                                  GeneralizationOptions(measures=measures, resamples=20),
+                                  device=CPU, progress=False)
+    out, _ = finish(shared)
+    assert out.count("generalization: ") == 1  # rank 0 alone reports, writes tables and draws
+    _same_result(expected, tmp_path / "ranks" / "generalization.h5", "generalization")
 
 
 def _worker(launcher: int, rank: int) -> int | None:

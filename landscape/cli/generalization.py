@@ -127,6 +127,10 @@ def generalization(paths, checkpoints, early_stopping, measures, measure_options
         result = run_generalization(open_runs(paths, data_dir=data_dir), target, options,
                                     device=resolve_device(device), progress=not quiet,
                                     overwrite=overwrite, report=note)
+    from landscape.distributed import current
+
+    if current().rank != 0:  # under torchrun, rank 0 reports, writes the tables and draws
+        return
     click.echo(f"generalization: {result}")
     for path in write_reports(result, Path(out) / name):
         click.echo(f"table: {path}")
