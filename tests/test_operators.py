@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import landscape
 from landscape.errors import BadInput
+from landscape.measures.hessian import hvp_function
 from landscape.measures.operators import Operator
 from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
 from landscape.measures.trace import diagonal, hutchinson_trace, hutchpp_trace
@@ -112,6 +113,14 @@ def test_products_equal_the_dense_matrix(case, kind):
         assert all(m.training for m in net.modules())
     finally:
         net.eval()
+
+
+def test_hvp_function_of_earlier_releases_is_the_hessians_product(case):
+    net, x, y, dense = case
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    hvp = hvp_function(net, params, dict(net.named_buffers()), (x, y), "cross_entropy", 7)
+    V = torch.randn(2, dense["hessian"].shape[0], dtype=torch.float64)
+    torch.testing.assert_close(hvp(V), V @ dense["hessian"], rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("kind", KINDS)

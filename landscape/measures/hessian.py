@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -102,3 +102,11 @@ def average_sharpness(model: nn.Module, data: Any, *, loss: Loss = "cross_entrop
         value, stderr, _ = sharpness_estimate(m.template, m.theta, m.buffers, m.source, m.loss,
                                               options, at_once=1, rows=m.rows)
     return Estimate(value, stderr)
+
+
+def hvp_function(model: nn.Module, params: Tensors, buffers: Tensors, data: Any, loss: Loss,
+                 rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> Hv for stacked flat vectors [k, N] at `params` (with `buffers`; eval mode), in chunks
+    of `rows` rows: HessianOperator(...).matmat, kept for code written against releases before
+    the operators (operators.py), where this function was the product itself."""
+    return HessianOperator(model, data, loss=loss, params={**params, **buffers}, rows=rows).matmat
