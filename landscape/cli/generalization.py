@@ -71,8 +71,9 @@ def generalization(paths, checkpoints, early_stopping, measures, measure_options
     sign-error, with bootstrap intervals over seeds.
 
     Writes OUT/NAME.h5 (models x measures, hyperparameters, errors, the rankings), OUT/NAME.csv,
-    the ranked tables OUT/NAME-ranking.{md,tex}, and per epoch kind the figures
-    OUT/NAME-measures-KIND (each measure against the gap, colour = b) and OUT/NAME-psi-KIND.
+    the ranked tables OUT/NAME-ranking.{md,tex}, and per epoch kind (last, early-stopping) the
+    figures OUT/NAME-KIND-measures (each measure against the gap, colour = b) and
+    OUT/NAME-KIND-psi.
     A killed computation resumes where it stopped; torchrun shares the models among ranks.
 
     Your own models instead: --model, --data, --weights 'ckpt/*.pt' and --hyperparameters
