@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_runs import train_pair
-from conftest import TINY_TRAIN_ARGS, landscape_cli
+from conftest import TINY_TRAIN_ARGS, landscape_cli, one_line_error
 from flood_sweeps import read_figure_data
 
 from landscape.analysis.flatness import flatness
@@ -39,12 +39,6 @@ def per_epoch(pair, tmp_path_factory):
     options = SharpnessOptions(iterations=3, probes=2, draws=1)
     return (gradnorm(pair, folder / "gradnorm.h5", device=CPU, progress=False),
             sharpness(pair, folder / "sharpness.h5", options, device=CPU, progress=False))
-
-
-def _one_line_error(result, code=2):
-    assert result.returncode == code, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
 
 
 @pytest.fixture
@@ -99,7 +93,7 @@ def test_figures_takes_skip_epochs(per_epoch, section, stem, tmp_path):
         landscape_cli("figures", result, "--section", section, "--out", out, "--format", "png",
                       "--skip-epochs", skip, check=True)
         assert _epochs(out / f"{stem}.csv") == list(range(first, 11))
-    assert "x>=0" in _one_line_error(landscape_cli("figures", result, "--section", section,
+    assert "x>=0" in one_line_error(landscape_cli("figures", result, "--section", section,
                                                    "--skip-epochs", -1, "--out", tmp_path))
 
 
@@ -120,13 +114,13 @@ def test_flatness_refuses_to_resume_a_file_whose_grid_was_edited(pair, tmp_path)
     landscape_cli(*args, check=True)
     (first, *_) = sorted(tmp_path.glob("*.slice.h5"))
     _edit(first, "xcoordinates", "shifted")
-    assert "xcoordinates are not the grid asked" in _one_line_error(landscape_cli(*args))
+    assert "xcoordinates are not the grid asked" in one_line_error(landscape_cli(*args))
     landscape_cli(*args, "--overwrite", check=True)
     surfaces = tmp_path / "surfaces"
     landscape_cli(*args[:-5], "--out", surfaces, "--2d", "--format", "png", "-q", check=True)
     (first, *_) = sorted(surfaces.glob("*.surface.h5"))
     _edit(first, "ycoordinates", "reshaped")
-    assert "ycoordinates are not the grid asked" in _one_line_error(
+    assert "ycoordinates are not the grid asked" in one_line_error(
         landscape_cli(*args[:-5], "--out", surfaces, "--2d", "--format", "png", "-q"))
 
 
@@ -160,7 +154,7 @@ def test_figures_name_a_damaged_result_file_in_one_line(every_result, section, h
         if result.returncode == 0:  # a dataset the figure does not need
             continue
         # flatness figures draw a folder of slices
-        assert str(damaged.parent if section == "5.3" else damaged) in _one_line_error(result), key
+        assert str(damaged.parent if section == "5.3" else damaged) in one_line_error(result), key
 
 
 @pytest.mark.parametrize("args", [["flatness", "--2d", "--points", "1000000"],
@@ -169,7 +163,7 @@ def test_figures_name_a_damaged_result_file_in_one_line(every_result, section, h
 def test_sizes_that_cannot_fit_are_refused_with_the_estimate_before_any_work(pair, args,
                                                                              tmp_path):
     out = tmp_path / "out"
-    error = _one_line_error(landscape_cli(args[0], pair[0].path, *args[1:], "--out", out, "-q"))
+    error = one_line_error(landscape_cli(args[0], pair[0].path, *args[1:], "--out", out, "-q"))
     assert "GiB of memory" in error and args[-1][:4] in error.replace(",", "")
     assert not out.exists()
 
@@ -205,13 +199,13 @@ def test_figures_leave_a_diverged_run_out_of_the_learning_curves(with_diverged, 
     assert f"{bad.path} diverged in epoch {bad.epochs_done + 1}" in note
     assert set(read_figure_data(tmp_path / "fig2_learning_curves.csv")["trials"]) == {1}
     only = landscape_cli("figures", bad.path, "--section", "2", "--out", tmp_path / "only")
-    assert f"diverged in epoch {bad.epochs_done + 1}" in _one_line_error(only)
+    assert f"diverged in epoch {bad.epochs_done + 1}" in one_line_error(only)
 
 
 def test_mse_refuses_a_diverged_run_naming_its_epoch(with_diverged, tmp_path):
     _, bad = with_diverged
     result = landscape_cli("mse", bad.path, "--out", tmp_path / "res")
-    assert f"diverged in epoch {bad.epochs_done + 1}" in _one_line_error(result)
+    assert f"diverged in epoch {bad.epochs_done + 1}" in one_line_error(result)
     assert not (tmp_path / "res").exists()
 
 
@@ -226,7 +220,7 @@ def test_a_damaged_result_file_shows_its_failure_under_landscape_debug(every_res
     _edit(damaged, key, "missing")
     args = ("figures", damaged, "--section", "5.4", "--out", tmp_path / "figures", "--format",
             "png")
-    assert "LANDSCAPE_DEBUG=1" in _one_line_error(landscape_cli(*args))
+    assert "LANDSCAPE_DEBUG=1" in one_line_error(landscape_cli(*args))
     monkeypatch.setenv("LANDSCAPE_DEBUG", "1")
     result = landscape_cli(*args)
     assert result.returncode != 0 and "internal error" in result.stderr

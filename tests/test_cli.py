@@ -11,18 +11,12 @@ from conftest import (
     TINY_TRAIN_ARGS,
     installed_cli,
     landscape_cli,
+    one_line_error,
     tiny_config,
     train_interrupted,
 )
 
 from landscape.runs.store import Run
-
-
-def _one_line_error(result, code=2):
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("extra", [
@@ -51,7 +45,7 @@ def test_bad_train_input(tmp_path, extra):
     out = tmp_path / "out"
     result = landscape_cli("train", *extra, "--epochs" if "--epochs" not in extra else "--quiet",
                            *(("1",) if "--epochs" not in extra else ()), "--out", out)
-    _one_line_error(result)
+    one_line_error(result)
     assert not out.exists() or not any(out.rglob("*"))  # nothing half-written
 
 
@@ -63,7 +57,7 @@ def test_train_info_and_overwrite_rules(tmp_path):
     info = landscape_cli("info", path, check=True)
     assert "complete, epoch 3 of 3" in info.stdout and "b = 0.2" in info.stdout
     before = path.stat().st_mtime_ns
-    _one_line_error(landscape_cli(*args))                       # finished: not overwritten
+    one_line_error(landscape_cli(*args))                       # finished: not overwritten
     assert path.stat().st_mtime_ns == before
     skipped = landscape_cli(*args, "--resume", check=True)     # finished: nothing to do
     assert "skipped" in skipped.stdout
@@ -72,7 +66,7 @@ def test_train_info_and_overwrite_rules(tmp_path):
     with h5py.File(path, "r+") as f:                            # pretend it was interrupted
         f["status"][()] = b"running"
         f["epochs_done"][()] = 1
-    _one_line_error(landscape_cli(*args))
+    one_line_error(landscape_cli(*args))
     landscape_cli(*args, "--resume", check=True)
     assert Run(path).status == "complete"
 
@@ -95,9 +89,9 @@ def test_sweep_folder_and_space_separated_flood_levels(tmp_path):
 
 def test_info_bad_input(tmp_path):
     (tmp_path / "bad.h5").write_text("not hdf5")
-    _one_line_error(landscape_cli("info", tmp_path / "bad.h5"))
-    _one_line_error(landscape_cli("info", tmp_path / "missing.h5"))
-    _one_line_error(landscape_cli("info", tmp_path / "bad.h5", tmp_path / "missing.h5"))
+    one_line_error(landscape_cli("info", tmp_path / "bad.h5"))
+    one_line_error(landscape_cli("info", tmp_path / "missing.h5"))
+    one_line_error(landscape_cli("info", tmp_path / "bad.h5", tmp_path / "missing.h5"))
 
 
 def test_info_on_a_run_stopped_before_epoch_0_says_none_trained(tmp_path, monkeypatch):
@@ -171,7 +165,7 @@ def test_demo_draws_its_two_figures_and_keeps_its_runs(tmp_path):
     assert [Run(p).saved_epochs for p in runs] == [(0, 40), (0, 40)]  # only what the figures need
     assert Run(runs[1]).snapshot() is not None                         # the flooded run's
     before = runs[0].stat().st_mtime_ns
-    _one_line_error(landscape_cli("demo", "--out", out, "--epochs", "40", "-q"))
+    one_line_error(landscape_cli("demo", "--out", out, "--epochs", "40", "-q"))
     assert runs[0].stat().st_mtime_ns == before
     landscape_cli("demo", "--out", out, "--epochs", "40", "--format", "png", "-q", "--overwrite",
                   check=True)
@@ -225,7 +219,7 @@ def test_bad_thread_counts(tmp_path, monkeypatch, threads_seen, option, environ)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     result = landscape_cli(*option, "train", *TINY_TRAIN_ARGS, "--epochs", "1", "--out", tmp_path)
-    _one_line_error(result)
+    one_line_error(result)
     assert next(iter(environ), "--threads") in result.stderr
     assert threads_seen == [] and not any(tmp_path.iterdir())
 

@@ -163,13 +163,6 @@ def test_bn_running_statistics_are_never_perturbed(bn_run):
     torch.testing.assert_close(fresh["2.running_var"], hidden.var(0))
 
 
-def _one_line_error(result):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
-    return lines[0]
-
-
 def test_installed_commands_end_to_end(pair, tmp_path):
     folder = pair[0].path.parent
     out = tmp_path / "figs"

@@ -13,7 +13,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN_ARGS, landscape_cli, tiny_config
+from conftest import TINY_TRAIN_ARGS, landscape_cli, one_line_error, tiny_config
 
 from landscape import files
 from landscape.config.execution import Execution
@@ -25,12 +25,6 @@ from landscape.training import recording
 from landscape.training.planner import train
 
 
-def _one_line_error(result, code=2):
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("landscape: error:"), result.stderr
-
-
 def _train_cli(out, *extra):
     return landscape_cli("train", *TINY_TRAIN_ARGS, "--epochs", "2", "--out", out, *extra)
 
@@ -40,7 +34,7 @@ def _train_cli(out, *extra):
 def test_names_stay_inside_out(tmp_path, name, sweep):
     out = tmp_path / "a" / "b" / "out"
     result = _train_cli(out, "--name", name, *(("--flood", "0", "0.1") if sweep else ()))
-    _one_line_error(result)
+    one_line_error(result)
     assert not any(tmp_path.rglob("*.h5")) and not (tmp_path / "x").exists()
 
 
@@ -48,7 +42,7 @@ def test_names_stay_inside_out(tmp_path, name, sweep):
 def test_analysis_names_stay_inside_out(tmp_path, command):
     _train_cli(tmp_path, "--name", "r", "--save", "all")
     for name in ("../x", "", ".."):
-        _one_line_error(landscape_cli(command, tmp_path / "r.h5", "--name", name,
+        one_line_error(landscape_cli(command, tmp_path / "r.h5", "--name", name,
                                       "--out", tmp_path / "res"))
     assert not (tmp_path / "res").exists() and not (tmp_path / "x.h5").exists()
 
@@ -93,7 +87,7 @@ def test_two_writers(tmp_path, monkeypatch):
     first = train([config], out=tmp_path, name="r")
     assert first.statuses == ("complete",)
     for result in seen:
-        _one_line_error(result)
+        one_line_error(result)
         assert "being written by another process" in result.stderr
     made = tmp_path / "r.h5"
     inode = made.stat().st_ino
@@ -182,14 +176,14 @@ def test_edited_attributes_are_bad_input(tmp_path, edit, match):
         edit(f)
     with pytest.raises(BadInput, match=match):
         Run(path).metrics()
-    _one_line_error(landscape_cli("info", path))
+    one_line_error(landscape_cli("info", path))
 
 
 def test_a_missing_metric_is_bad_input(tmp_path):
     path = train([tiny_config(epochs=2)], out=tmp_path, name="r").paths[0]
     with h5py.File(path, "r+") as f:
         del f["metrics/test_acc"]
-    _one_line_error(landscape_cli("info", path))
+    one_line_error(landscape_cli("info", path))
 
 
 def test_files_of_the_earlier_release_open(tmp_path):
@@ -231,7 +225,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_what_was_committed(tmp_path,
 
     monkeypatch.setattr(RunWriter, "_commit", fills_up)
     result = _train_cli(tmp_path, "--name", "r", "--epochs", "5")
-    _one_line_error(result, code=1)
+    one_line_error(result, code=1)
     assert "no space left" in result.stderr and str(tmp_path / "r.h5") in result.stderr
     monkeypatch.setattr(RunWriter, "_commit", write)
     assert Run(tmp_path / "r.h5").epochs_done == 1
@@ -246,7 +240,7 @@ def test_a_full_disk_at_creation_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runmaker, "_skeleton", half_written)
     result = _train_cli(tmp_path / "out", "--name", "r")
-    _one_line_error(result, code=1)
+    one_line_error(result, code=1)
     assert "no space left" in result.stderr
     assert not list((tmp_path / "out").iterdir())
 
@@ -260,7 +254,7 @@ def test_a_read_only_out_is_one_line(tmp_path, monkeypatch):
     for result in (_train_cli(tmp_path / "ro", "--name", "r"),
                    landscape_cli("gradnorm", tmp_path / "r.h5", "--skip-epochs", "0", "--out",
                                  tmp_path / "ro")):
-        _one_line_error(result, code=2)
+        one_line_error(result, code=2)
         assert "Read-only file system" in result.stderr and "ro" in result.stderr
 
 
@@ -272,7 +266,7 @@ def test_a_read_only_out_is_one_line(tmp_path, monkeypatch):
     ("--epochs", str(10**12)), ("--width", str(10**8)), ("--n-test", str(10**11)),
 ])
 def test_bad_values_that_slipped_through(tmp_path, extra):
-    _one_line_error(_train_cli(tmp_path / "out", *extra))
+    one_line_error(_train_cli(tmp_path / "out", *extra))
     assert not (tmp_path / "out").exists()
 
 
@@ -281,7 +275,7 @@ def test_bad_analysis_values(tmp_path):
     run = tmp_path / "r.h5"
     for args in (("mse", run, "--seed", "-1"), ("sharpness", run, "--seed", "-1"),
                  ("gradnorm", run, "--skip-epochs", "-1")):
-        _one_line_error(landscape_cli(*args, "--out", tmp_path / "res"))
+        one_line_error(landscape_cli(*args, "--out", tmp_path / "res"))
 
 
 def test_an_unknown_codec_in_a_cifar_pickle_is_bad_input(tmp_path):
@@ -342,7 +336,7 @@ def test_analyses_refuse_a_diverged_run_naming_its_epoch(tmp_path, command):
     run = Run(tmp_path / "d.h5")
     assert run.status == "diverged"
     result = landscape_cli(command, tmp_path / "d.h5", "--out", tmp_path / "res")
-    _one_line_error(result)
+    one_line_error(result)
     assert f"diverged in epoch {run.epochs_done + 1}" in result.stderr
     assert not (tmp_path / "res").exists()
 
@@ -353,7 +347,7 @@ def test_too_little_space_for_a_new_run_is_refused_before_writing(tmp_path, monk
     usage = files.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
     result = _train_cli(tmp_path / "out", "--name", "r")
-    _one_line_error(result, code=1)
+    one_line_error(result, code=1)
     assert "needs about" in result.stderr and str(tmp_path / "out" / "r.h5") in result.stderr
     assert not list((tmp_path / "out").iterdir())
 
