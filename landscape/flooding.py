@@ -19,17 +19,19 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("cross_entropy", "logistic")
+ALIASES = {"ce": "cross_entropy"}  # a run config's names (config.Loss), which runs pass on
 Loss = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
 def check_loss(loss: Loss) -> Loss:
-    """A loss name we know or a callable; anything else is bad input."""
+    """A loss name we know (an alias as the name it stands for) or a callable; anything else is
+    bad input."""
     from landscape.errors import BadInput
 
     if callable(loss) or loss in LOSSES:
         return loss
-    if loss == "ce":  # a run config's name for cross_entropy (config.Loss): runs pass it on
-        return loss
+    if loss in ALIASES:
+        return ALIASES[loss]
     raise BadInput(f"unknown loss {loss!r}; use cross_entropy, logistic or a callable "
                    "(logits, y) -> per-sample losses")
 

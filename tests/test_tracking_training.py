@@ -21,7 +21,7 @@ from landscape.measures.tracking import MEASURES, preconditioned_sharpness, step
 from landscape.runs.store import Run
 from landscape.training.grid import expand
 from landscape.training.planner import train
-from landscape.training.tracking import tracked_rows, tracking_loss
+from landscape.training.tracking import tracked_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,7 +42,7 @@ def test_tracked_values_equal_the_tracker_on_the_saved_weights(tmp_path):
             assert all(np.isnan(metrics[name][epoch]) for name in (*TRACK.measures, "threshold"))
             continue
         tracker = landscape.Tracker(run.model(epoch), rows, measures=TRACK.measures, seed=5,
-                                    loss=tracking_loss(run.config))
+                                    loss=run.config.objective.loss)
         expected = tracker.step()
         assert {name: metrics[name][epoch] for name in TRACK.measures} == expected, epoch
     np.testing.assert_allclose(metrics["threshold"][::2], 38 / 1e-2)  # Adam: (2+2b1)/((1-b1)lr)

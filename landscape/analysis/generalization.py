@@ -47,7 +47,6 @@ from landscape.results import (
 )
 from landscape.runs.store import Run
 from landscape.training.grid import AXES
-from landscape.training.tracking import tracking_loss
 
 KIND = GENERALIZATION
 SAVE_SECONDS = 30.0
@@ -106,7 +105,7 @@ def run_subjects(runs: Sequence[Run], *, early_stopping: bool = False) -> list[S
                 dataset = dataset_for(run, device=device)
                 return (model_for(run, dataset, device=device), run.state_dict(epoch, device),
                         run.state_dict(0, device), dataset.split("train"),
-                        tracking_loss(run.config))
+                        run.config.objective.loss)
 
             subjects.append(Subject(name, which, epoch, axes, outcome, load))
     return subjects

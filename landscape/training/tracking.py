@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import torch
 
 from landscape.config import RunConfig
+from landscape.flooding import check_loss
 from landscape.measures.stack import Ensemble
 from landscape.measures.tracking import (
     PRECONDITIONED,
@@ -53,11 +54,6 @@ def metric_names(config: RunConfig) -> tuple[str, ...]:
             *((PRECONDITIONED,) if config.optim.name == "adam" else ()), SECONDS)
 
 
-def tracking_loss(config: RunConfig) -> str:
-    """The measures' name of the run's surrogate loss ("ce" is their "cross_entropy")."""
-    return "logistic" if config.objective.loss == "logistic" else "cross_entropy"
-
-
 def tracked_rows(config: RunConfig, split) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): the rows of a training split (a data.Split) that `config` tracks on."""
     assert config.track is not None and config.track.samples is not None
@@ -69,8 +65,8 @@ class Tracking:
 
     def __init__(self, config: RunConfig, data: MemberData) -> None:
         assert config.track is not None
-        self.track, self.names, self.loss = config.track, metric_names(config), tracking_loss(
-            config)
+        self.track, self.names = config.track, metric_names(config)
+        self.loss = check_loss(config.objective.loss)  # the measures' name of the run's loss
         self.options = checked_options(self.track.measures, {}, self.track.seed)
         subsets = [tracked_rows(config, draw.train) for draw in data.draws]  # one per draw
         self.data = [subsets[int(w)] for w in data.which]
