@@ -23,12 +23,11 @@ import time
 
 import numpy as np
 import torch
-from sweep import matmul_rate, parse_with_device, timed  # same folder
+from sweep import machine, matmul_rate, parse_with_device, report, timed  # same folder
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape
-from landscape.device import describe
 from landscape.measures.generalization import MEASURES
 
 
@@ -99,16 +98,13 @@ def main() -> None:
     shares.clear()
     peak = matmul_rate(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; {args.model} ({n_params:,} "
+    print(machine(device, peak) + "; "
+          f"{args.model} ({n_params:,} "
           f"parameters), {args.samples} images in a DataLoader of batch {args.batch_size}, "
           f"{len(MEASURES)} measures (hessian_trace {args.probes} probes), repeat "
           f"{args.repeat}, medians")
     times = timed({"loop": loop, "ours": ours}, 1, args.repeat, device)
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    ratios = [r / c for r, c in zip(times["loop"], times["ours"])]
-    print(f"battery per model: loop {med['loop']:.2f} s  ours {med['ours']:.2f} s  ratio "
-          f"loop/ours {med['loop'] / med['ours']:.2f} (runs: {min(ratios):.2f}-{max(ratios):.2f})")
+    report("battery per model", times, "loop", "ours")
     total = sum(shares.values())
     print("the loop's time by measure: " + ", ".join(
         f"{n} {100 * s / total:.0f}%" for n, s in sorted(shares.items(), key=lambda kv: -kv[1])))

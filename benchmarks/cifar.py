@@ -34,7 +34,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sweep import matmul_rate, parse_with_device, report, timed  # benchmarks/sweep.py, same folder
+from sweep import (  # benchmarks/sweep.py, same folder
+    machine,
+    matmul_rate,
+    parse_with_device,
+    report,
+    timed,
+)
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -42,7 +48,7 @@ from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from landscape.data import Split, Standardize
 from landscape.data.augment import random_crop_flip
 from landscape.data.images import STATS
-from landscape.device import autocast, channels_last, describe
+from landscape.device import autocast, channels_last
 from landscape.flooding import flooded_objective, per_sample_loss
 from landscape.measures.stack import Ensemble
 from landscape.models import build_model
@@ -212,8 +218,8 @@ def main() -> None:
     images = rng.integers(0, 256, (args.train_size, 3, 32, 32), dtype=np.uint8)
     labels = rng.integers(0, 10, args.train_size)
     steps_per_epoch = math.ceil(args.train_size / BATCH)
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; ResNet-44, batch {BATCH}, {steps_per_epoch} steps/epoch; "
+    print(machine(device) + "; "
+          f"ResNet-44, batch {BATCH}, {steps_per_epoch} steps/epoch; "
           f"ours: amp {args.amp}, compile {args.compile}; dataloader: {args.reference} "
           f"transforms, {args.workers} workers", flush=True)
     peak = matmul_rate(device)

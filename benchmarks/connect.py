@@ -25,12 +25,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sweep import config_for, matmul_rate, parse_with_device, report, timed  # same folder
+from sweep import (  # same folder
+    config_for,
+    machine,
+    matmul_rate,
+    parse_with_device,
+    report,
+    timed,
+)
 
 from landscape.analysis.loading import split_sources
 from landscape.config import ModelConfig, RunConfig
 from landscape.data import load
-from landscape.device import describe
 from landscape.flooding import per_sample_loss, predictions
 from landscape.measures.connectivity import interpolate
 from landscape.memory import models_at_once
@@ -90,8 +96,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=21, help="values of t")
     args, device = parse_with_device(parser)
     peak = matmul_rate(device)
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; {args.points}-point linear path, "
+    print(machine(device, peak) + "; "
+          f"{args.points}-point linear path, "
           f"train and test, depth {args.depth}, repeat {args.repeat}, medians")
     for name in args.models.split(","):
         for width in map(int, args.widths.split(",")):

@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import statistics
 import time
 
 import torch
+from sweep import machine, report  # same folder
 from torch import nn
 
 import landscape
 from landscape import memory
-from landscape.device import describe, resolve_device
+from landscape.device import resolve_device
 from landscape.measures import operators
 
 
@@ -86,8 +86,8 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     data = (torch.randn(args.images, 3, 32, 32, generator=g),
             torch.randint(0, 10, (args.images,), generator=g))
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"thread(s); CNN of {sum(p.numel() for p in model.parameters()):,} parameters, "
+    print(machine(device) + "; "
+          f"CNN of {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{args.images} images; {args.iterations} power iterations, {args.probes} probes")
     times: dict[str, dict[str, list[float]]] = {"measured": {}, "estimated": {}}
     values: dict[str, dict[str, float]] = {}
@@ -104,10 +104,8 @@ def main() -> None:
         a, b = values["measured"][name], values["estimated"][name]
         # float32 sums over other chunkings of the rows: equal to a few 1e-4 (trace: 1.4e-4)
         assert math.isclose(a, b, rel_tol=1e-3), (name, a, b)
-        old, new = (statistics.median(times[r][name]) for r in ("estimated", "measured"))
-        ratios = [o / n for o, n in zip(times["estimated"][name], times["measured"][name])]
-        print(f"{name:<16} estimated {old:7.2f} s  measured {new:7.2f} s  ratio {old / new:.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f})")
+        report(name, {rule: times[rule][name] for rule in ("estimated", "measured")},
+               "estimated", "measured")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sweep import parse_with_device, sync  # benchmarks/sweep.py, same folder
+from sweep import machine, parse_with_device, sync  # benchmarks/sweep.py, same folder
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape
-from landscape.device import describe
 
 
 def user_model(width: int, depth: int) -> nn.Module:
@@ -164,8 +163,8 @@ def main() -> None:
         import loss_landscapes.metrics
     except ImportError:
         loss_landscapes = None
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, repeat {args.repeat}; loss-landscapes "
+    print(machine(device) + ", "
+          f"repeat {args.repeat}; loss-landscapes "
           f"{'installed' if loss_landscapes else 'not installed (pip install loss-landscapes)'}")
     train, test = user_data(1000, 1), user_data(20000, 2)
     train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)

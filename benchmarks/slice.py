@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from sweep import (  # benchmarks/sweep.py, same folder
     config_for,
+    machine,
     matmul_rate,
     parse_with_device,
     report,
@@ -34,7 +35,6 @@ from sweep import (  # benchmarks/sweep.py, same folder
 from landscape.analysis.loading import split_sources
 from landscape.config import RunConfig
 from landscape.data import load
-from landscape.device import describe
 from landscape.flooding import per_sample_loss, predictions
 from landscape.measures.filternorm import gaussian_directions, parameters_of
 from landscape.measures.options import Normalization
@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=51, help="alphas of the slice")
     args, device = parse_with_device(parser)
     peak = matmul_rate(device)
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; {args.points}-point slice, train "
+    print(machine(device, peak) + "; "
+          f"{args.points}-point slice, train "
           f"and test, depth {args.depth}, repeat {args.repeat}, medians")
     for width in map(int, args.widths.split(",")):
         config = config_for(width, args.depth, epochs=1)

@@ -160,16 +160,28 @@ def sweep_flops(folder: str, n_params: int) -> float:
     return total
 
 
+def machine(device: torch.device, peak: float | None = None) -> str:
+    """How every benchmark's first line begins: the device, torch, its threads and, where given,
+    the measured matmul rate."""
+    text = (f"device {describe(device)}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+    return text if peak is None else f"{text}; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s"
+
+
 def report(label: str, times: dict[str, list[float]], reference: str, chosen: str,
-           flops: dict[str, float], peak: float) -> None:
+           flops: dict[str, float] | None = None, peak: float | None = None) -> None:
+    """One line: each mode's median seconds, the ratio reference/chosen of the medians with the
+    spread of the per-repeat ratios, and (given the work in FLOPs and the matmul rate) the
+    achieved rate of each mode."""
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [r / c for r, c in zip(times[reference], times[chosen])]
     spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else f"{ratios[0]:.2f}"
-    util = "  ".join(f"{k} {flops[k] / med[k] / 1e9:.1f} GFLOP/s = {flops[k] / med[k] / peak:.0%}"
-                     for k in med)
+    util = "" if flops is None or peak is None else "  | " + "  ".join(
+        f"{k} {flops[k] / med[k] / 1e9:.1f} GFLOP/s = {flops[k] / med[k] / peak:.0%}"
+        for k in med) + " of matmul"
     print(f"{label:<34} " + "  ".join(f"{k} {v:.3f} s" for k, v in med.items())
           + f"  ratio {reference}/{chosen} {med[reference] / med[chosen]:.2f} (runs: {spread})"
-          + f"  | {util} of matmul", flush=True)
+          + util, flush=True)
 
 
 def write_share(config: RunConfig, floods: list[float], device: torch.device,
@@ -239,8 +251,8 @@ def main() -> None:
         return
     floods = [round(0.5 * i / max(args.floods - 1, 1), 4) for i in range(args.floods)]
     peak = matmul_rate(device)
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; matmul 2048^3: {peak / 1e9:.1f} GFLOP/s; K = {args.floods} flood levels, "
+    print(machine(device, peak) + "; "
+          f"K = {args.floods} flood levels, "
           f"depth {args.depth}, repeat {args.repeat}, medians")
     for width in map(int, args.widths.split(",")):
         config = config_for(width, args.depth, args.epochs)

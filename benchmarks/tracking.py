@@ -27,12 +27,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sweep import parse_with_device, timed  # same folder
+from sweep import machine, parse_with_device, timed  # same folder
 
 from landscape.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from landscape.config.execution import Execution
 from landscape.config.tracking import TrackConfig
-from landscape.device import describe
 from landscape.runs.store import Run
 from landscape.training.grid import expand
 from landscape.training.planner import train
@@ -78,8 +77,8 @@ def main() -> None:
                      optim=OptimConfig(name=args.optimizer, batch_size=100, epochs=args.epochs),
                      save="last", eval_test="best")
     measures = tuple(args.measures.split(","))
-    print(f"device {describe(device)}, torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads; K = {args.floods} flood levels stacked, MLP {args.depth} x {args.width}, "
+    print(machine(device) + "; "
+          f"K = {args.floods} flood levels stacked, MLP {args.depth} x {args.width}, "
           f"{args.n_train} training points, {args.optimizer}, {args.epochs} epochs; tracking "
           f"{', '.join(measures)}; repeat {args.repeat}, medians", flush=True)
     for every in map(int, args.every.split(",")):
