@@ -28,6 +28,13 @@ products) times the products ours used.
     pip install -e ".[peers]"     # then check torch's version: torchvision may replace it
     python benchmarks/curvature.py --repeat 3           # a 2-core CPU: about 15 minutes
     python benchmarks/curvature.py --models mlp --ops top,trace --tools ours,pyhessian
+    python benchmarks/curvature.py --device cuda   # a GPU: one process per (model, tool), its
+                                                    # operations in turn (CUDA's set-up is seconds)
+
+On a GPU, each operation is timed after one untimed run of it in the same process (the
+kernels a tool uses load lazily on first use, 20-100 ms on an H200, more than a small model's
+whole measurement), between CUDA synchronizations; memory is the peak of CUDA's allocator
+above the set-up's.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from peers import user_data, user_model  # benchmarks/peers.py, same folder
+from sweep import machine, sync  # benchmarks/sweep.py, same folder
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -69,8 +77,13 @@ class Transformer(nn.Module):
         return self.head(self.encoder(self.embed(ids)).mean(1))
 
 
-def setting(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """(model in eval mode, inputs, labels), the same in every process."""
+def setting(name: str, device: str = "cpu") -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model in eval mode, inputs, labels) on `device`, the same in every process."""
+    model, x, y = _setting(name)
+    return model.to(device), x.to(device), y.to(device)
+
+
+def _setting(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     if name == "mlp":  # peers.py's user model and data: 5 hidden ReLU layers of 64, 1,000 points
         x, y = user_data(1000, 1)
@@ -136,7 +149,7 @@ def pyhessian(model, x, y, op: str) -> tuple[Any, int]:
 
     module = sys.modules["pyhessian.hessian"]
     count = counted(module, "hessian_vector_product", lambda args: 1)
-    H = module.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+    H = module.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=x.is_cuda)
     if op in ("top", "top5"):
         values = H.eigenvalues(maxIter=100, tol=1e-3, top_n=1 if op == "top" else 5)[0]
         value = values[0] if op == "top" else values
@@ -187,49 +200,78 @@ def eigenthings(model, x, y, op: str) -> tuple[Any, int]:
 def floor_product(model, x, y) -> float:
     """Seconds of one product through our kept graph."""
     H = landscape.HessianOperator(model, (x, y))
-    v = torch.randn(1, H.shape[0])
+    v = torch.randn(1, H.shape[0], device=x.device)
     for _ in range(3):
         H.matmat(v)
+    sync(x.device)
     tic = time.perf_counter()
     for _ in range(10):
         H.matmat(v)
+    sync(x.device)
     return (time.perf_counter() - tic) / 10
 
 
 def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """A double backward on two rows, so that no tool pays torch's first-call set-up (about
-    0.5 s: more than a small model's whole measurement)."""
+    """A double backward on two rows (on a GPU on all of them: its kernels for these shapes
+    load lazily), so that no tool pays torch's first-call set-up (about 0.5 s: more than a small
+    model's whole measurement)."""
     params = list(model.parameters())
-    grads = torch.autograd.grad(F.cross_entropy(model(x[:2]), y[:2]), params, create_graph=True)
+    rows = len(x) if x.is_cuda else 2
+    grads = torch.autograd.grad(F.cross_entropy(model(x[:rows]), y[:rows]), params,
+                                create_graph=True)
     torch.autograd.grad(grads, params, [torch.ones_like(p) for p in params], allow_unused=True)
 
 
-def one(model_name: str, tool: str, op: str) -> dict:
-    """The child process: one measurement, as a JSON line."""
+def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
+    """The child process: one measurement per operation (comma-separated), as a JSON line."""
     torch.set_num_threads(1)
-    model, x, y = setting(model_name)
+    model, x, y = setting(model_name, device)
+    cuda = x.is_cuda
+    found_all = []
     with sdpa_kernel(SDPBackend.MATH):
         if tool == "floor":
-            return {"seconds": floor_product(model, x, y)}
+            return [{"seconds": floor_product(model, x, y)}]
         warm_up(model, x, y)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        tic = time.perf_counter()
-        found = globals()[tool](model, x, y, op)
-        seconds = time.perf_counter() - tic
-    if found is None:
-        return {"skip": True}
-    value, products = found
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"seconds": seconds, "value": value, "products": products,
-            "memory_mb": max(peak - base, 0) / 1024}
+        for op in ops.split(","):
+            if cuda:  # as GPU timings are taken: after one untimed run (kernels load lazily)
+                try:
+                    globals()[tool](model, x, y, op)
+                except Exception:  # noqa: BLE001  (reported by the timed run below)
+                    pass
+            sync(x.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            else:
+                base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            tic = time.perf_counter()
+            try:
+                found = globals()[tool](model, x, y, op)
+            except Exception as error:  # noqa: BLE001  (a peer's failure is a result)
+                found_all.append({"error": f"{type(error).__name__}: {error}"[:120]})
+                continue
+            sync(x.device)
+            seconds = time.perf_counter() - tic
+            if found is None:
+                found_all.append({"skip": True})
+                continue
+            value, products = found
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else max(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, 0) / 1024
+            found_all.append({"seconds": seconds, "value": value, "products": products,
+                              "memory_mb": peak})
+    return found_all
 
 
-def spawn(model_name: str, tool: str, op: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", model_name, tool, op],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def spawn(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
+    """One child process measuring `ops` in turn; a failure is each op's result."""
+    out = subprocess.run([sys.executable, __file__, "--device", device, "--one", model_name, tool,
+                          ops], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["?"]
-        return {"error": next((t for t in reversed(lines) if "Error" in t), lines[-1])[:120]}
+        error = next((t for t in reversed(lines) if "Error" in t), lines[-1])[:120]
+        return [{"error": error}] * len(ops.split(","))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -249,23 +291,32 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per measurement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "TOOL", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one)))
+        print(json.dumps(one(*args.one, args.device)))
         return
-    tools = args.tools.split(",")
-    print(f"torch {torch.__version__}, CPU, 1 thread per process, median of {args.repeat}; "
-          f"load {os.getloadavg()[0]:.1f}")
+    tools, ops = args.tools.split(","), args.ops.split(",")
+    print(machine(torch.device(args.device)))
+    print(f"1 thread per process, median of {args.repeat}; load {os.getloadavg()[0]:.1f}")
     for model_name in args.models.split(","):
         model, _, _ = setting(model_name)
-        floor = statistics.median(spawn(model_name, "floor", "")["seconds"]
+        floor = statistics.median(spawn(model_name, "floor", "", args.device)[0]["seconds"]
                                   for _ in range(args.repeat))
         print(f"\n{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters; one "
-              f"product through a kept graph {floor * 1e3:.1f} ms")
-        for op in args.ops.split(","):
-            runs = {tool: [spawn(model_name, tool, op) for _ in range(args.repeat)]
-                    for tool in tools}
+              f"product through a kept graph {floor * 1e3:.2f} ms")
+        # a CPU process per operation (memory is the process's peak); on a GPU, per tool
+        batches = [[op] for op in ops] if args.device == "cpu" else [ops]
+        measured = {(tool, op): [] for tool in tools for op in ops}
+        for _ in range(args.repeat):
+            for tool in tools:
+                for batch in batches:
+                    for op, r in zip(batch, spawn(model_name, tool, ",".join(batch),
+                                                  args.device)):
+                        measured[tool, op].append(r)
+        for op in ops:
+            runs = {tool: measured[tool, op] for tool in tools}
             results = {}
             for tool, found in runs.items():
                 good = [r for r in found if "seconds" in r]

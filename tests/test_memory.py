@@ -22,7 +22,8 @@ def test_the_widest_layer_is_measured_and_the_model_left_as_it_was():
     stats = cnn[1].running_mean.clone()
     assert row_numbers(cnn, (3, 8, 8)) == 8 * 8 * 8  # the first conv's feature maps, per row
     assert cnn.training and torch.equal(cnn[1].running_mean, stats)
-    mlp = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 1))
+    mlp = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 300), nn.ReLU(),
+                        nn.Linear(300, 1))
     assert row_numbers(mlp, (10,)) == 300
     assert row_numbers(mlp[:1], (100,)) == 100  # an input wider than every layer
 
@@ -54,3 +55,11 @@ def test_a_gradient_graph_keeps_what_its_rows_predict():
         gradient(x, y)
     assert sum(storages.values()) == per_chunk + 5 * per_row
     assert per_row > 8 * 8 * 8  # at least the first conv's input and output are kept
+    # data that fit with room to spare: one build of the first row bounds them all
+    calls = []
+    bound = graph_numbers(lambda batch: calls.append(1) or gradient(*batch), (x, y), total=5)
+    assert calls == [1] and bound == (per_chunk + per_row, 0)
+    assert 5 * bound[0] >= per_chunk + 5 * per_row
+    calls.clear()
+    assert graph_numbers(lambda batch: calls.append(1) or gradient(*batch), (x, y),
+                         total=1 << 40) == (per_row, per_chunk) and calls == [1, 1]

@@ -71,8 +71,12 @@ class FisherOperator(ModelOperator):
         m = next(iter(grads.values())).shape[0]
         return torch.cat([g.reshape(m, -1) for g in grads.values()], 1)     # [m, N]
 
-    def _numbers(self, batch: Batch) -> tuple[int, int]:
+    def _numbers(self, batch: Batch, total: int | None = None) -> tuple[int, int]:
         return self.shape[0], 0
+
+    def _counted(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        state = self._build(batch)
+        return state, state.numel()
 
     def _apply(self, state: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor) -> None:
         out.addmm_(vectors @ state.T, state)                                   # V G' G
