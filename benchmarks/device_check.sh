@@ -3,7 +3,7 @@
 # on one H200). Sections (SECTIONS, in this order):
 #   curvature  issue 23: benchmarks/curvature.py on the GPU against PyHessian, curvlinops and
 #              hessian-eigenthings (their wheels from PEERS, installed without dependencies),
-#              and the CUDA-only tests of the operators (CUDA graphs)
+#              and the CUDA-only tests of the operators; benchmarks/replay.py (CUDA graphs)
 #   sweep      issue 15: the stacked-sweep benchmark at width 500 with K = 510 (one Table 2
 #              setting's grid x 10 trials), training steps stacked against one at a time
 #   setting    one Table 2 setting trained end to end (EPOCHS epochs) with its wall time
@@ -37,6 +37,7 @@ curvature)
     timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_operators.py \
         -k "cuda or batched or products_equal" 2>&1 | tail -3 \
         | tee "$out/operators-tests.txt"
+    timeout 60 "$PY" benchmarks/replay.py 2>&1 | tee "$out/replay.txt"
     timeout "${CURVATURE_S:-260}" "$PY" benchmarks/curvature.py --device "$DEVICE" 2>&1 \
         | tee "$out/curvature.txt" ;;
 sweep)

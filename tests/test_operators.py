@@ -132,10 +132,10 @@ def test_products_replayed_as_cuda_graphs_equal_the_dense_matrix(case):
     for kind in ("hessian", "ggn"):
         A = dense[kind].cuda()
         operator = KINDS[kind](copy.deepcopy(net).cuda(), (x.cuda(), y.cuda()))
-        for width in (1, 3):  # eager, captured, then replayed twice with new vectors
-            for _ in range(4):
-                V = torch.randn(width, A.shape[0], dtype=torch.float64, device="cuda")
-                torch.testing.assert_close(operator.matmat(V), V @ A, rtol=1e-9, atol=1e-11)
+        # each width: eager, captured, then replayed with new vectors, the widths interleaved
+        for width in (1, 3, 1, 3, 1, 3, 3, 1, 2):
+            V = torch.randn(width, A.shape[0], dtype=torch.float64, device="cuda")
+            torch.testing.assert_close(operator.matmat(V), V @ A, rtol=1e-9, atol=1e-11)
         assert sorted(operator._replay.graphs) == [1, 3] and not operator._replay.broken
 
 

@@ -25,6 +25,17 @@ from typing import Callable, Iterator
 import torch
 
 MAX_GRAPHS = 3  # widths captured per operator: each holds one product's memory in its pool
+_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One side stream per device for every operator: cuBLAS gives each new stream its own
+    workspace (64 MiB on an H200), which one stream pays once."""
+    device = torch.device("cuda", torch.cuda.current_device() if device.index is None
+                          else device.index)
+    if device not in _STREAMS:
+        _STREAMS[device] = torch.cuda.Stream(device)
+    return _STREAMS[device]
 
 
 class Replay:
@@ -33,7 +44,7 @@ class Replay:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.enabled = device.type == "cuda"
-        self.stream = torch.cuda.Stream(device) if self.enabled else None
+        self.stream = _side_stream(device) if self.enabled else None
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.calls: Counter[int] = Counter()
         self.broken = False
