@@ -354,6 +354,21 @@ def test_dict_inputs_by_name_or_by_a_callable_and_the_root_functions(transformer
     model, ids, labels, words = transformer
     assert landscape.hessian_top_eigenvalue(model, words, loss=_by_sample, iterations=4) == \
         top_eigenvalue(landscape.HessianOperator(model, words, loss=_by_sample), iterations=4)[0]
+    # the root functions take a parameter subset and the model's arguments as the operators do
+    fc = ["fc.weight"]
+    block = H[:18, :18]  # fc.weight's 3 x 6 entries come first
+    assert landscape.hessian_trace(net, loader, wrt=fc, probes=3000).value == pytest.approx(
+        float(block.trace()), rel=0.05)
+    np.testing.assert_allclose(landscape.hessian_eigenvalues(
+        net, loader, k=2, wrt=fc, inputs=lambda batch: (batch["a"], batch["b"])),
+        np.linalg.eigvalsh(block.numpy())[::-1][:2], rtol=1e-6)
+    assert landscape.hessian_top_eigenvalue(net, loader, wrt=fc, iterations=300,
+                                            tolerance=1e-10) == pytest.approx(
+        float(np.abs(np.linalg.eigvalsh(block.numpy())).max()), rel=1e-4)
+    density = landscape.hessian_density(net, loader, wrt=lambda name: name == "fc.bias",
+                                        iterations=3)
+    np.testing.assert_allclose(np.sort(density.nodes), np.linalg.eigvalsh(H[18:, 18:].numpy()),
+                               rtol=1e-6, atol=1e-12)
 
 
 def test_bad_input_is_one_line(transformer):

@@ -17,6 +17,7 @@ from landscape.measures.density import Density
 from landscape.measures.evaluation import losses_at
 from landscape.measures.filternorm import gaussian_directions
 from landscape.measures.model import Tensors, _norm
+from landscape.measures.objective import Inputs, Wrt
 from landscape.measures.operators import HessianOperator
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source
@@ -42,28 +43,35 @@ def sharpness_estimate(model: nn.Module, params: Tensors, buffers: Tensors, sour
 def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                            params: Mapping[str, torch.Tensor] | None = None,
                            iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
+                           wrt: Wrt = None, inputs: Inputs | None = None,
                            device: torch.device | str | None = None) -> float:
-    """The Hessian eigenvalue of largest magnitude of the mean loss over `data` (all parameters),
-    by power iteration from a seeded Gaussian start; it stops when the Rayleigh quotient changes
-    by less than `tolerance` (relative) or after `iterations` Hessian-vector products."""
+    """The Hessian eigenvalue of largest magnitude of the mean loss over `data`, by power
+    iteration from a seeded Gaussian start; it stops when the Rayleigh quotient changes by less
+    than `tolerance` (relative) or after `iterations` Hessian-vector products. Here and in the
+    functions below, `wrt` chooses parameters (names or a predicate on a name; all by default)
+    and `inputs` the model's arguments from a dict batch (HessianOperator's arguments)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
-    hessian = HessianOperator(model, data, loss=loss, params=params, device=device)
+    hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
+                              inputs=inputs, device=device)
     return top_eigenvalue(hessian, iterations=iterations, tolerance=tolerance, seed=seed)[0]
 
 
 def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                   params: Mapping[str, torch.Tensor] | None = None, probes: int = 100,
-                  seed: int = 0, device: torch.device | str | None = None) -> Estimate:
+                  seed: int = 0, wrt: Wrt = None, inputs: Inputs | None = None,
+                  device: torch.device | str | None = None) -> Estimate:
     """Hutchinson's estimate of the trace of the Hessian of the mean loss, over `probes`
     Rademacher vectors, with its standard error."""
     SharpnessOptions(probes=probes, seed=seed)
-    hessian = HessianOperator(model, data, loss=loss, params=params, device=device)
+    hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
+                              inputs=inputs, device=device)
     return hutchinson_trace(hessian, probes=probes, seed=seed)
 
 
 def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss = "cross_entropy",
                         params: Mapping[str, torch.Tensor] | None = None, iterations: int = 100,
                         tolerance: float = 1e-4, seed: int = 0, vectors: bool = False,
+                        wrt: Wrt = None, inputs: Inputs | None = None,
                         device: torch.device | str | None = None):
     """The k largest Hessian eigenvalues of the mean loss over `data` (descending), by Lanczos
     with full reorthogonalization (measures/spectrum.py), at most `iterations` products; with
@@ -71,7 +79,8 @@ def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss =
     if k < 1:
         raise BadInput(f"k must be at least 1, got {k}")
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)
-    hessian = HessianOperator(model, data, loss=loss, params=params, device=device)
+    hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
+                              inputs=inputs, device=device)
     values, found, _ = eigenpairs(hessian, k=k, iterations=iterations, tolerance=tolerance,
                                   seed=seed, vectors=vectors)
     return (values, found) if vectors else values
@@ -80,11 +89,13 @@ def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss =
 def hessian_density(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                     params: Mapping[str, torch.Tensor] | None = None, iterations: int = 90,
                     runs: int = 1, seed: int = 0,
+                    wrt: Wrt = None, inputs: Inputs | None = None,
                     device: torch.device | str | None = None) -> Density:
     """The Hessian's spectral density by stochastic Lanczos quadrature (Ghorbani et al. 2019):
     `runs` Rademacher starts of `iterations` Lanczos steps; `.nodes`, `.weights` (summing to 1),
     `.curve()` (the broadened density) and `.moment(p)` (~ tr(H^p) / n)."""
-    hessian = HessianOperator(model, data, loss=loss, params=params, device=device)
+    hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
+                              inputs=inputs, device=device)
     return spectral_density(hessian, iterations=iterations, runs=runs, seed=seed)
 
 
