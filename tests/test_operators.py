@@ -383,3 +383,25 @@ def test_bad_input_is_one_line(transformer):
         landscape.HessianOperator(net, DataLoader(unlabelled, batch_size=4))
     with pytest.raises(BadInput, match="rows"):
         landscape.HessianOperator(net, loader, loss=_by_sample).matmat(torch.zeros(2, 3))
+
+
+def test_a_pass_read_in_inference_mode_is_kept_for_products(transformer):
+    """Dict batches and pairs share the kept pass (sources.KeptPasses): a first pass read under
+    inference mode (an evaluation) is kept as tensors autograd may save."""
+    from landscape.measures.objective import DictBatches
+    from landscape.measures.sources import LoaderSource
+
+    net, ids, labels, loader = transformer
+    pairs = DataLoader(TensorDataset(ids, labels), batch_size=4)
+    for kept in (DictBatches(loader, device=torch.device("cpu"), dtype=torch.float64),
+                 LoaderSource(pairs, device=torch.device("cpu"), dtype=torch.float64)):
+        with torch.inference_mode():
+            first = list(kept.batches(4))
+        again = list(kept.batches(4))
+        tensors = [t for batch in again for t in (batch.values() if isinstance(batch, dict)
+                                                   else batch)]
+        assert len(first) == len(loader) and all(not t.is_inference() for t in tensors)
+    H = landscape.HessianOperator(net, loader, loss=_by_sample)
+    with torch.inference_mode():
+        list(H.objective.source.batches(4))
+    assert torch.isfinite(H.matvec(torch.ones(H.shape[0], dtype=torch.float64))).all()

@@ -19,14 +19,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.errors import BadInput
 from landscape.flooding import Loss, check_loss, per_sample_loss
 from landscape.measures.filternorm import parameters_of
 from landscape.measures.model import Tensors, _dtype, _first_line, _prepared, check_data
-from landscape.measures.sources import Source, _to, as_source
-from landscape.memory import KEEP_NUMBERS
+from landscape.measures.sources import KeptPasses, Source, _saveable, _to, as_source
 
 Batch = Any  # (x, y) or {name: tensor}
 Inputs = Callable[[Mapping[str, torch.Tensor]], Union[tuple, dict]]
@@ -34,38 +33,24 @@ Wrt = Union[Sequence[str], Callable[[str], bool], None]
 LABEL_KEYS = ("labels", "label", "y", "targets", "target")
 
 
-class DictBatches:
+class DictBatches(KeptPasses):
     """An iterable of {name: tensor} batches on `device`, floating tensors in `dtype`; after a
     whole pass that holds at most KEEP_NUMBERS numbers later passes replay it (every product
-    then sees the same rows, and a DataLoader's collation is paid once), as sources.LoaderSource
-    keeps pairs. `rows` does not apply: a loader keeps its own batch size."""
-
-    def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.iterable, self.device, self.dtype = batches, device, dtype
-        self.kept: list[dict[str, torch.Tensor]] | None = None
+    then sees the same rows, and a DataLoader's collation is paid once). `rows` does not apply:
+    a loader keeps its own batch size."""
 
     def batches(self, rows: int) -> Iterator[dict[str, torch.Tensor]]:
-        if self.kept is not None:
-            yield from self.kept
-            return
-        kept: list | None = []
-        held = 0
-        for batch in self.iterable:
-            if not isinstance(batch, Mapping):
-                raise BadInput(f"a batch of dicts was followed by a {type(batch).__name__}")
-            batch = {k: _to(v, self.device, self.dtype) if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()}
-            if kept is not None:
-                held += sum(t.numel() for t in tree_flatten(batch)[0]
-                            if isinstance(t, torch.Tensor))
-                if held <= KEEP_NUMBERS:
-                    kept.append(batch)
-                else:
-                    kept = None
-            yield batch
-        if kept == []:
-            raise BadInput("the data source yielded no batches")
-        self.kept = kept
+        yield from self.kept if self.kept is not None else self._passing()
+
+    def _convert(self, batch: Any) -> dict[str, Any]:
+        if not isinstance(batch, Mapping):
+            raise BadInput(f"a batch of dicts was followed by a {type(batch).__name__}")
+        return {k: _to(v, self.device, self.dtype) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def _kept(self, batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [tree_map(lambda t: _saveable(t) if isinstance(t, torch.Tensor) else t, batch)
+                for batch in batches]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 from landscape.errors import BadInput
 from landscape.memory import KEEP_NUMBERS
@@ -61,15 +62,50 @@ class TensorSource:
             self.split.stored.shape[1:])
 
 
-class LoaderSource:
+class KeptPasses:
+    """An iterable of batches, each moved to `device` (floating tensors in `dtype`) by
+    `_convert`; after a whole pass that holds at most KEEP_NUMBERS numbers, `_kept` turns it into
+    what later passes replay (`self.kept`). The pair sources below and the dict batches of
+    objective.py share it."""
+
+    def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.iterable, self.device, self.dtype = batches, device, dtype
+        self.kept: Any = None
+
+    def _convert(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def _kept(self, batches: list) -> Any:
+        raise NotImplementedError
+
+    def _passing(self) -> Iterator:
+        """One pass over the iterable, kept at its end where it fits."""
+        kept: list | None = []
+        held = 0
+        for batch in self.iterable:
+            batch = self._convert(batch)
+            if kept is not None:
+                held += sum(t.numel() for t in tree_flatten(batch)[0]
+                            if isinstance(t, torch.Tensor))
+                if held <= KEEP_NUMBERS:
+                    kept.append(batch)
+                else:
+                    kept = None
+            yield batch
+        if kept == []:
+            raise BadInput("the data source yielded no batches")
+        if kept is not None:
+            # a pass read during an evaluation (evaluation.mean_loss: inference mode) is replayed
+            # to passes that differentiate: what is kept must be made outside inference mode
+            with torch.inference_mode(False):
+                self.kept = self._kept(kept)
+
+
+class LoaderSource(KeptPasses):
     """An iterable of (x, y, ...) batches, moved to `device`; extra items of a batch (sample
     weights, indices) are ignored. After a whole pass that fits KEEP_NUMBERS, later passes replay
     it: as one TensorSource chunked by the caller's `rows` where the batches' inputs share a shape
     (a loader's own small batches would each cost a call), else batch by batch."""
-
-    def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
-        self.iterable, self.device, self.dtype = batches, device, dtype
-        self.kept: TensorSource | list[Batch] | None = None
 
     def count(self, rows: int) -> int | None:
         """Batches in a pass, where known."""
@@ -82,34 +118,20 @@ class LoaderSource:
     def batches(self, rows: int) -> Iterator[Batch]:
         if isinstance(self.kept, TensorSource):
             yield from self.kept.batches(rows)
-            return
-        if self.kept is not None:
+        elif self.kept is not None:
             yield from self.kept
-            return
-        kept: list[Batch] | None = []
-        held = 0
-        for batch in self.iterable:
-            x, y = _pair(batch)
-            x, y = _to(x, self.device, self.dtype), y.to(self.device)
-            if kept is not None:
-                held += x.numel() + y.numel()
-                if held <= KEEP_NUMBERS:
-                    kept.append((x, y))
-                else:
-                    kept = None
-            yield x, y
-        if kept == []:
-            raise BadInput("the data source yielded no batches")
-        if kept is None:
-            return
-        # a pass read during an evaluation (evaluation.mean_loss: inference mode) is replayed to
-        # passes that differentiate: what is kept must be made outside inference mode
-        with torch.inference_mode(False):
-            if len({tuple(x.shape[1:]) for x, _ in kept}) == 1:
-                self.kept = TensorSource(torch.cat([x for x, _ in kept]),
-                                         torch.cat([y for _, y in kept]))
-            else:
-                self.kept = [(_saveable(x), _saveable(y)) for x, y in kept]
+        else:
+            yield from self._passing()
+
+    def _convert(self, batch: Any) -> Batch:
+        x, y = _pair(batch)
+        return _to(x, self.device, self.dtype), y.to(self.device)
+
+    def _kept(self, batches: list[Batch]) -> TensorSource | list[Batch]:
+        if len({tuple(x.shape[1:]) for x, _ in batches}) == 1:
+            return TensorSource(torch.cat([x for x, _ in batches]),
+                                torch.cat([y for _, y in batches]))
+        return [(_saveable(x), _saveable(y)) for x, y in batches]
 
     def input_shape(self) -> tuple[int, ...]:
         if isinstance(self.kept, TensorSource):
