@@ -102,7 +102,7 @@ def test_a_killed_eigen_surface_resumes_to_the_same_file_and_its_figure(pair, tm
         f["train_max_eigenvalue"][2, 1:] = np.nan
         f["train_min_eigenvalue"][2, 1:] = np.nan
     measured = []
-    original = flatness_module.extreme_eigenvalues
+    original, original_points = flatness_module.extreme_eigenvalues, flatness_module.evaluate_points
     monkeypatch.setattr(flatness_module, "extreme_eigenvalues",
                         lambda *a, **k: measured.append(len(a[3])) or original(*a, **k))
     flatness([pair[0]], options, tmp_path, device=CPU, progress=False)
@@ -127,12 +127,31 @@ def test_a_killed_eigen_surface_resumes_to_the_same_file_and_its_figure(pair, tm
     np.testing.assert_allclose(column("ratio"), np.abs(resumed["train_min_eigenvalue"]
                                                        / resumed["train_max_eigenvalue"]))
 
-    plain = SliceOptions(points=3, two_d=True)  # a loss-only file is refused, not half-extended
+    plain = SliceOptions(points=3, two_d=True)
     (other,) = flatness([pair[0]], plain, tmp_path / "plain", device=CPU, progress=False)
-    with pytest.raises(BadInput, match="other parameters.*eigen_iterations"):
-        flatness([pair[0]], options, tmp_path / "plain", device=CPU, progress=False)
     with pytest.raises(BadInput, match="no Hessian eigenvalues"):
         plot_convexity([other], tmp_path / "none")
+    # a loss-only file asked for eigenvalues gains them: its losses kept, not evaluated again
+    monkeypatch.setattr(flatness_module, "evaluate_points", lambda *a, **k: pytest.fail(
+        "the losses were evaluated again"))
+    measured.clear()
+    flatness([pair[0]], options, tmp_path / "plain", device=CPU, progress=False)
+    attrs, extended = read_result(other, "slice")
+    assert measured == [1] * 9 and attrs["eigen_iterations"] == 100
+    for key in full:
+        np.testing.assert_allclose(extended[key], full[key], rtol=1e-6)
+    # ... and keeps them when a resume without --eigen rewrites it
+    with h5py.File(other, "r+") as f:
+        f["test_loss"][0, 0] = np.nan
+    monkeypatch.setattr(flatness_module, "evaluate_points", original_points)
+    flatness([pair[0]], plain, tmp_path / "plain", device=CPU, progress=False)
+    attrs, kept = read_result(other, "slice")
+    assert attrs["eigen_tolerance"] == options.eigen_tolerance
+    for key in full:
+        np.testing.assert_allclose(kept[key], full[key], rtol=1e-6)
+    with pytest.raises(BadInput, match="other parameters.*eigen_iterations"):
+        flatness([pair[0]], SliceOptions(points=3, two_d=True, eigen=True, eigen_iterations=7),
+                 tmp_path / "plain", device=CPU, progress=False)
 
 
 def test_the_ratio_is_nan_where_nothing_is_known():

@@ -12,7 +12,9 @@ scripts read it, and whose attributes hold everything that produced it. NaN mark
 computed: a killed computation resumes where it stopped, and a file made with other parameters is
 refused rather than silently reused. With `eigen`, each point also gets the largest and the
 smallest eigenvalue of the training loss's Hessian (train_max_eigenvalue, train_min_eigenvalue:
-the convexity map of Li et al. 2018, Sec. 6; measures/convexity.py). BatchNorm models are
+the convexity map of Li et al. 2018, Sec. 6; measures/convexity.py); a loss-only file asked for
+them gains them with its losses kept, and a file that has them keeps them when resumed without
+`eigen`. BatchNorm models are
 evaluated in eval mode with the checkpoint's running statistics, or with statistics re-estimated
 at each perturbed point from the training inputs (`bn_stats="recompute"`).
 """
@@ -35,7 +37,7 @@ from landscape.analysis.sliced import SlicedModel, fig5_models, run_models
 from landscape.errors import BadInput
 from landscape.measures.convexity import extreme_eigenvalues
 from landscape.measures.filternorm import parameters_of
-from landscape.measures.options import SliceOptions
+from landscape.measures.options import EIGEN_ATTRS, EIGEN_METRICS, SliceOptions
 from landscape.measures.slices import evaluate_points
 from landscape.memory import models_at_once, refuse_unless_fits
 from landscape.progress import progress_bar
@@ -76,10 +78,13 @@ def _plan(model: SlicedModel, options: SliceOptions, folder: Path, *, overwrite:
         arrays.update({f"direction/{axis}/{n}": t.cpu().numpy() for n, t in d.items()})
     if path.exists() and not overwrite:
         old_attrs, old = read_result(path, KIND)
+        # a loss-only file asked for eigenvalues gains them; its losses are kept, not redone
+        adding = options.eigen and not any(k in old for k in EIGEN_METRICS)
         stale = [f"{k}: {stored(old_attrs.get(k))!r} in the file vs {v!r} asked"
-                 for k, v in attrs.items()
-                 if k not in model.ignored and stored(old_attrs.get(k)) != stored(v)]
-        stale += [f"{k} is not in the file" for k in metrics if k not in old]
+                 for k, v in attrs.items() if k not in model.ignored
+                 and not (adding and k in EIGEN_ATTRS) and stored(old_attrs.get(k)) != stored(v)]
+        stale += [f"{k} is not in the file" for k in metrics
+                  if k not in old and not (adding and k in EIGEN_METRICS)]
         # the values are resumed, not recomputed: they must lie on the grid asked, point by point
         stale += [f"its {k} are not the grid asked" for k in ("xcoordinates", "ycoordinates")
                   if k in arrays and not (k in old and old[k].shape == arrays[k].shape
@@ -89,7 +94,10 @@ def _plan(model: SlicedModel, options: SliceOptions, folder: Path, *, overwrite:
         if stale:
             raise BadInput(f"{path} was computed with other parameters ({'; '.join(stale)}); "
                            "pass --overwrite to replace it or choose another --out")
-        arrays.update({k: old[k] for k in metrics})
+        arrays.update({k: old[k] for k in metrics if k in old})
+        if not options.eigen and all(k in old for k in EIGEN_METRICS):  # kept when resumed
+            arrays.update({k: old[k] for k in EIGEN_METRICS})               # without --eigen
+            attrs.update({k: old_attrs[k] for k in EIGEN_ATTRS if k in old_attrs})
     undone = np.isnan(np.stack([arrays[k].ravel() for k in metrics])).any(0)
     return _Plan(model, path, attrs, arrays, np.flatnonzero(undone), chosen.directions)
 
@@ -154,6 +162,7 @@ def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str 
         # a point's Hessian eigenvalues cost hundreds of its loss evaluations: chunks of one
         # point keep a killed computation's loss to one point
         width = 1 if options.eigen else step
+        losses = [k for k in options.metrics(list(model.sources)) if k not in EIGEN_METRICS]
         chunks = [plan.todo[i:i + width] for i in range(0, len(plan.todo), width)]
         saved = time.monotonic()
         rounds = distributed.in_rounds(chunks, world)  # this rank's chunk of each round, or None
@@ -161,10 +170,13 @@ def slice_models(models: Sequence[SlicedModel], options: SliceOptions, out: str 
             for chunk in bar:
                 with distributed.exchange(world) as done:
                     if chunk is not None:
-                        done.value = chunk, evaluate_points(
-                            model.template, model.state, directions,
-                            grid[chunk][:, :len(directions)], model.sources, model.loss,
-                            members=step, bn_stats=options.bn_stats)
+                        done.value = chunk, {}
+                        if np.isnan(np.stack([plan.arrays[k].ravel()[chunk]
+                                              for k in losses])).any():
+                            done.value = chunk, evaluate_points(
+                                model.template, model.state, directions,
+                                grid[chunk][:, :len(directions)], model.sources, model.loss,
+                                members=step, bn_stats=options.bn_stats)
                         if options.eigen:
                             done.value[1].update(extreme_eigenvalues(
                                 model.template, model.state, directions,

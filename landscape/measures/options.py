@@ -23,6 +23,7 @@ MODES = ("filter", "layer")                 # filter normalization (filternorm.p
 DIRECTIONS = ("random", "hessian", "pca")   # a slice's directions (directions.py)
 BN_STATS = ("checkpoint", "recompute")      # BatchNorm statistics at perturbed points
 EIGEN_METRICS = ("train_max_eigenvalue", "train_min_eigenvalue")  # SliceOptions.eigen
+EIGEN_ATTRS = ("eigen_iterations", "eigen_tolerance")               # ... and its settings
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,8 @@ class GeneralizationOptions:
         return {m: dict(o) for m, o in self.options}
 
     def attrs(self) -> dict:
-        """What determines the measured rows (the bootstrap is recorded beside, in ranking_attrs)."""
+        """What determines the measured rows (the bootstrap is recorded beside, in
+        ranking_attrs)."""
         return {"measures": None if self.measures is None else list(self.measures),
                 "measure_options": self.measure_options(), "early_stopping": self.early_stopping,
                 "samples": self.samples, "seed": self.seed}
