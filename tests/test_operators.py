@@ -7,6 +7,7 @@ and diagonal; dict batches of a small transformer against autograd on the whole 
 from __future__ import annotations
 
 import copy
+import gc
 import math
 
 import numpy as np
@@ -234,7 +235,18 @@ def test_layer_blocks_equal_the_dense_blocks(case):
     sizes = [p.numel() for p in net.parameters()]
     names = [k for k, _ in net.named_parameters()]
     operator = landscape.HessianOperator(net, (x, y))
-    found = landscape.layer_curvature(operator, iterations=5000, tolerance=1e-14, probes=2000)
+    alive = []  # blocks whose kept graph (a whole forward each) is alive during each trace
+
+    def counted(block, **kwargs):
+        alive.append(sum(isinstance(o, landscape.HessianOperator) and o._kept is not None
+                         for o in gc.get_objects()))
+        return hutchinson_trace(block, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("landscape.measures.operators.hutchinson_trace", counted)
+        found = landscape.layer_curvature(operator, iterations=5000, tolerance=1e-14,
+                                          probes=2000)
+    assert alive == [1] * len(alive)  # the block measured, not the ones before it
     layers = list(dict.fromkeys(k.rpartition(".")[0] for k in names))
     assert list(found) == layers
     for layer, blocks in zip(layers, operator.blocks().values()):

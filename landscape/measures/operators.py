@@ -300,7 +300,10 @@ def layer_curvature(operator: ModelOperator, *, iterations: int = 100, tolerance
     if not isinstance(operator, ModelOperator):
         raise BadInput("per-layer blocks need an operator of a model (HessianOperator, "
                        "GGNOperator or FisherOperator)")
-    return {layer: LayerCurvature(
-        top_eigenvalue(block, iterations=iterations, tolerance=tolerance, seed=seed)[0],
-        hutchinson_trace(block, probes=probes, seed=seed))
-        for layer, block in operator.blocks().items()}
+    blocks, found = operator.blocks(), {}
+    for layer in list(blocks):  # each block's kept graph (the whole forward) freed after it
+        block = blocks.pop(layer)
+        found[layer] = LayerCurvature(
+            top_eigenvalue(block, iterations=iterations, tolerance=tolerance, seed=seed)[0],
+            hutchinson_trace(block, probes=probes, seed=seed))
+    return found
