@@ -38,7 +38,7 @@ _PUBLIC = {
     **{name: "measures.operators" for name in (
         "Operator", "HessianOperator", "layer_curvature", "LayerCurvature")},
     **{name: "measures.fisher" for name in ("GGNOperator", "FisherOperator")},
-    **{name: "measures.spectrum" for name in ("top_eigenvalue", "eigenpairs",
+    **{name: "measures.spectrum" for name in ("top_eigenvalue", "eigenpairs", "spectrum_ends",
                                               "spectral_density")},
     **{name: "measures.trace" for name in ("Estimate", "hutchinson_trace", "hutchpp_trace",
                                            "diagonal", "Diagonal")},

@@ -23,7 +23,12 @@ import landscape
 from landscape.errors import BadInput
 from landscape.measures.hessian import hvp_function
 from landscape.measures.operators import Operator
-from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
+from landscape.measures.spectrum import (
+    eigenpairs,
+    spectral_density,
+    spectrum_ends,
+    top_eigenvalue,
+)
 from landscape.measures.trace import diagonal, hutchinson_trace, hutchpp_trace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -178,6 +183,13 @@ def test_lanczos_top_and_bottom_k_equal_numpy_eigh(case):
             bottom, _, _ = eigenpairs(operator, k=2, which="smallest", iterations=n,
                                       tolerance=1e-10)
             np.testing.assert_allclose(bottom, spectrum[:2], rtol=1e-7)
+            # both ends from one run: each as converged, for the slower end's products
+            _, _, top_products = eigenpairs(operator, k=2, tolerance=1e-6)
+            low, _, low_products = eigenpairs(operator, k=2, which="smallest", tolerance=1e-6)
+            ends = spectrum_ends(operator, k=2, tolerance=1e-6)
+            assert ends[2] == max(top_products, low_products)
+            np.testing.assert_allclose(ends[0], spectrum[::-1][:2], rtol=1e-6)
+            np.testing.assert_allclose(ends[1], low, rtol=1e-6)
     hessian_spectrum = np.linalg.eigh(dense["hessian"].numpy())[0]
     largest = hessian_spectrum[np.abs(hessian_spectrum).argmax()]
     value, _ = top_eigenvalue(landscape.HessianOperator(net, (x, y)), iterations=5000,

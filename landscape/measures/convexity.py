@@ -25,7 +25,7 @@ from landscape.measures.objective import Objective
 from landscape.measures.operators import HessianOperator
 from landscape.measures.options import EIGEN_METRICS, SliceOptions
 from landscape.measures.sources import Source
-from landscape.measures.spectrum import eigenpairs
+from landscape.measures.spectrum import spectrum_ends
 from landscape.memory import rows_of
 
 
@@ -35,8 +35,9 @@ def extreme_eigenvalues(template: nn.Module, state: Mapping[str, torch.Tensor],
                         ) -> dict[str, np.ndarray]:
     """{"train_max_eigenvalue": [P], "train_min_eigenvalue": [P]}: the Hessian of the mean loss
     over `source` at theta + sum_j coords[p, j] directions[j] for every point p (coords [P, D]),
-    its algebraically largest and smallest eigenvalue (options.eigen_iterations and
-    eigen_tolerance; the Lanczos start drawn from options.direction_seed)."""
+    its algebraically largest and smallest eigenvalue from one Lanczos run that stops when both
+    have converged (spectrum.spectrum_ends: options.eigen_iterations and eigen_tolerance; the
+    start drawn from options.direction_seed)."""
     coords = np.asarray(coords, dtype=float).reshape(len(coords), -1)
     theta, buffers = parameters_of(template, state)
     if options.bn_stats == "recompute":
@@ -49,11 +50,9 @@ def extreme_eigenvalues(template: nn.Module, state: Mapping[str, torch.Tensor],
                 if options.bn_stats == "recompute" else buffers)
         hessian = HessianOperator.on(Objective(template, params, used, source, loss,
                                                tuple(params)))
-        for key, which in zip(EIGEN_METRICS, ("largest", "smallest")):
-            (value,), _, _ = eigenpairs(hessian, k=1, which=which,
-                                        iterations=options.eigen_iterations,
-                                        tolerance=options.eigen_tolerance,
-                                        seed=options.direction_seed)
+        ends = spectrum_ends(hessian, iterations=options.eigen_iterations,
+                             tolerance=options.eigen_tolerance, seed=options.direction_seed)
+        for key, (value,) in zip(EIGEN_METRICS, ends):
             out[key][p] = value
     return out
 

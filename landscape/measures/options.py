@@ -61,7 +61,7 @@ class SliceOptions:
     normalization: Normalization = field(default_factory=Normalization)
     eigen: bool = False                # the training-loss Hessian's largest and smallest
                                        # eigenvalue at each point (Li et al. 2018, Sec. 6)
-    eigen_iterations: int = 100        # ... Lanczos products at most, for each end
+    eigen_iterations: int = 100        # ... Lanczos products at most (one run, both ends)
     eigen_tolerance: float = 1e-4      # ... stopped at this residual (relative: spectrum.py)
 
     def __post_init__(self) -> None:

@@ -14,7 +14,8 @@ T_m tridiagonal. The eigenvalues of T_m (Ritz values) approach A's extreme eigen
 - top-k (as PyHessian's `eigenvalues(top_n=k)` answers, by a faster route than its deflated
   power iteration) and bottom-k: the k algebraically largest (or smallest) Ritz values, stopped
   when each one's residual |beta_m s_mi| (the distance of A y_i from theta_i y_i, y_i = Q_m s_i)
-  is below `tolerance` times |theta_i|, or after `iterations` products; eigenvectors y_i.
+  is below `tolerance` times |theta_i|, or after `iterations` products; eigenvectors y_i. Both
+  ends at once (`spectrum_ends`): one run, stopped when both have converged.
 - density (stochastic Lanczos quadrature, Ghorbani et al. 2019; PyHessian's `density`): for each
   of `runs` Rademacher starts, m steps give nodes theta_j and weights (first entry of T's j-th
   eigenvector)^2 summing to 1, a quadrature of the spectral measure seen from the start vector:
@@ -124,33 +125,52 @@ def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smalles
     `tolerance` (a Hessian's bottom end is often a cluster around 0)."""
     if which not in ("largest", "smallest"):
         raise BadInput(f"which must be largest or smallest, got {which!r}")
-    if k < 1:
-        raise BadInput(f"k must be at least 1, got {k}")
-    params = operator.params
-    generator = torch.Generator().manual_seed(seed)
-    start = flat_draws(params, lambda shape: torch.randn(shape, generator=generator))
-    k = min(k, start.numel())
-    ends = (lambda values: slice(len(values) - k, None)) if which == "largest" else (
-        lambda values: slice(0, k))
-
-    def converged(state: Lanczos) -> bool:
-        if len(state.alpha) < k:
-            return False
-        values, s = state.ritz()
-        end = ends(values)
-        residual = np.abs(state.beta[-1] * s[-1, end])
-        return bool(np.all(residual <= tolerance * np.maximum(np.abs(values[end]), 1e-30)))
-
-    state = lanczos(operator, start.to(operator.device, operator.dtype),
-                    steps=max(iterations, k), stop=converged)
+    state, k = _converged_run(operator, k, (which,), iterations, tolerance, seed)
     values, s = state.ritz()
     order = np.argsort(values)[::-1][:k] if which == "largest" else np.argsort(values)[:k]
     found = None
     if vectors:
         ritz = torch.as_tensor(s[:, order].T.copy(), dtype=state.basis.dtype,
                                device=state.basis.device) @ state.basis            # [k, N]
-        found = [unflatten(y, params) for y in ritz]
+        found = [unflatten(y, operator.params) for y in ritz]
     return values[order], found, len(state.alpha)
+
+
+def spectrum_ends(operator: Operator, *, k: int = 1, iterations: int = 100,
+                  tolerance: float = 1e-4, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the k largest eigenvalues, descending; the k smallest, ascending; products used) from
+    one Lanczos run from eigenpairs' seeded start, stopped when both ends have converged: the
+    two ends of eigenpairs' two runs come from the same Krylov space, so this is each of them at
+    least as converged, for the products of the slower end alone (a Hessian's bottom end: 31 of
+    37 products for an MLP, 32 of 47 for a CNN; benchmarks/RESULTS.md)."""
+    state, k = _converged_run(operator, k, ("largest", "smallest"), iterations, tolerance, seed)
+    values = np.sort(state.ritz()[0])
+    return values[::-1][:k], values[:k], len(state.alpha)
+
+
+def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations: int,
+                   tolerance: float, seed: int) -> tuple[Lanczos, int]:
+    """Lanczos from the seeded start until the k extreme Ritz values at each of `ends` have a
+    residual |beta_m s_mi| below `tolerance` times |theta_i|; (the run, k within N)."""
+    if k < 1:
+        raise BadInput(f"k must be at least 1, got {k}")
+    generator = torch.Generator().manual_seed(seed)
+    start = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+    k = min(k, start.numel())
+
+    def converged(state: Lanczos) -> bool:
+        if len(state.alpha) < k:
+            return False
+        values, s = state.ritz()
+        for end in ends:
+            at = slice(len(values) - k, None) if end == "largest" else slice(0, k)
+            residual = np.abs(state.beta[-1] * s[-1, at])
+            if not np.all(residual <= tolerance * np.maximum(np.abs(values[at]), 1e-30)):
+                return False
+        return True
+
+    return lanczos(operator, start.to(operator.device, operator.dtype),
+                   steps=max(iterations, k), stop=converged), k
 
 
 def spectral_density(operator: Operator, *, iterations: int = 90, runs: int = 1,
