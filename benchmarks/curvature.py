@@ -13,14 +13,16 @@ within 1% of ARPACK's, curvlinops' eigsh; a trace or density from all its produc
 (> 1: ours is faster); the floor is the time of one product through a kept graph (ours,
 measured after 3 warm-up products) times the products ours used.
 
-  top      power iteration, relative tolerance 1e-3, at most 100 products (PyHessian's defaults);
-           curvlinops has none: scipy's eigsh(k=1, tol=1e-3) on its to_scipy()
+  top      the top eigenvalue, stopped when the estimate changes by less than 1e-3 (relative),
+           at most 100 products (PyHessian's defaults): PyHessian's and hessian-eigenthings'
+           power iteration, our Lanczos without reorthogonalization (top_eigenvalue); curvlinops
+           has none: scipy's eigsh(k=1, tol=1e-3) on its to_scipy()
   top5     the 5 largest: ours Lanczos (eigenpairs, residual tolerance 1e-3), PyHessian's
            eigenvalues(top_n=5) (deflated power iteration), curvlinops eigsh(k=5, which="LA",
            tol=1e-3), hessian-eigenthings lanczos(k=5, which="LA", tol=1e-3)
   trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=0))
-  ours_plus  our estimator that needs fewer products for the same accuracy, where there is one:
-           Lanczos for the top eigenvalue (eigenpairs(k=1)), Hutch++ for the trace (99 products);
+  ours_plus  our other estimator, where there is one: Lanczos with full reorthogonalization
+           and a residual rule for the top eigenvalue (eigenpairs(k=1)), Hutch++ for the trace;
            the ratios take the faster of ours and ours_plus
   density  stochastic Lanczos quadrature, one run of 90 steps (curvlinops: Papyan's
            lanczos_approximate_spectrum, ncv=90)

@@ -5,10 +5,12 @@ with and without flooding, against test loss as the gradients of Sec. 5.2.
 L(theta) is the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the
 checkpoint's running statistics; only parameters are perturbed), H its Hessian over all parameters:
 
-- lambda_max: power iteration v <- Hv / ||Hv|| from a seeded Gaussian start, the estimate being the
-  Rayleigh quotient v.Hv; it stops when that changes by less than `tolerance` (relative) or after
-  `iterations` products. It finds the eigenvalue of largest magnitude, which is the top one where
-  the curvature is mostly positive (near a minimum); a negative value says it was not.
+- lambda_max: the Lanczos iteration from a seeded Gaussian start (measures/spectrum.py:
+  top_eigenvalue, three vectors of memory), the estimate being the extreme Ritz value of largest
+  magnitude; it stops when that changes by less than `tolerance` (relative) or after `iterations`
+  products (stored as `power_iterations`, the name of earlier releases, where this was power
+  iteration with the same rule). It finds the eigenvalue of largest magnitude, which is the top
+  one where the curvature is mostly positive (near a minimum); a negative value says it was not.
 - trace: Hutchinson (1989), tr(H) = E[z.Hz] for Rademacher z (entries +-1): the mean over `probes`
   seeded draws, with its standard error (std / sqrt(probes)).
 - average-case sharpness: E_d[L(theta + sigma d)] - L(theta) for Gaussian d filter-normalized to

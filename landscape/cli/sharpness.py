@@ -51,7 +51,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
               save_eigenvectors, density, density_iterations, density_runs, normalization,
               out, name, skip_epochs, overwrite, formats, data_dir, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
-    Hessian eigenvalue (power iteration), the Hessian trace (Hutchinson) and the average-case
+    Hessian eigenvalue (Lanczos), the Hessian trace (Hutchinson) and the average-case
     sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
     plotted against test loss as the paper's Fig. 4 (Sec. 5.2). The model is in eval mode.
 

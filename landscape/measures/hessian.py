@@ -45,8 +45,8 @@ def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_e
                            iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
                            wrt: Wrt = None, inputs: Inputs | None = None,
                            device: torch.device | str | None = None) -> float:
-    """The Hessian eigenvalue of largest magnitude of the mean loss over `data`, by power
-    iteration from a seeded Gaussian start; it stops when the Rayleigh quotient changes by less
+    """The Hessian eigenvalue of largest magnitude of the mean loss over `data`, by Lanczos from
+    a seeded Gaussian start (spectrum.top_eigenvalue); it stops when the estimate changes by less
     than `tolerance` (relative) or after `iterations` Hessian-vector products. Here and in the
     functions below, `wrt` chooses parameters (names or a predicate on a name; all by default)
     and `inputs` the model's arguments from a dict batch (HessianOperator's arguments)."""

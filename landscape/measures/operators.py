@@ -285,7 +285,7 @@ def _first(batch: Batch, rows: int) -> Batch:
 
 
 class LayerCurvature(NamedTuple):
-    """One layer's diagonal block: its top eigenvalue (power iteration) and trace (Hutchinson)."""
+    """One layer's diagonal block: its top eigenvalue (Lanczos) and trace (Hutchinson)."""
 
     top_eigenvalue: float
     trace: Estimate

@@ -112,7 +112,7 @@ class SharpnessOptions:
     """What the numbers depend on; recorded as attributes of the result file."""
 
     split: str = "train"
-    iterations: int = 100        # power iteration: most Hessian-vector products
+    iterations: int = 100        # top eigenvalue (Lanczos): most Hessian-vector products
     tolerance: float = 1e-4      # ... stops when the Rayleigh quotient changes less (relative)
     probes: int = 100            # Hutchinson: Rademacher vectors
     draws: int = 10              # average-case sharpness: antithetic pairs of directions

@@ -51,7 +51,7 @@ MEASURES: dict[str, tuple[Callable[..., Any], Callable[[Any], float]]] = {
     "gradient_amplitude": (gradient_amplitude, float),
     "worst_case_sharpness": (worst_case_sharpness, lambda sharpness: sharpness.value),
 }
-PRECONDITIONED = "preconditioned_sharpness"  # options of its power iteration under this name
+PRECONDITIONED = "preconditioned_sharpness"  # options of its Lanczos iteration under this name
 POWER_OPTIONS = ("iterations", "tolerance", "seed")
 FIXED = ("model", "data", "loss", "params", "device")  # arguments the tracker gives every measure
 
@@ -66,7 +66,7 @@ class Tracker:
     at every measurement (a DataLoader is iterated each time).
     measures: names from MEASURES. options: {measure name: keyword arguments of its function},
     e.g. {"top_eigenvalue": {"iterations": 20}, "trace": {"probes": 10}}, and under
-    "preconditioned_sharpness" its power iteration's iterations, tolerance and seed; `seed` is
+    "preconditioned_sharpness" its Lanczos iteration's iterations, tolerance and seed; `seed` is
     every measure's seed unless its options give one.
     `.history`: columns {"step": [...], name: [...]}, one row per measurement (NaN where a value
     was not measured at that step); `.seconds`: the time spent measuring.
@@ -248,7 +248,7 @@ def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, 
                              ) -> float:
     """The eigenvalue of largest magnitude of D H, D = diag(`inverse`) >= 0 ({parameter name:
     tensor}), H the Hessian of the mean loss over `data` (eval mode) at the model's weights (or
-    `params`): power iteration on the symmetric D^1/2 H D^1/2, which has the same eigenvalues,
+    `params`): Lanczos on the symmetric D^1/2 H D^1/2, which has the same eigenvalues,
     from the seeded Gaussian start and with the stopping rule of hessian_top_eigenvalue (which
     it equals for D = I)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates

@@ -27,7 +27,7 @@ STEP_METRICS = {
 # --track (training/tracking.py): NaN at the epochs not tracked
 TRACKED = {
     "top_eigenvalue": ("largest Hessian eigenvalue of the mean loss on the tracked training rows "
-                       "(power iteration)", ""),
+                       "(Lanczos)", ""),
     "trace": ("Hutchinson estimate of the Hessian's trace on the tracked training rows", ""),
     "gradient_amplitude": ("filter-normalized gradient amplitude (paper Sec. 5.2) on the tracked "
                            "training rows", ""),
