@@ -429,3 +429,33 @@ def test_a_pass_read_in_inference_mode_is_kept_for_products(transformer):
     with torch.inference_mode():
         list(H.objective.source.batches(4))
     assert torch.isfinite(H.matvec(torch.ones(H.shape[0], dtype=torch.float64))).all()
+
+
+def test_top_eigenvalue_is_the_largest_magnitude_with_fewer_products_than_power_iteration():
+    """Lanczos without reorthogonalization on known spectra (float32, as models are held):
+    a dominant negative eigenvalue, a small gap at the top, a zero operator."""
+    torch.manual_seed(7)
+    basis = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64)).Q
+
+    def operator(values):
+        A = (basis * torch.as_tensor(values, dtype=torch.float64)) @ basis.T
+        return Operator({"w": torch.zeros(300)}, lambda V: V @ A.float())
+
+    def power_products(values, tolerance):  # power iteration with the same rule
+        A, v, estimate = operator(values), None, math.nan
+        generator = torch.Generator().manual_seed(0)
+        v = torch.randn(300, generator=generator)
+        v = v / v.norm()
+        for step in range(1, 1001):
+            av = A.matvec(v)
+            last, estimate = estimate, float(v @ av)
+            v = av / av.norm()
+            if abs(estimate - last) <= tolerance * abs(estimate):
+                return step
+
+    bulk = np.linspace(-1.0, 1.0, 298)
+    for values, expected in ((np.r_[-5.0, 3.0, bulk], -5.0), (np.r_[2.0, 1.9, bulk], 2.0)):
+        value, products = top_eigenvalue(operator(values), iterations=1000, tolerance=1e-6)
+        assert value == pytest.approx(expected, rel=1e-4)
+        assert products < power_products(values, 1e-6)
+    assert top_eigenvalue(operator(np.zeros(300)))[0] == 0.0
