@@ -459,3 +459,31 @@ def test_top_eigenvalue_is_the_largest_magnitude_with_fewer_products_than_power_
         assert value == pytest.approx(expected, rel=1e-4)
         assert products < power_products(values, 1e-6)
     assert top_eigenvalue(operator(np.zeros(300)))[0] == 0.0
+
+
+def test_eval_batchnorm_is_differentiated_as_its_affine_map():
+    """The operators' objective evaluates eval-mode BatchNorm as x * s + (b - mean s): the same
+    outputs as torch's batch norm, and no batch-norm node in the graph it differentiates twice
+    (whose double backward is the general formula for batch statistics)."""
+    from landscape.measures.objective import objective
+
+    net = _cnn().eval()
+    x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    made = objective(net, (x, torch.zeros(6, dtype=torch.long)))
+    leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
+    out = made.output(leaves, (x, None))
+    torch.testing.assert_close(out, net(x), rtol=1e-12, atol=1e-12)
+    names = _graph_names(out)
+    assert "ConvolutionBackward0" in names and not any("BatchNorm" in n for n in names)
+    net.train()  # batch statistics go to torch unchanged
+    assert "NativeBatchNormBackward0" in _graph_names(made.output(leaves, (x, None)))
+
+
+def _graph_names(out: torch.Tensor) -> set[str]:
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}

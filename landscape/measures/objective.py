@@ -17,8 +17,10 @@ import dataclasses
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.errors import BadInput
@@ -84,12 +86,13 @@ class Objective:
 
     def output(self, chosen: Mapping[str, torch.Tensor], batch: Batch) -> Any:
         state = {**self.theta, **chosen, **self.buffers}
-        if not isinstance(batch, Mapping):
-            return functional_call(self.template, state, (batch[0],))
-        given = (self.inputs or default_inputs)(batch)
-        if isinstance(given, Mapping):
-            return functional_call(self.template, state, (), dict(given))
-        return functional_call(self.template, state, tuple(given))
+        with AffineBatchNorm() if AFFINE_BATCHNORM else contextlib.nullcontext():
+            if not isinstance(batch, Mapping):
+                return functional_call(self.template, state, (batch[0],))
+            given = (self.inputs or default_inputs)(batch)
+            if isinstance(given, Mapping):
+                return functional_call(self.template, state, (), dict(given))
+            return functional_call(self.template, state, tuple(given))
 
     def scored(self, output: Any, batch: Batch) -> torch.Tensor:
         """Per-sample losses [m] of a model output on its batch."""
@@ -99,6 +102,36 @@ class Objective:
             return self.loss(output, batch)
         losses = per_sample_loss(output, batch[label_key(batch)], self.loss)
         return losses.reshape(len(losses), -1).mean(1)  # a sequence's tokens: their mean
+
+
+AFFINE_BATCHNORM = True  # off only to measure what it saves (benchmarks/batchnorm.py)
+
+
+class AffineBatchNorm(TorchFunctionMode):
+    """BatchNorm in eval mode as its affine map x * s + (b - mean s), s = w / sqrt(var + eps):
+    the same function of the parameters (torch's eval kernel computes it so), whose first and
+    second derivatives are a few elementwise products, where autograd differentiates batch
+    norm's backward by its general formula for batch statistics (benchmarks/RESULTS.md: 1.25x
+    a Hessian product of a CNN with BatchNorm). Batch statistics (training mode, or no running
+    statistics) go to torch unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.batch_norm:
+            return func(*args, **kwargs)
+        given = dict(zip(("input", "running_mean", "running_var", "weight", "bias", "training",
+                          "momentum", "eps"), args), **kwargs)
+        if given.get("training", False) or given["running_mean"] is None:
+            return func(*args, **kwargs)
+        x = given["input"]
+        scale = torch.rsqrt(given["running_var"] + given.get("eps", 1e-5))
+        if given.get("weight") is not None:
+            scale = scale * given["weight"]
+        shift = -given["running_mean"] * scale
+        if given.get("bias") is not None:
+            shift = shift + given["bias"]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * scale.view(shape) + shift.view(shape)
 
 
 def rows_in(batch: Batch) -> int:
