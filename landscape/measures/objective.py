@@ -130,8 +130,8 @@ class AffineBatchNorm(TorchFunctionMode):
         shift = -given["running_mean"] * scale
         if given.get("bias") is not None:
             shift = shift + given["bias"]
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * scale.view(shape) + shift.view(shape)
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # statistics kept in float32 for a half model:
+        return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)  # its dtype
 
 
 def rows_in(batch: Batch) -> int:
