@@ -44,16 +44,19 @@ def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_e
                            params: Mapping[str, torch.Tensor] | None = None,
                            iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
                            wrt: Wrt = None, inputs: Inputs | None = None,
-                           device: torch.device | str | None = None) -> float:
+                           device: torch.device | str | None = None,
+                           method: str = "lanczos") -> float:
     """The Hessian eigenvalue of largest magnitude of the mean loss over `data`, by Lanczos from
     a seeded Gaussian start (spectrum.top_eigenvalue); it stops when the estimate changes by less
-    than `tolerance` (relative) or after `iterations` Hessian-vector products. Here and in the
+    than `tolerance` (relative) or after `iterations` Hessian-vector products (method="power":
+    power iteration with the same rule, as PyHessian and earlier releases). Here and in the
     functions below, `wrt` chooses parameters (names or a predicate on a name; all by default)
     and `inputs` the model's arguments from a dict batch (HessianOperator's arguments)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
     hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
                               inputs=inputs, device=device)
-    return top_eigenvalue(hessian, iterations=iterations, tolerance=tolerance, seed=seed)[0]
+    return top_eigenvalue(hessian, iterations=iterations, tolerance=tolerance, seed=seed,
+                          method=method)[0]
 
 
 def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",

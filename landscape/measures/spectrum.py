@@ -79,12 +79,19 @@ class Lanczos:
 
 
 def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: float = 1e-4,
-                   seed: int = 0) -> tuple[float, int]:
+                   seed: int = 0, method: Literal["lanczos", "power"] = "lanczos"
+                   ) -> tuple[float, int]:
     """(the eigenvalue of largest magnitude, products used) by the Lanczos iteration without
-    reorthogonalization from a seeded Gaussian start (see the module's text)."""
+    reorthogonalization from a seeded Gaussian start (see the module's text), or with
+    method="power" by power iteration from the same start and with the same rule (PyHessian's
+    algorithm, and this function's before 2026-12)."""
+    if method not in ("lanczos", "power"):
+        raise BadInput(f"method must be lanczos or power, got {method!r}")
     generator = torch.Generator().manual_seed(seed)
     q = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
     q = q.to(operator.device, operator.dtype)
+    if method == "power":
+        return _power_iteration(operator, q / q.norm(), iterations, tolerance)
     q, previous = q / q.norm(), torch.zeros_like(q)
     alpha: list[float] = []
     beta: list[float] = []
@@ -105,6 +112,23 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
             break
         beta.append(norm)
         previous, q = q, w.div_(norm)
+    return estimate, step
+
+
+def _power_iteration(operator: Operator, v: torch.Tensor, iterations: int,
+                     tolerance: float) -> tuple[float, int]:
+    """v <- A v / ||A v|| from the unit v; the estimate, the Rayleigh quotient v'Av, stopped
+    when it changes by less than `tolerance` (relative)."""
+    estimate = math.nan
+    for step in range(1, iterations + 1):
+        av = operator.matvec(v)
+        last, estimate = estimate, float(v @ av)
+        norm = float(av.norm())
+        if norm == 0:  # v in the null space: the loss is flat along it
+            return 0.0, step
+        v = av / norm
+        if abs(estimate - last) <= tolerance * abs(estimate):
+            break
     return estimate, step
 
 
