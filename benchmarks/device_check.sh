@@ -2,8 +2,11 @@
 # The GPU checks as one prepared script, for a session that is lent the device (about 7 minutes
 # on one H200). Sections (SECTIONS, in this order):
 #   curvature  issue 23: benchmarks/curvature.py on the GPU against PyHessian, curvlinops and
-#              hessian-eigenthings (their wheels from PEERS, installed without dependencies),
-#              and the CUDA-only tests of the operators; benchmarks/replay.py (CUDA graphs)
+#              hessian-eigenthings (their wheels from PEERS, installed without dependencies:
+#              here, `pip download --no-deps -d .whl PyHessian==0.1 curvlinops-for-pytorch==3.0.1
+#              hessian-eigenthings==1.0.0a5 backpack-for-pytorch einconv unfoldNd`, .whl in
+#              .git/info/exclude, and `carry` it), the CUDA-only tests of the operators, and
+#              benchmarks/replay.py (CUDA graphs)
 #   sweep      issue 15: the stacked-sweep benchmark at width 500 with K = 510 (one Table 2
 #              setting's grid x 10 trials), training steps stacked against one at a time
 #   setting    one Table 2 setting trained end to end (EPOCHS epochs) with its wall time
