@@ -41,7 +41,8 @@ DEFAULT = SliceOptions()
               "OUT/convexity[-2d].{pdf,png,csv}. Each point costs hundreds of Hessian-vector "
               "products.")
 @click.option("--eigen-iterations", type=int, default=DEFAULT.eigen_iterations,
-              show_default=True, help="With --eigen: Lanczos products at most (one run for both ends).")
+              show_default=True,
+              help="With --eigen: Lanczos products at most (one run for both ends).")
 @click.option("--eigen-tolerance", type=float, default=DEFAULT.eigen_tolerance,
               show_default=True, help="With --eigen: stop at this relative residual.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,

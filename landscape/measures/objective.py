@@ -111,7 +111,7 @@ class AffineBatchNorm(TorchFunctionMode):
     """BatchNorm in eval mode as its affine map x * s + (b - mean s), s = w / sqrt(var + eps):
     the same function of the parameters (torch's eval kernel computes it so), whose first and
     second derivatives are a few elementwise products, where autograd differentiates batch
-    norm's backward by its general formula for batch statistics (benchmarks/RESULTS.md: 1.25x
+    norm's backward by its general formula for batch statistics (benchmarks/RESULTS.md: 1.21x
     a Hessian product of a CNN with BatchNorm). Batch statistics (training mode, or no running
     statistics) go to torch unchanged."""
 

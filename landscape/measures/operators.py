@@ -240,10 +240,10 @@ class HessianOperator(ModelOperator):
 
     def _width(self, vectors: torch.Tensor) -> int:
         """Vectors per backward pass. On a GPU a block goes through one batched backward
-        (vmap; an H200, 100 vectors: MLP 16 ms against 281 ms one by one, CNN 115 against 451,
-        transformer 89 against 877) as far as its transients, up to the kept graph's size per
-        vector, fit the graph budget again; on a CPU one at a time, which was faster there
-        (benchmarks/RESULTS.md: 8 vectors, MLP 0.073 s against 0.115 s batched)."""
+        (vmap; an H200, a block of 8: MLP 0.92 ms a vector against 3.6 ms one by one, CNN 2.3
+        against 5.7, transformer 2.7 against 7.9) as far as its transients, up to the kept
+        graph's size per vector, fit the graph budget again; on a CPU one at a time, which was
+        faster there (8 vectors, MLP 0.073 s against 0.115 s batched; benchmarks/RESULTS.md)."""
         if not vectors.is_cuda:
             return 1
         return max(1, min(len(vectors), GRAPH_NUMBERS // max(self._held, 1)))

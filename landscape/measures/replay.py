@@ -2,8 +2,9 @@
 
 On a GPU, a product of a small or medium model is a few hundred short kernels whose launches
 cost more than their arithmetic: on an H200, one Hessian-vector product through a kept graph
-took 3.1 ms launched op by op and 0.28 ms replayed for a 17k-parameter MLP on 1,000 points
-(CNN with BatchNorm 4.7 -> 1.2 ms, small transformer 7.6 -> 0.8 ms; benchmarks/RESULTS.md).
+took 3.6 ms launched op by op and 0.52 ms replayed for a 17k-parameter MLP on 1,000 points
+(CNN with BatchNorm 5.7 -> 1.5 ms, small transformer 7.9 -> 1.2 ms, ResNet-18 on 64 images
+26.9 -> 6.0 ms; benchmarks/RESULTS.md).
 A product through kept state launches the same kernels on the same memory every time, so it
 is captured once per block width and replayed after.
 

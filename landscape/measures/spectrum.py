@@ -10,6 +10,8 @@ its spectral density, all by the Lanczos iteration.
   space holds every power iterate, so the estimate is at least as good for the same products
   (on benchmarks/curvature.py's models 9-11 products where power iteration took 16-37, and
   closer to ARPACK's value). Lost orthogonality only repeats converged values (Paige 1976).
+  `method="power"`: power iteration v <- A v / ||A v|| from the same start, the Rayleigh
+  quotient v'Av stopped by the same rule (PyHessian's algorithm).
 
 The others run it with full reorthogonalization: from a unit start q_1, each step multiplies by
 A, removes the components along every earlier q (twice: one pass loses orthogonality in
@@ -87,9 +89,7 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
     algorithm, and this function's before 2026-12)."""
     if method not in ("lanczos", "power"):
         raise BadInput(f"method must be lanczos or power, got {method!r}")
-    generator = torch.Generator().manual_seed(seed)
-    q = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
-    q = q.to(operator.device, operator.dtype)
+    q = _gaussian_start(operator, seed)
     if method == "power":
         return _power_iteration(operator, q / q.norm(), iterations, tolerance)
     q, previous = q / q.norm(), torch.zeros_like(q)
@@ -193,8 +193,7 @@ def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations
     residual |beta_m s_mi| below `tolerance` times |theta_i|; (the run, k within N)."""
     if k < 1:
         raise BadInput(f"k must be at least 1, got {k}")
-    generator = torch.Generator().manual_seed(seed)
-    start = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+    start = _gaussian_start(operator, seed)
     k = min(k, start.numel())
 
     def converged(state: Lanczos) -> bool:
@@ -208,8 +207,15 @@ def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations
                 return False
         return True
 
-    return lanczos(operator, start.to(operator.device, operator.dtype),
-                   steps=max(iterations, k), stop=converged), k
+    return lanczos(operator, start, steps=max(iterations, k), stop=converged), k
+
+
+def _gaussian_start(operator: Operator, seed: int) -> torch.Tensor:
+    """The seeded Gaussian start [N] of top_eigenvalue and the Lanczos runs, on the operator's
+    device and dtype."""
+    generator = torch.Generator().manual_seed(seed)
+    start = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+    return start.to(operator.device, operator.dtype)
 
 
 def spectral_density(operator: Operator, *, iterations: int = 90, runs: int = 1,
