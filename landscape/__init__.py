@@ -42,6 +42,7 @@ _PUBLIC = {
                                               "spectral_density")},
     **{name: "measures.trace" for name in ("Estimate", "hutchinson_trace", "hutchpp_trace",
                                            "diagonal", "Diagonal")},
+    **{name: "measures.split" for name in ("split_trace", "ggn_trace", "piecewise_linear")},
     "Density": "measures.density",
     "Tracker": "measures.tracking",
     "risk_mse": "measures.theorem1",

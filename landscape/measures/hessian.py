@@ -22,7 +22,10 @@ from landscape.measures.operators import HessianOperator
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source
 from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
+from landscape.measures.split import split_trace
 from landscape.measures.trace import Estimate, hutchinson_trace
+
+TRACE_METHODS = {"hutchinson": hutchinson_trace, "split": split_trace}
 
 
 def sharpness_estimate(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,
@@ -62,13 +65,18 @@ def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_e
 def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
                   params: Mapping[str, torch.Tensor] | None = None, probes: int = 100,
                   seed: int = 0, wrt: Wrt = None, inputs: Inputs | None = None,
-                  device: torch.device | str | None = None) -> Estimate:
-    """Hutchinson's estimate of the trace of the Hessian of the mean loss, over `probes`
-    Rademacher vectors, with its standard error."""
+                  device: torch.device | str | None = None, method: str = "hutchinson",
+                  stderr: float | None = None) -> Estimate:
+    """The trace of the Hessian of the mean loss, with its standard error: Hutchinson's estimate
+    over `probes` Rademacher vectors (fewer once the standard error is at most `stderr`), or
+    method="split": the GGN's trace exactly plus Hutchinson's on the rest (split.py), exact
+    with no product for a model piecewise linear in its parameters (ReLU networks)."""
     SharpnessOptions(probes=probes, seed=seed)
+    if method not in TRACE_METHODS:
+        raise BadInput(f"method must be one of {', '.join(TRACE_METHODS)}, got {method!r}")
     hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
                               inputs=inputs, device=device)
-    return hutchinson_trace(hessian, probes=probes, seed=seed)
+    return TRACE_METHODS[method](hessian, probes=probes, seed=seed, stderr=stderr)
 
 
 def hessian_eigenvalues(model: nn.Module, data: Any, *, k: int = 5, loss: Loss = "cross_entropy",

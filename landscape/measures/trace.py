@@ -53,15 +53,22 @@ def rademacher(operator: Operator, count: int, generator: torch.Generator) -> to
                       for p in operator.params.values()], 1).to(operator.device, operator.dtype)
 
 
-def hutchinson_trace(operator: Operator, *, probes: int = 100, seed: int = 0) -> Estimate:
-    """Hutchinson's estimate of tr A over `probes` Rademacher vectors, with its standard error."""
+def hutchinson_trace(operator: Operator, *, probes: int = 100, seed: int = 0,
+                     stderr: float | None = None) -> Estimate:
+    """Hutchinson's estimate of tr A over `probes` Rademacher vectors, with its standard error;
+    with `stderr`, it stops earlier, at the first block of probes after which the standard error
+    is at most that (after two blocks at least: an error estimated from fewer scatters)."""
     if probes < 1:
         raise BadInput(f"probes must be at least 1, got {probes}")
+    if stderr is not None and not stderr >= 0:
+        raise BadInput(f"stderr must be a number >= 0, got {stderr}")
     generator = torch.Generator().manual_seed(seed)
     values = []
     for start in range(0, probes, PROBE_BATCH):
         z = rademacher(operator, min(PROBE_BATCH, probes - start), generator)   # [count, N]
         values.append((z * operator.matmat(z)).sum(1))
+        if stderr is not None and len(values) > 1 and _stderr(torch.cat(values).double()) <= stderr:
+            break
     samples = torch.cat(values).double()
     return Estimate(float(samples.mean()), _stderr(samples))
 

@@ -1,0 +1,201 @@
+"""The Hessian's trace split along the generalized Gauss-Newton matrix: tr H = tr G + tr R.
+
+H = G + R, with G = (1/n) sum_i J_i' H_i J_i (fisher.py) and R = (1/n) sum_i sum_k r_ik d2 f_ik,
+the curvature of the model's own outputs f_i weighted by the loss gradient r_i = dl_i / df_i.
+
+- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func's
+  vmap over the rows of jacrev, d a sample's outputs) and per-sample loss Hessians H_i [d, d]
+  by the output. No Hessian-vector product: about d backward passes of per-sample gradients.
+- tr R is zero when the model is piecewise linear in each chosen parameter on its own
+  (`piecewise_linear`: linear and convolutional layers, ReLU, max pooling, BatchNorm in eval
+  mode, residual sums, ...): every d2 f / d theta_j^2 then vanishes, and with it R's diagonal.
+  The trace is exact, standard error 0.
+- Otherwise Hutchinson estimates tr R from R's products (R is the Hessian of the per-sample
+  losses <f_i, r_i> with r_i held fixed: `Linearized`). Its variance is R's off-diagonal mass
+  instead of H's: fewer probes for the same standard error where G carries most of H
+  (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._pytree import tree_map
+
+from landscape.errors import BadInput
+from landscape.measures.objective import Batch, Objective, evaluating, rows_in
+from landscape.measures.operators import HessianOperator, ModelOperator
+from landscape.measures.trace import Estimate, hutchinson_trace
+from landscape.memory import GRAPH_NUMBERS
+
+# autograd nodes by how they map their inputs: jointly linear ones; ones linear in each input
+# with the others fixed (a product, a layer's weight times its input); piecewise linear ones.
+# A name not listed counts as nonlinear: the check may miss a piecewise-linear model, never
+# pass a curved one.
+LINEAR = frozenset("""AddBackward0 AddBackward1 SubBackward0 SubBackward1 RsubBackward0
+    RsubBackward1 NegBackward0 MulBackward1 DivBackward1 ViewBackward0 UnsafeViewBackward0
+    ReshapeAliasBackward0 AsStridedBackward0 AliasBackward0 PermuteBackward0 TransposeBackward0
+    TBackward0 ExpandBackward0 CloneBackward0 SqueezeBackward0 SqueezeBackward1 SqueezeBackward2
+    UnsqueezeBackward0 SumBackward0 SumBackward1 MeanBackward0 MeanBackward1 CatBackward0
+    StackBackward0 SelectBackward0 SliceBackward0 IndexBackward0 IndexSelectBackward0
+    GatherBackward0 SplitBackward0 SplitWithSizesBackward0 UnbindBackward0 RepeatBackward0
+    FlipBackward0 RollBackward0 ToCopyBackward0 EmbeddingBackward0 WhereBackward0
+    ConstantPadNdBackward0 ReflectionPad1DBackward0 ReflectionPad2DBackward0
+    ReplicationPad1DBackward0 ReplicationPad2DBackward0 AvgPool2DBackward0 AvgPool3DBackward0
+    AdaptiveAvgPool2DBackward0 AdaptiveAvgPool3DBackward0 UpsampleNearest2DBackward0
+    UpsampleBilinear2DBackward0 PixelShuffleBackward0""".split())
+BILINEAR = frozenset("""MulBackward0 MmBackward0 AddmmBackward0 BmmBackward0 BaddbmmBackward0
+    MvBackward0 AddmvBackward0 DotBackward0 ConvolutionBackward0""".split())
+PIECEWISE = frozenset("""ReluBackward0 LeakyReluBackward0 HardtanhBackward0 ThresholdBackward0
+    ClampBackward1 ClampMinBackward0 ClampMaxBackward0 AbsBackward0 MaxPool2DWithIndicesBackward0
+    MaxPool3DWithIndicesBackward0 AdaptiveMaxPool2DBackward0 MaxBackward0 MaxBackward1
+    MinBackward0 MinBackward1 AmaxBackward0 AminBackward0""".split())
+JACOBIAN_SHARE = 4  # a chunk's per-sample Jacobians [m, d, N] take at most this share of the
+                    # graph budget (vmap's transients and J J' hold the rest)
+
+
+def piecewise_linear(output: torch.Tensor, leaves: Sequence[torch.Tensor]) -> bool:
+    """Whether `output`'s autograd graph is piecewise linear in each of `leaves` on its own:
+    every node jointly linear or piecewise linear, or linear in each input where no leaf reaches
+    two of its inputs (x * x, attention's Q K', a tied weight are not)."""
+    if output.grad_fn is None:
+        return True
+    bit = {id(leaf): 1 << i for i, leaf in enumerate(leaves)}
+    reach: dict[Any, int] = {}   # node -> the leaves it depends on, as a bit mask
+    stack = [(output.grad_fn, False)]
+    while stack:  # depth first, children before parents, no recursion (deep networks)
+        node, ready = stack.pop()
+        if node in reach:
+            continue
+        inputs = [fn for fn, _ in node.next_functions if fn is not None]
+        if not ready:
+            stack.append((node, True))
+            stack.extend((fn, False) for fn in inputs if fn not in reach)
+            continue
+        name = type(node).__name__
+        masks = [reach[fn] for fn in inputs]
+        if name == "AccumulateGrad":
+            reach[node] = bit.get(id(node.variable), 0)
+            continue
+        if name == "DivBackward0":  # x / y: linear in x while y is constant in every leaf
+            divisor = node.next_functions[1][0]
+            if divisor is not None and reach[divisor]:
+                return False
+        elif name in BILINEAR:
+            seen = 0
+            for mask in masks:
+                if seen & mask:
+                    return False
+                seen |= mask
+        elif name not in LINEAR and name not in PIECEWISE and any(masks):
+            return False
+        combined = 0
+        for mask in masks:
+            combined |= mask
+        reach[node] = combined
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Linearized(Objective):
+    """The per-sample losses <f_i, r_i>, r_i = dl_i / df_i at the model's own output held
+    fixed: the same first derivative as the loss, and R (the module's text) as Hessian."""
+
+    def scored(self, output: Any, batch: Batch) -> torch.Tensor:
+        z = output.detach().requires_grad_()
+        with torch.enable_grad():
+            (r,) = torch.autograd.grad(super().scored(z, batch).sum(), z)
+        return (output * r).reshape(len(r), -1).sum(1)
+
+
+def linearized(made: Objective) -> Linearized:
+    return Linearized(**{f.name: getattr(made, f.name) for f in dataclasses.fields(made)})
+
+
+def ggn_trace(operator: ModelOperator) -> float:
+    """tr G exactly (the module's text) for the model, data, loss and parameters of any model
+    operator (a HessianOperator's or GGNOperator's)."""
+    if not isinstance(operator, ModelOperator):
+        raise BadInput("the GGN's trace needs an operator of a model (HessianOperator, "
+                       "GGNOperator or FisherOperator)")
+    made = operator.objective
+    params = {k: p.detach() for k, p in made.params.items()}
+    count = sum(p.numel() for p in params.values())
+    first = next(iter(made.batches(1)))
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        output = made.output(params, first)
+    if not isinstance(output, torch.Tensor):
+        raise BadInput(f"the GGN needs a model that returns a tensor, not a "
+                       f"{type(output).__name__}")
+    outputs = output[0].numel()
+    rows = GRAPH_NUMBERS // JACOBIAN_SHARE // (outputs * count)
+    if rows < 1:
+        raise BadInput(f"one sample's Jacobian ({outputs} outputs x {count:,} parameters) does "
+                       "not fit the memory budget: use Hutchinson's trace instead")
+    total, n = 0.0, 0
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
+        for batch in made.batches(rows):
+            total += _chunk_trace(made, params, batch)
+            n += rows_in(batch)
+    return total / n
+
+
+def _chunk_trace(made: Objective, params: dict[str, torch.Tensor], batch: Batch) -> float:
+    """sum_i <H_i, J_i J_i'> over a chunk's rows."""
+    units = None
+
+    def one(chosen: dict[str, torch.Tensor], sample: Any) -> dict[str, torch.Tensor]:
+        # jacrev by hand: vjp and vmap, as torch.func.jacrev does (which imports torch._dynamo
+        # on first use, 1.3 s a process)
+        output, pull = torch.func.vjp(
+            lambda p: made.output(p, tree_map(lambda t: t.unsqueeze(0), sample)).reshape(-1),
+            chosen)
+        return torch.func.vmap(pull)(units)[0]
+
+    with torch.no_grad():
+        output = made.output(params, batch)
+    m, d = rows_in(batch), output[0].numel()
+    units = torch.eye(d, dtype=output.dtype, device=output.device)
+    try:
+        jacobian = torch.func.vmap(one, in_dims=(None, 0))(params, batch)   # {name: [m, d, ...]}
+    except Exception as err:  # noqa: BLE001 - whatever torch.func refuses, said in one line
+        raise BadInput(f"per-sample Jacobians need a model that runs on one sample under "
+                       f"torch.func.vmap: {str(err).splitlines()[0]}") from None
+    gram = sum(j.reshape(m, d, -1) @ j.reshape(m, d, -1).transpose(1, 2)
+               for j in jacobian.values())                                      # [m, d, d]
+    z = output.detach().requires_grad_()
+    with torch.enable_grad():
+        (dz,) = torch.autograd.grad(made.scored(z, batch).sum(), z, create_graph=True)
+        if not dz.requires_grad:  # a loss linear in the output: G = 0
+            return 0.0
+        (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
+            d, *z.shape), is_grads_batched=True)                   # column k of every H_i
+    hessians = columns.reshape(d, m, d).transpose(0, 1)                         # [m, d, d]
+    return float((hessians * gram).sum())
+
+
+def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float | None = None,
+                seed: int = 0) -> Estimate:
+    """tr H as tr G (exact) plus tr R (the module's text): exact, standard error 0, when the
+    model is piecewise linear in each chosen parameter; else Hutchinson on R over `probes`
+    Rademacher vectors, or fewer once its standard error is at most `stderr`."""
+    if not isinstance(operator, HessianOperator):
+        raise BadInput("the split trace is the Hessian's: it needs a HessianOperator")
+    made = operator.objective
+    exact = ggn_trace(operator)
+    if _piecewise(made):
+        return Estimate(exact, 0.0)
+    rest = hutchinson_trace(HessianOperator.on(linearized(made), rows=operator.rows),
+                            probes=probes, stderr=stderr, seed=seed)
+    return Estimate(exact + rest.value, rest.stderr)
+
+
+def _piecewise(made: Objective) -> bool:
+    """piecewise_linear on the graph of the objective's first row."""
+    leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+        output = made.output(leaves, next(iter(made.batches(1))))
+    return isinstance(output, torch.Tensor) and piecewise_linear(output, list(leaves.values()))
