@@ -11,7 +11,9 @@ value, and the peak resident memory above the process's state after set-up (the 
 built, before the tool is). Ratios are the time of the fastest peer as accurate (eigenvalues
 within 1% of ARPACK's, curvlinops' eigsh; a trace or density from all its products) over ours
 (> 1: ours is faster); the floor is the time of one product through a kept graph (ours,
-measured after 3 warm-up products) times the products ours used.
+measured after 3 warm-up products) times the products ours used. A trace is as accurate as
+Hutchinson's over 100 probes when it used them all or its standard error is at most that of
+ours over 100 probes.
 
   top      the top eigenvalue, stopped when the estimate changes by less than 1e-3 (relative),
            at most 100 products (PyHessian's defaults): PyHessian's and hessian-eigenthings'
@@ -20,10 +22,14 @@ measured after 3 warm-up products) times the products ours used.
   top5     the 5 largest: ours Lanczos (eigenpairs, residual tolerance 1e-3), PyHessian's
            eigenvalues(top_n=5) (deflated power iteration), curvlinops eigsh(k=5, which="LA",
            tol=1e-3), hessian-eigenthings lanczos(k=5, which="LA", tol=1e-3)
-  trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=0))
+  trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=0)), with its
+           standard error where the tool gives the probes' values (ours, PyHessian)
   ours_plus  our other estimator, where there is one: Lanczos with full reorthogonalization
-           and a residual rule for the top eigenvalue (eigenpairs(k=1)), Hutch++ for the trace;
-           the ratios take the faster of ours and ours_plus
+           and a residual rule for the top eigenvalue (eigenpairs(k=1)); for the trace
+           split_trace, the GGN's trace exactly plus Hutchinson's on the rest, probes drawn
+           until its standard error is at most ours' over 100 probes in the same run (exact,
+           no product, for the MLP and the CNN: piecewise linear in their parameters); the
+           ratios take the faster of ours and ours_plus as accurate
   density  stochastic Lanczos quadrature, one run of 90 steps (curvlinops: Papyan's
            lanczos_approximate_spectrum, ncv=90)
 
@@ -127,7 +133,7 @@ def ours(model, x, y, op: str) -> tuple[Any, int]:
     elif op == "top5":
         value = landscape.eigenpairs(H, k=5, tolerance=1e-3)[0].tolist()
     elif op == "trace":
-        value = landscape.hutchinson_trace(H, probes=100).value
+        value = landscape.hutchinson_trace(H, probes=100)
     else:
         value = landscape.spectral_density(H, iterations=90).moment(1)
     return value, H.products
@@ -135,12 +141,17 @@ def ours(model, x, y, op: str) -> tuple[Any, int]:
 
 def ours_plus(model, x, y, op: str) -> tuple[Any, int] | None:
     """Our other estimator where it needs fewer products for the same accuracy: Lanczos for the
-    top eigenvalue (residual tolerance 1e-3), Hutch++ for the trace (99 products)."""
+    top eigenvalue (residual tolerance 1e-3); for the trace the split trace (the GGN's exactly,
+    Hutchinson's on the rest until its standard error is at most ours' with 100 probes, which
+    the parent passes in TRACE_STDERR), its products those of the rest."""
     H = landscape.HessianOperator(model, (x, y))
     if op == "top":
         value = float(landscape.eigenpairs(H, k=1, tolerance=1e-3)[0][0])
     elif op == "trace":
-        value = landscape.hutchpp_trace(H, products=99).value
+        products = counted(landscape.Operator, "matmat", lambda args: len(args[1]))
+        target = os.environ.get("TRACE_STDERR")
+        found = landscape.split_trace(H, probes=100, stderr=float(target) if target else None)
+        return found, products[0]
     else:
         return None
     return value, H.products
@@ -156,7 +167,8 @@ def pyhessian(model, x, y, op: str) -> tuple[Any, int]:
         values = H.eigenvalues(maxIter=100, tol=1e-3, top_n=1 if op == "top" else 5)[0]
         value = values[0] if op == "top" else values
     elif op == "trace":
-        value = float(sum(H.trace(maxIter=100, tol=0.0)) / 100)
+        samples = np.asarray(H.trace(maxIter=100, tol=0.0), dtype=float)
+        value = (float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(len(samples))))
     else:
         nodes, weights = H.density(iter=90, n_v=1)
         value = float(sum(n * w for n, w in zip(nodes[0], weights[0])))
@@ -216,7 +228,11 @@ def floor_product(model, x, y) -> float:
 def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """A double backward on two rows (on a GPU on all of them: its kernels for these shapes
     load lazily), so that no tool pays torch's first-call set-up (about 0.5 s: more than a small
-    model's whole measurement)."""
+    model's whole measurement). torch._dynamo is imported here too: torch imports it lazily at
+    the first optimizer or torch.func backward of a process (1.3 s on this 2-core CPU), which a
+    training loop or a notebook has long paid, for any tool."""
+    import torch._dynamo  # noqa: F401
+
     params = list(model.parameters())
     rows = len(x) if x.is_cuda else 2
     grads = torch.autograd.grad(F.cross_entropy(model(x[:rows]), y[:rows]), params,
@@ -258,18 +274,28 @@ def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
                 found_all.append({"skip": True})
                 continue
             value, products = found
+            stderr = None
+            if op == "trace" and isinstance(value, (tuple, list)):  # (value, standard error)
+                value, stderr = float(value[0]), float(value[1])
             peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else max(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, 0) / 1024
             found_all.append({"seconds": seconds, "value": value, "products": products,
-                              "memory_mb": peak})
+                              "memory_mb": peak, "stderr": stderr})
     return found_all
 
 
-def spawn(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
-    """One child process measuring `ops` in turn; a failure is each op's result."""
+def trace_target(measured: dict) -> float | None:
+    """The median standard error of ours' 100-probe Hutchinson trace measured so far."""
+    errors = [r["stderr"] for r in measured.get(("ours", "trace"), []) if r.get("stderr")]
+    return statistics.median(errors) if errors else None
+
+
+def spawn(model_name: str, tool: str, ops: str, device: str, **env: str) -> list[dict]:
+    """One child process measuring `ops` in turn (`env`: more environment variables); a failure
+    is each op's result."""
     out = subprocess.run([sys.executable, __file__, "--device", device, "--one", model_name, tool,
                           ops], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **env})
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["?"]
         error = next((t for t in reversed(lines) if "Error" in t), lines[-1])[:120]
@@ -277,17 +303,20 @@ def spawn(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def agrees(op: str, value: Any, reference: Any, products: int) -> bool:
-    """Whether an answer is as accurate as ours: eigenvalues within 1% of ARPACK's (curvlinops'
-    eigsh), each of the top 5 alike; stochastic answers (trace, density) from at least the
-    products asked for (a trace that stops early is not as accurate)."""
+def agrees(op: str, r: dict, reference: Any, target: float | None) -> bool:
+    """Whether an answer `r` is as accurate as ours: eigenvalues within 1% of ARPACK's
+    (curvlinops' eigsh), each of the top 5 alike; a density from all 90 products; a trace from
+    all 100 Hutchinson probes (one that stops early is not as accurate), or with a standard
+    error at most `target`, ours over 100 probes in the same run."""
     if op == "trace":
-        return products >= 99
+        stderr = r.get("stderr")
+        return r["products"] >= 99 or (stderr is not None and target is not None
+                                       and stderr <= target)
     if op == "density":
-        return products >= 90
+        return r["products"] >= 90
     if reference is None:
         return True
-    values, expected = np.atleast_1d(value), np.atleast_1d(reference)
+    values, expected = np.atleast_1d(r["value"]), np.atleast_1d(reference)
     return bool(np.all(np.abs(values - expected) <= 1e-2 * np.abs(expected)))
 
 
@@ -318,8 +347,11 @@ def main() -> None:
         for _ in range(args.repeat):
             for tool in tools:
                 for batch in batches:
+                    env = {}
+                    if tool == "ours_plus" and "trace" in batch and trace_target(measured):
+                        env["TRACE_STDERR"] = str(trace_target(measured))  # for the split
                     for op, r in zip(batch, spawn(model_name, tool, ",".join(batch),
-                                                  args.device)):
+                                                  args.device, **env)):
                         measured[tool, op].append(r)
         for op in ops:
             runs = {tool: measured[tool, op] for tool in tools}
@@ -329,6 +361,7 @@ def main() -> None:
                 results[tool] = ({**good[-1], "seconds": statistics.median(
                     r["seconds"] for r in good)} if good else found[-1])
             reference = results.get("curvlinops", {}).get("value")
+            target = trace_target(measured) if op == "trace" else None
             for tool, r in results.items():
                 if "skip" in r:
                     continue
@@ -338,20 +371,24 @@ def main() -> None:
                 value = r["value"]
                 shown = (f"{value:.5g}" if isinstance(value, float) else
                          "[" + ", ".join(f"{v:.4g}" for v in value) + "]")
-                off = "" if agrees(op, value, reference, r["products"]) else (
-                    "  (fewer products than asked)" if op in ("trace", "density")
-                    else "  (off ARPACK's by over 1%)")
+                if r.get("stderr") is not None:
+                    shown += f" +- {r['stderr']:.3g}"
+                off = "" if agrees(op, r, reference, target) else (
+                    "  (less accurate: fewer products or a larger error)" if op in (
+                        "trace", "density") else "  (off ARPACK's by over 1%)")
                 print(f"  {op:<8} {tool:<12} {r['seconds']:8.3f} s  {r['products']:4d} products"
                       f"  {r['memory_mb']:7.1f} MB  {shown}{off}")
             peers = [r["seconds"] for t, r in results.items()
                      if not t.startswith("ours") and "seconds" in r
-                     and agrees(op, r["value"], reference, r["products"])]
-            mine = min((r for t, r in results.items() if t.startswith("ours") and "seconds" in r),
+                     and agrees(op, r, reference, target)]
+            mine = min((r for t, r in results.items() if t.startswith("ours") and "seconds" in r
+                        and agrees(op, r, reference, target)),
                        key=lambda r: r["seconds"], default={})
             if peers and "seconds" in mine:
+                to_floor = (f"{mine['seconds'] / (floor * mine['products']):.2f}"
+                            if mine["products"] else "- (no product)")
                 print(f"  {op:<8} fastest peer as accurate / ours "
-                      f"{min(peers) / mine['seconds']:.2f}; ours / floor "
-                      f"{mine['seconds'] / (floor * mine['products']):.2f}")
+                      f"{min(peers) / mine['seconds']:.2f}; ours / floor {to_floor}")
 
 
 if __name__ == "__main__":

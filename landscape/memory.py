@@ -33,6 +33,8 @@ CPU_ONE_NUMBERS = 1 << 18   # a CPU's for one model, whose chunks cost no vmap s
 STACKED_NUMBERS = 1 << 27   # parameters held stacked at once by an analysis (512 MB in float32)
 KEEP_NUMBERS = 1 << 27      # an iterable's batches kept on the device (512 MB of float32)
 GRAPH_NUMBERS = 1 << 27     # gradient graphs kept across Hessian-vector products (512 MB)
+JACOBIAN_NUMBERS = 1 << 21  # a chunk's per-sample Jacobians for the GGN's trace (8 MB): the CNN of
+                            # benchmarks/curvature.py 0.88 s at 7 rows, 0.78 s at 31 (120 MB)
 DRAW_NUMBERS = 1 << 22      # Theorem 1's Monte-Carlo chunks: [draws, b] float64 entries (32 MB)
 
 # Training: members stacked per chunk. Largest MLP width that still trains faster stacked than one

@@ -29,7 +29,7 @@ from landscape.errors import BadInput
 from landscape.measures.objective import Batch, Objective, evaluating, rows_in
 from landscape.measures.operators import HessianOperator, ModelOperator
 from landscape.measures.trace import Estimate, hutchinson_trace
-from landscape.memory import GRAPH_NUMBERS
+from landscape.memory import GRAPH_NUMBERS, JACOBIAN_NUMBERS
 
 # autograd nodes by how they map their inputs: jointly linear ones; ones linear in each input
 # with the others fixed (a product, a layer's weight times its input); piecewise linear ones.
@@ -53,8 +53,6 @@ PIECEWISE = frozenset("""ReluBackward0 LeakyReluBackward0 HardtanhBackward0 Thre
     ClampBackward1 ClampMinBackward0 ClampMaxBackward0 AbsBackward0 MaxPool2DWithIndicesBackward0
     MaxPool3DWithIndicesBackward0 AdaptiveMaxPool2DBackward0 MaxBackward0 MaxBackward1
     MinBackward0 MinBackward1 AmaxBackward0 AminBackward0""".split())
-JACOBIAN_SHARE = 4  # a chunk's per-sample Jacobians [m, d, N] take at most this share of the
-                    # graph budget (vmap's transients and J J' hold the rest)
 
 
 def piecewise_linear(output: torch.Tensor, leaves: Sequence[torch.Tensor]) -> bool:
@@ -131,8 +129,8 @@ def ggn_trace(operator: ModelOperator) -> float:
         raise BadInput(f"the GGN needs a model that returns a tensor, not a "
                        f"{type(output).__name__}")
     outputs = output[0].numel()
-    rows = GRAPH_NUMBERS // JACOBIAN_SHARE // (outputs * count)
-    if rows < 1:
+    rows = max(1, JACOBIAN_NUMBERS // (outputs * count))  # chunks of per-sample Jacobians
+    if outputs * count > GRAPH_NUMBERS:
         raise BadInput(f"one sample's Jacobian ({outputs} outputs x {count:,} parameters) does "
                        "not fit the memory budget: use Hutchinson's trace instead")
     total, n = 0.0, 0
@@ -185,12 +183,12 @@ def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float |
     if not isinstance(operator, HessianOperator):
         raise BadInput("the split trace is the Hessian's: it needs a HessianOperator")
     made = operator.objective
-    exact = ggn_trace(operator)
     if _piecewise(made):
-        return Estimate(exact, 0.0)
-    rest = hutchinson_trace(HessianOperator.on(linearized(made), rows=operator.rows),
-                            probes=probes, stderr=stderr, seed=seed)
-    return Estimate(exact + rest.value, rest.stderr)
+        return Estimate(ggn_trace(operator), 0.0)
+    residual = HessianOperator.on(linearized(made), rows=operator.rows)
+    rest = hutchinson_trace(residual, probes=probes, stderr=stderr, seed=seed)
+    del residual  # its kept graphs freed before the Jacobians take their (smaller) memory
+    return Estimate(ggn_trace(operator) + rest.value, rest.stderr)
 
 
 def _piecewise(made: Objective) -> bool:
