@@ -25,6 +25,7 @@ from landscape.measures.operators import HessianOperator
 from landscape.measures.options import Normalization, SharpnessOptions
 from landscape.measures.sources import as_source
 from landscape.measures.spectrum import top_eigenvalue
+from landscape.measures.split import split_trace
 from landscape.measures.trace import hutchinson_trace
 from landscape.results import read_result
 
@@ -84,6 +85,24 @@ def test_hutchinson_trace_converges_to_the_exact_trace(exact):
     assert abs(estimate - float(H.trace())) <= 4 * exact_stderr
     assert stderr == pytest.approx(exact_stderr, rel=0.15)
     assert exact_stderr < 0.05 * abs(float(H.trace()))  # the test has teeth
+
+
+def test_the_split_trace_of_a_relu_run_is_the_exact_trace(exact, pair, tmp_path):
+    """The runs' ReLU MLPs are piecewise linear in their parameters: the split trace (one
+    logistic output) is tr H itself, with no probe; `landscape sharpness --trace split`
+    stores it with a zero standard error and says so in the file's attributes."""
+    model, params, buffers, split, H, _ = exact
+    hessian = HessianOperator.on(Objective(model, params, buffers, as_source(
+        split, device=CPU, dtype=None), "logistic", tuple(params)))
+    assert split_trace(hessian) == (pytest.approx(float(H.trace()), rel=1e-9), 0.0)
+    landscape_cli("sharpness", pair[1].path, "--epochs", "14", "--trace", "split", "--draws",
+                  "1", "--iterations", "5", "--out", tmp_path, "--format", "png", "-q",
+                  check=True)
+    attrs, a = read_result(tmp_path / "sharpness.h5", KIND)
+    assert attrs["trace"] == "split"
+    at = a["epoch"] == 14
+    assert a["trace_stderr"][at].tolist() == [0.0], a["epoch"]
+    assert a["trace"][at][0] == pytest.approx(float(H.trace()), rel=1e-4)  # float32 there
 
 
 def test_average_sharpness_at_small_sigma_is_half_the_curvature_along_the_draws(exact):

@@ -47,13 +47,12 @@ from landscape.config import ModelConfig
 from landscape.errors import BadInput
 from landscape.flooding import Loss
 from landscape.measures.filternorm import parameters_of
-from landscape.measures.hessian import sharpness_estimate
+from landscape.measures.hessian import TRACE_METHODS, sharpness_estimate
 from landscape.measures.objective import Objective
 from landscape.measures.operators import HessianOperator
 from landscape.measures.options import SharpnessOptions
 from landscape.measures.sources import Source
 from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
-from landscape.measures.trace import hutchinson_trace
 from landscape.memory import models_at_once, rows_of
 from landscape.progress import progress_bar
 from landscape.results import SHARPNESS, reuse_result, runs_identity, write_result
@@ -105,7 +104,7 @@ def measure_states(model: nn.Module, states: Sequence[Callable[[], Tensors]], so
             out["lambda_max"][i], out["power_iterations"][i] = top_eigenvalue(
                 hessian, iterations=options.iterations, tolerance=options.tolerance,
                 seed=options.seed)
-            out["trace"][i], out["trace_stderr"][i] = hutchinson_trace(
+            out["trace"][i], out["trace_stderr"][i] = TRACE_METHODS[options.trace](
                 hessian, probes=options.probes, seed=options.seed)
             out["avg_sharpness"][i], out["avg_sharpness_stderr"][i], out["loss"][i] = (
                 sharpness_estimate(model, params, buffers, source, loss, options,

@@ -22,10 +22,14 @@ from landscape.cli import (
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="Whose mean loss: the training set (as trained, noisy labels) or the test set.")
 @click.option("--iterations", type=int, default=100, show_default=True,
-              help="Power iteration: at most N Hessian-vector products (stops earlier when the "
-              "eigenvalue changes by less than 1e-4, relative).")
+              help="Top eigenvalue (Lanczos): at most N Hessian-vector products (stops earlier "
+              "when the eigenvalue changes by less than 1e-4, relative).")
 @click.option("--probes", type=int, default=100, show_default=True,
               help="Hutchinson's trace: N Rademacher vectors.")
+@click.option("--trace", "trace_method", type=click.Choice(["hutchinson", "split"]),
+              default="hutchinson", show_default=True,
+              help="split: the GGN's trace exactly plus Hutchinson's on the rest, exact with no "
+              "probe for ReLU networks (piecewise linear in their parameters).")
 @click.option("--draws", type=int, default=10, show_default=True,
               help="Average-case sharpness: N antithetic pairs of Gaussian directions.")
 @click.option("--sigma", type=float, default=0.1, show_default=True,
@@ -47,13 +51,14 @@ from landscape.cli import (
 @normalization_options
 @model_options
 @analysis_options
-def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigma, seed, top_k,
-              save_eigenvectors, density, density_iterations, density_runs, normalization,
-              out, name, skip_epochs, overwrite, formats, data_dir, device, quiet):
+def sharpness(paths, checkpoints, epochs, split, iterations, probes, trace_method, draws, sigma,
+              seed, top_k, save_eigenvectors, density, density_iterations, density_runs,
+              normalization, out, name, skip_epochs, overwrite, formats, data_dir, device, quiet):
     """Sharpness of the loss at every saved epoch of the runs, with and without flooding: the top
-    Hessian eigenvalue (Lanczos), the Hessian trace (Hutchinson) and the average-case
-    sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian directions d,
-    plotted against test loss as the paper's Fig. 4 (Sec. 5.2). The model is in eval mode.
+    Hessian eigenvalue (Lanczos), the Hessian trace (Hutchinson, or --trace split) and the
+    average-case sharpness E[L(theta + sigma d)] - L(theta) over filter-normalized Gaussian
+    directions d, plotted against test loss as the paper's Fig. 4 (Sec. 5.2). The model is in
+    eval mode.
 
     PATHS are run files or sweep folders. Writes OUT/NAME.h5 and OUT/NAME.{pdf,png,csv}; `landscape
     figures OUT/NAME.h5 --section sharpness` redraws the figure.
@@ -74,8 +79,8 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, draws, sigm
 
     formats = parse_formats(formats)
     chosen = _csv_ints(epochs, "--epochs") or None
-    options = SharpnessOptions(split=split, iterations=iterations, probes=probes, draws=draws,
-                               sigma=sigma, seed=seed, top_k=top_k,
+    options = SharpnessOptions(split=split, iterations=iterations, probes=probes,
+                               trace=trace_method, draws=draws, sigma=sigma, seed=seed, top_k=top_k,
                                eigenvectors=save_eigenvectors, density=density,
                                density_iterations=density_iterations, density_runs=density_runs,
                                normalization=normalization)

@@ -115,6 +115,8 @@ class SharpnessOptions:
     iterations: int = 100        # top eigenvalue (Lanczos): most Hessian-vector products
     tolerance: float = 1e-4      # ... stops when the Rayleigh quotient changes less (relative)
     probes: int = 100            # Hutchinson: Rademacher vectors
+    trace: str = "hutchinson"    # or "split": the GGN's trace exactly plus Hutchinson's on the
+                                 # rest (exact for ReLU networks; measures/split.py)
     draws: int = 10              # average-case sharpness: antithetic pairs of directions
     sigma: float = 0.1           # ... their scale (1 = one filter norm)
     seed: int = 0                # the start vector, the probes and the directions
@@ -131,6 +133,8 @@ class SharpnessOptions:
                 raise BadInput(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
         if self.eigenvectors and not self.top_k:
             raise BadInput("--save-eigenvectors needs --top-k")
+        if self.trace not in ("hutchinson", "split"):
+            raise BadInput(f"unknown trace method {self.trace!r}; use hutchinson or split")
         if self.split not in ("train", "test"):
             raise BadInput(f"unknown split {self.split!r}; use train or test")
         for name in ("iterations", "probes", "draws"):
@@ -148,6 +152,7 @@ class SharpnessOptions:
                 "probes": self.probes, "draws": self.draws, "sigma": self.sigma,
                 "seed": self.seed, **self.normalization.attrs(), "model_mode": "eval",
                 **({"top_k": self.top_k} if self.top_k else {}),
+                **({"trace": self.trace} if self.trace != "hutchinson" else {}),
                 **({"density_iterations": self.density_iterations,
                     "density_runs": self.density_runs} if self.density else {})}
 

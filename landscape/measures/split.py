@@ -135,8 +135,10 @@ def ggn_trace(operator: ModelOperator) -> float:
                        "not fit the memory budget: use Hutchinson's trace instead")
     total, n = 0.0, 0
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
-        for batch in made.batches(rows):
-            total += _chunk_trace(made, params, batch)
+        for batch in made.batches(rows):  # a DataLoader's batches are its own: cut them too
+            for start in range(0, rows_in(batch), rows):
+                total += _chunk_trace(made, params, tree_map(
+                    lambda t: t[start:start + rows] if isinstance(t, torch.Tensor) else t, batch))
             n += rows_in(batch)
     return total / n
 
