@@ -17,9 +17,11 @@ from landscape.errors import BadInput
 from landscape.measures.objective import AffineBatchNorm
 from landscape.measures.operators import HessianOperator
 from landscape.measures.split import (
+    ggn_diagonal,
     ggn_trace,
     linearized,
     piecewise_linear,
+    split_diagonal,
     split_trace,
 )
 from landscape.measures.trace import hutchinson_trace
@@ -81,6 +83,8 @@ def test_the_ggn_trace_is_the_dense_ggns_and_the_residual_is_h_minus_g(kind, mon
     H, G = _dense(net, x, y, loss)
     operator = HessianOperator(net, (x, y), loss=named)
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
+    found = torch.cat([t.reshape(-1) for t in ggn_diagonal(operator).values()])
+    torch.testing.assert_close(found, G.diagonal(), rtol=1e-9, atol=1e-12)
     # chunks of per-sample Jacobians of any size (here 2 rows) give the same trace
     monkeypatch.setattr("landscape.measures.split.JACOBIAN_NUMBERS", 2 * 3 * len(H))
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
@@ -106,6 +110,26 @@ def test_piecewise_linear_models_get_the_exact_hessian_trace():
     assert root.value == pytest.approx(float(H.trace()), rel=1e-10)
 
 
+def test_the_split_diagonal_and_layer_traces_are_exact_for_piecewise_linear_models():
+    torch.manual_seed(4)
+    net, x = _relu_cnn(), torch.randn(9, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (9,))
+    H, _ = _dense(net, x, y, _ce)
+    found = split_diagonal(HessianOperator(net, (x, y)))
+    torch.testing.assert_close(torch.cat([t.reshape(-1) for t in found.value.values()]),
+                               H.diagonal(), rtol=1e-9, atol=1e-12)
+    assert all(float(t.abs().max()) == 0 for t in found.stderr.values())
+    layers = landscape.layer_curvature(HessianOperator(net, (x, y)), trace=split_trace)
+    start = 0
+    for name, module in net.named_children():
+        size = sum(p.numel() for p in module.parameters())
+        if size:
+            block = H[start:start + size, start:start + size]
+            assert layers[name].trace == (pytest.approx(float(block.trace()), rel=1e-9), 0.0)
+            start += size
+    assert start == len(H)
+
+
 def test_curved_models_estimate_the_rest_with_a_smaller_error():
     torch.manual_seed(5)
     net, x = _tanh_mlp(), torch.randn(40, 4, dtype=torch.float64)
@@ -120,6 +144,13 @@ def test_curved_models_estimate_the_rest_with_a_smaller_error():
     R = H - G
     expected = math.sqrt(2 * float((R ** 2).sum() - (R.diagonal() ** 2).sum()) / 400)
     assert found.stderr == pytest.approx(expected, rel=0.25)
+    # the diagonal: G's exact plus Bekas et al.'s estimate of R's, each entry within its error
+    entries = split_diagonal(operator, probes=400, seed=2)
+    value = torch.cat([t.reshape(-1) for t in entries.value.values()])
+    stderr = torch.cat([t.reshape(-1) for t in entries.stderr.values()])
+    assert bool(((value - H.diagonal()).abs() <= 4.5 * stderr + 1e-12).all())
+    plain = landscape.diagonal(operator, probes=400, seed=2)
+    assert float(stderr.sum()) < float(sum(t.sum() for t in plain.stderr.values()))
 
 
 def test_hutchinson_stops_at_the_standard_error_asked_for():

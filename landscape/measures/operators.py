@@ -292,11 +292,15 @@ class LayerCurvature(NamedTuple):
 
 
 def layer_curvature(operator: ModelOperator, *, iterations: int = 100, tolerance: float = 1e-4,
-                    probes: int = 100, seed: int = 0) -> dict[str, LayerCurvature]:
+                    probes: int = 100, seed: int = 0,
+                    trace: Callable[..., Estimate] = hutchinson_trace
+                    ) -> dict[str, LayerCurvature]:
     """{layer: LayerCurvature} over the operator's per-layer diagonal blocks (`blocks()`), as
     PyHessian's users ask of it: which layers are sharp. The blocks' traces sum to the whole
     operator's trace, and each block's largest eigenvalue is at most the whole's (Cauchy's
-    interlacing)."""
+    interlacing). `trace`: each block's trace, a function (operator, probes=, seed=) ->
+    Estimate: hutchinson_trace, or split.split_trace (exact for a block whose parameters the
+    model is piecewise linear in)."""
     if not isinstance(operator, ModelOperator):
         raise BadInput("per-layer blocks need an operator of a model (HessianOperator, "
                        "GGNOperator or FisherOperator)")
@@ -305,5 +309,5 @@ def layer_curvature(operator: ModelOperator, *, iterations: int = 100, tolerance
         block = blocks.pop(layer)
         found[layer] = LayerCurvature(
             top_eigenvalue(block, iterations=iterations, tolerance=tolerance, seed=seed)[0],
-            hutchinson_trace(block, probes=probes, seed=seed))
+            trace(block, probes=probes, seed=seed))
     return found

@@ -14,21 +14,24 @@ the curvature of the model's own outputs f_i weighted by the loss gradient r_i =
   losses <f_i, r_i> with r_i held fixed: `Linearized`). Its variance is R's off-diagonal mass
   instead of H's: fewer probes for the same standard error where G carries most of H
   (benchmarks/RESULTS.md).
+- The diagonal alike (`split_diagonal`): G's exactly, each column's (1/n) sum_i J_i[:, p]' H_i
+  J_i[:, p], plus R's, zero or estimated (Bekas et al.).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
+from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective, evaluating, rows_in
 from landscape.measures.operators import HessianOperator, ModelOperator
-from landscape.measures.trace import Estimate, hutchinson_trace
+from landscape.measures.trace import Diagonal, Estimate, diagonal, hutchinson_trace
 from landscape.memory import GRAPH_NUMBERS, JACOBIAN_NUMBERS
 
 # autograd nodes by how they map their inputs: jointly linear ones; ones linear in each input
@@ -113,41 +116,64 @@ def linearized(made: Objective) -> Linearized:
     return Linearized(**{f.name: getattr(made, f.name) for f in dataclasses.fields(made)})
 
 
+def ggn_diagonal(operator: ModelOperator) -> Tensors:
+    """The diagonal of G exactly, {name: tensor shaped as the parameter}: (1/n) sum_i of each
+    column's J_i[:, p]' H_i J_i[:, p] (the module's text), for the model, data, loss and
+    parameters of any model operator (a HessianOperator's or GGNOperator's)."""
+    total, n = {k: torch.zeros_like(p) for k, p in operator.params.items()}, 0
+    for hessians, jacobian in _per_sample(operator):
+        for name, j in jacobian.items():
+            flat = j.reshape(*hessians.shape[:2], -1)                           # [m, d, P]
+            total[name] += (flat * (hessians @ flat)).sum((0, 1)).view_as(total[name])
+        n += len(hessians)
+    return {k: t.div_(n) for k, t in total.items()}
+
+
 def ggn_trace(operator: ModelOperator) -> float:
-    """tr G exactly (the module's text) for the model, data, loss and parameters of any model
-    operator (a HessianOperator's or GGNOperator's)."""
+    """tr G exactly: (1/n) sum_i <H_i, J_i J_i'> (the sum of ggn_diagonal, without the [m, d, N]
+    product a diagonal needs: 2-10x less arithmetic after the Jacobians)."""
+    total, n = 0.0, 0
+    for hessians, jacobian in _per_sample(operator):
+        m, d = hessians.shape[:2]
+        gram = sum(j.reshape(m, d, -1) @ j.reshape(m, d, -1).transpose(1, 2)
+                   for j in jacobian.values())                                  # [m, d, d]
+        total += float((hessians * gram).sum())
+        n += m
+    return total / n
+
+
+def _per_sample(operator: ModelOperator) -> Iterator[tuple[torch.Tensor, Tensors]]:
+    """(per-sample loss Hessians by the output [m, d, d], per-sample Jacobians {name: [m, d,
+    *shape]}) for chunks of rows whose Jacobians hold about JACOBIAN_NUMBERS numbers."""
     if not isinstance(operator, ModelOperator):
-        raise BadInput("the GGN's trace needs an operator of a model (HessianOperator, "
-                       "GGNOperator or FisherOperator)")
+        raise BadInput("the GGN's diagonal and trace need an operator of a model "
+                       "(HessianOperator, GGNOperator or FisherOperator)")
     made = operator.objective
     params = {k: p.detach() for k, p in made.params.items()}
     count = sum(p.numel() for p in params.values())
-    first = next(iter(made.batches(1)))
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-        output = made.output(params, first)
+        output = made.output(params, next(iter(made.batches(1))))
     if not isinstance(output, torch.Tensor):
         raise BadInput(f"the GGN needs a model that returns a tensor, not a "
                        f"{type(output).__name__}")
     outputs = output[0].numel()
-    rows = max(1, JACOBIAN_NUMBERS // (outputs * count))  # chunks of per-sample Jacobians
+    rows = max(1, JACOBIAN_NUMBERS // (outputs * count))
     if outputs * count > GRAPH_NUMBERS:
         raise BadInput(f"one sample's Jacobian ({outputs} outputs x {count:,} parameters) does "
                        "not fit the memory budget: use Hutchinson's trace instead")
-    total, n = 0.0, 0
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
         for batch in made.batches(rows):  # a DataLoader's batches are its own: cut them too
             for start in range(0, rows_in(batch), rows):
-                total += _chunk_trace(made, params, tree_map(
-                    lambda t: t[start:start + rows] if isinstance(t, torch.Tensor) else t, batch))
-            n += rows_in(batch)
-    return total / n
+                yield _chunk(made, params, tree_map(
+                    lambda t: t[start:start + rows] if isinstance(t, torch.Tensor) else t,
+                    batch))
 
 
-def _chunk_trace(made: Objective, params: dict[str, torch.Tensor], batch: Batch) -> float:
-    """sum_i <H_i, J_i J_i'> over a chunk's rows."""
+def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor, Tensors]:
+    """_per_sample's pair for one chunk of rows."""
     units = None
 
-    def one(chosen: dict[str, torch.Tensor], sample: Any) -> dict[str, torch.Tensor]:
+    def one(chosen: Tensors, sample: Any) -> Tensors:
         # jacrev by hand: vjp and vmap, as torch.func.jacrev does (which imports torch._dynamo
         # on first use, 1.3 s a process)
         output, pull = torch.func.vjp(
@@ -159,22 +185,20 @@ def _chunk_trace(made: Objective, params: dict[str, torch.Tensor], batch: Batch)
         output = made.output(params, batch)
     m, d = rows_in(batch), output[0].numel()
     units = torch.eye(d, dtype=output.dtype, device=output.device)
+    z = output.detach().requires_grad_()
+    with torch.enable_grad():
+        (dz,) = torch.autograd.grad(made.scored(z, batch).sum(), z, create_graph=True)
+        if not dz.requires_grad:  # a loss linear in the output: G = 0
+            return output.new_zeros(m, d, d), {k: p.new_zeros(m, d, *p.shape)
+                                               for k, p in params.items()}
+        (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
+            d, *z.shape), is_grads_batched=True)                   # column k of every H_i
     try:
         jacobian = torch.func.vmap(one, in_dims=(None, 0))(params, batch)   # {name: [m, d, ...]}
     except Exception as err:  # noqa: BLE001 - whatever torch.func refuses, said in one line
         raise BadInput(f"per-sample Jacobians need a model that runs on one sample under "
                        f"torch.func.vmap: {str(err).splitlines()[0]}") from None
-    gram = sum(j.reshape(m, d, -1) @ j.reshape(m, d, -1).transpose(1, 2)
-               for j in jacobian.values())                                      # [m, d, d]
-    z = output.detach().requires_grad_()
-    with torch.enable_grad():
-        (dz,) = torch.autograd.grad(made.scored(z, batch).sum(), z, create_graph=True)
-        if not dz.requires_grad:  # a loss linear in the output: G = 0
-            return 0.0
-        (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
-            d, *z.shape), is_grads_batched=True)                   # column k of every H_i
-    hessians = columns.reshape(d, m, d).transpose(0, 1)                         # [m, d, d]
-    return float((hessians * gram).sum())
+    return columns.reshape(d, m, d).transpose(0, 1), jacobian
 
 
 def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float | None = None,
@@ -191,6 +215,22 @@ def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float |
     rest = hutchinson_trace(residual, probes=probes, stderr=stderr, seed=seed)
     del residual  # its kept graphs freed before the Jacobians take their (smaller) memory
     return Estimate(ggn_trace(operator) + rest.value, rest.stderr)
+
+
+def split_diagonal(operator: HessianOperator, *, probes: int = 100, seed: int = 0) -> Diagonal:
+    """H's diagonal as G's (exact) plus R's: exact, standard errors 0, when the model is piecewise
+    linear in each chosen parameter (then R's diagonal is zero); else Bekas et al.'s estimate
+    of R's over `probes` Rademacher vectors (trace.diagonal), with its standard errors."""
+    if not isinstance(operator, HessianOperator):
+        raise BadInput("the split diagonal is the Hessian's: it needs a HessianOperator")
+    if _piecewise(operator.objective):
+        exact = ggn_diagonal(operator)
+        return Diagonal(exact, {k: torch.zeros_like(t) for k, t in exact.items()})
+    residual = HessianOperator.on(linearized(operator.objective), rows=operator.rows)
+    rest = diagonal(residual, probes=probes, seed=seed)
+    del residual
+    exact = ggn_diagonal(operator)
+    return Diagonal({k: exact[k] + rest.value[k] for k in exact}, rest.stderr)
 
 
 def _piecewise(made: Objective) -> bool:
