@@ -1,11 +1,13 @@
-"""The Hessian's trace split along the generalized Gauss-Newton matrix: tr H = tr G + tr R.
+"""The Hessian's trace and diagonal split along the generalized Gauss-Newton matrix:
+tr H = tr G + tr R.
 
 H = G + R, with G = (1/n) sum_i J_i' H_i J_i (fisher.py) and R = (1/n) sum_i sum_k r_ik d2 f_ik,
 the curvature of the model's own outputs f_i weighted by the loss gradient r_i = dl_i / df_i.
 
-- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func's
-  vmap over the rows of jacrev, d a sample's outputs) and per-sample loss Hessians H_i [d, d]
-  by the output. No Hessian-vector product: about d backward passes of per-sample gradients.
+- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func:
+  vmap over the rows of a vjp pulled back along each of a sample's d outputs) and per-sample
+  loss Hessians H_i [d, d] by the output. No Hessian-vector product: about d backward passes
+  of per-sample gradients.
 - tr R is zero when the model is piecewise linear in each chosen parameter on its own
   (`piecewise_linear`: linear and convolutional layers, ReLU, max pooling, BatchNorm in eval
   mode, residual sums, ...): every d2 f / d theta_j^2 then vanishes, and with it R's diagonal.
