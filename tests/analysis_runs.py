@@ -8,7 +8,8 @@ from conftest import tiny_config
 
 from landscape.config import ModelConfig
 from landscape.config.execution import Execution
-from landscape.runs.store import Run, open_runs
+from landscape.runs.folders import open_runs
+from landscape.runs.store import Run
 from landscape.training.grid import expand
 from landscape.training.planner import train
 

@@ -131,7 +131,7 @@ def test_analyses_draw_an_adaptive_run_from_b_0_as_flooded(tmp_path):
     from landscape.figures.gradnorm import plot_gradnorm
     from landscape.measures.options import SliceOptions
     from landscape.results import read_result
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     plain = tiny_config(noise=0.0, epochs=4, save="all")
     paths = train([dataclasses.replace(_adaptive(), optim=plain.optim, save="all"), plain],

@@ -24,7 +24,8 @@ from landscape.analysis.gradnorm import gradnorm
 from landscape.cli import cli
 from landscape.measures.options import GeneralizationOptions, SliceOptions
 from landscape.results import read_result
-from landscape.runs.store import Run, find_runs, open_runs
+from landscape.runs.folders import find_runs, open_runs
+from landscape.runs.store import Run
 
 CPU = torch.device("cpu")
 SWEEP = "two_gaussians-noise0.1-mlp-flood"  # the folder name `train` derives for these runs

@@ -17,7 +17,8 @@ from landscape.analysis.mse import theorem1_check
 from landscape.errors import BadInput
 from landscape.figures.curves import plot_curves
 from landscape.measures.options import MseOptions, SliceOptions
-from landscape.runs.store import Run, open_runs
+from landscape.runs.folders import open_runs
+from landscape.runs.store import Run
 from landscape.training.planner import train
 
 CPU = torch.device("cpu")

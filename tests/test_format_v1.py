@@ -9,7 +9,8 @@ import torch
 from conftest import TESTS, assert_same_metrics, landscape_cli
 
 from landscape.config.execution import Execution
-from landscape.runs.store import FORMAT_VERSION, Run, find_runs
+from landscape.runs.folders import find_runs
+from landscape.runs.store import FORMAT_VERSION, Run
 from landscape.training.planner import train
 
 V1 = TESTS / "data" / "v1"

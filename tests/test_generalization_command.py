@@ -8,11 +8,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import landscape_cli, one_line_error, tiny_config
 
 import landscape
 import landscape.analysis.ranking
@@ -22,8 +22,7 @@ from landscape.analysis.ranking import rank_measures
 from landscape.config.execution import Execution
 from landscape.measures.options import GeneralizationOptions
 from landscape.results import read_result
-from landscape.runs.store import open_runs
-from conftest import landscape_cli, one_line_error, tiny_config
+from landscape.runs.folders import open_runs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

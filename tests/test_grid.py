@@ -4,8 +4,8 @@ runs' file names, the sweep index, and `landscape train --lr ... --width ...`.""
 import json
 
 import pytest
-
 from conftest import landscape_cli, tiny_config
+
 from landscape import Run, expand
 from landscape.errors import BadInput
 from landscape.training.grid import run_names, varied_axes

@@ -297,7 +297,7 @@ def test_analyses_find_moved_image_files_with_data_dir(tmp_path):
     """Runs record where training read an image set; after the files move, an analysis says so
     and reads them from --data-dir."""
     from landscape.analysis.gradnorm import gradnorm
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     write_mnist_like(tmp_path / "old" / "mnist", 50, 20)
     config = RunConfig(DataConfig("mnist"), ModelConfig("mlp", depth=1, width=8),

@@ -9,7 +9,7 @@ from landscape.analysis.memorization import memorization
 from landscape.analysis.selection import early_stopping_epoch, select_runs
 from landscape.errors import BadInput
 from landscape.figures.memorization import STOPPING, mean_std, plot_memorization, read_memorization
-from landscape.runs.store import open_runs
+from landscape.runs.folders import open_runs
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from landscape import files
 from landscape.config.execution import Execution
 from landscape.errors import BadInput, WorkFailed
 from landscape.runs import maker as runmaker
-from landscape.runs.store import Run, write_sweep_index
+from landscape.runs.folders import write_sweep_index
+from landscape.runs.store import Run
 from landscape.runs.writer import RunWriter
 from landscape.training import recording
 from landscape.training.planner import train

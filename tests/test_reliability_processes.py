@@ -14,8 +14,9 @@ from conftest import TINY_TRAIN_ARGS, installed_command, tiny_config
 
 from landscape.config.execution import Execution
 from landscape.errors import BadInput
+from landscape.runs.folders import find_runs
 from landscape.runs.inspect import describe_paths
-from landscape.runs.store import Run, find_runs
+from landscape.runs.store import Run
 from landscape.training.grid import expand
 from landscape.training.planner import train
 

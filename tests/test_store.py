@@ -11,8 +11,9 @@ from conftest import landscape_cli, tiny_config
 
 from landscape.config.execution import Execution
 from landscape.errors import BadInput
+from landscape.runs.folders import find_runs, write_sweep_index
 from landscape.runs.maker import create_run
-from landscape.runs.store import Run, Snapshot, find_runs, layout_of, write_sweep_index
+from landscape.runs.store import Run, Snapshot, layout_of
 from landscape.runs.writer import RunWriter
 
 
@@ -145,6 +146,12 @@ def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
         f.attrs["format"] = "landscape-gradnorm"  # an analysis result beside the runs: not a run
     (tmp_path / "runs" / "broken.h5").write_text("not HDF5")  # an unreadable file still counts
     assert find_runs([tmp_path / "runs"]) == [tmp_path / "runs" / "broken.h5", real_run]
+    # where earlier releases had them
+    from landscape.runs import folders, store
+    from landscape.runs.store import open_runs  # noqa: F401
+    assert store.find_runs is find_runs and store.SWEEP_INDEX == folders.SWEEP_INDEX
+    with pytest.raises(AttributeError):
+        store.no_such_name  # noqa: B018
 
 
 def test_a_runs_model_holds_its_weights_and_gives_its_recorded_losses(real_run):

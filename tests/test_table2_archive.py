@@ -29,7 +29,8 @@ def test_each_trials_row_is_its_runs_numbers(tmp_path):
     b)."""
     import numpy as np
 
-    from landscape.runs.store import Run, find_runs
+    from landscape.runs.folders import find_runs
+    from landscape.runs.store import Run
 
     sweep = train_sweep(tmp_path, epochs=6)
     archive.save([str(sweep)], tmp_path / "a.npz")

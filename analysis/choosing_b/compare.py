@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from landscape.analysis.selection import outcome, select_runs
-from landscape.runs.store import open_runs
+from landscape.runs.folders import open_runs
 
 METHODS = {"grid": "grid + validation (flood)", "adaptive": "adaptive schedule",
            "adaptive-step0.05": "adaptive schedule, alpha 0.05", "adaflood": "AdaFlood",

@@ -31,7 +31,8 @@ import numpy as np
 
 from landscape.analysis.selection import format_table, markdown_table, select
 from landscape.config import RunConfig
-from landscape.runs.store import Run, find_runs
+from landscape.runs.folders import find_runs
+from landscape.runs.store import Run
 
 KEPT = ("val_acc", "test_acc", "test_acc_clean")
 PAPER = Path(__file__).with_name("paper.csv")

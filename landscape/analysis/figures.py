@@ -40,8 +40,9 @@ from landscape.figures.memorization import plot_memorization
 from landscape.figures.mse import plot_mse
 from landscape.figures.sharpness import plot_sharpness
 from landscape.results import CONNECT, GRADNORM, MEMORIZATION, MSE, SHARPNESS, SLICE
+from landscape.runs.folders import SWEEP_INDEX, file_format, find_runs
 from landscape.runs.store import FORMAT as RUN_FORMAT
-from landscape.runs.store import SWEEP_INDEX, Run, file_format, find_runs
+from landscape.runs.store import Run
 
 PAPER_SECTIONS = ("2", "5.1", "5.2", "5.3", "5.4")  # what "all" draws
 SECTIONS = PAPER_SECTIONS + ("sharpness", "connect", "dynamics")

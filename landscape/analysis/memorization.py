@@ -26,7 +26,8 @@ from landscape.figures.memorization import (
     read_memorization,
 )
 from landscape.results import MEMORIZATION, reuse_result, runs_identity, write_result
-from landscape.runs.store import Run, find_runs
+from landscape.runs.folders import find_runs
+from landscape.runs.store import Run
 
 KIND = MEMORIZATION
 

@@ -24,7 +24,8 @@ import numpy as np
 from landscape.config import RunConfig
 from landscape.config.floodgrid import BASELINE
 from landscape.errors import BadInput
-from landscape.runs.store import Run, find_runs
+from landscape.runs.folders import find_runs
+from landscape.runs.store import Run
 
 
 def early_stopping_epoch(val_acc: Sequence[float] | np.ndarray) -> int:

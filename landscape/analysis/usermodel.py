@@ -148,7 +148,8 @@ def refuse_other_formats(path: Path) -> None:
     import h5py
 
     if h5py.is_hdf5(path):
-        from landscape.runs.store import FORMAT, file_format
+        from landscape.runs.folders import file_format
+        from landscape.runs.store import FORMAT
 
         fmt = file_format(path)
         if fmt == FORMAT:

@@ -81,7 +81,7 @@ def connect(paths, checkpoints, epoch_a, epoch_b, points, bn, curve, curve_epoch
     from landscape.analysis.connect import connect_checkpoints, connect_runs
     from landscape.device import resolve_device
     from landscape.figures.connect import barrier_lines, plot_connect
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     target = Path(out) / f"{name}.h5"
     if checkpoints is not None:

@@ -25,7 +25,7 @@ def export(paths, out, describe):
       python -c "import pandas; print(pandas.read_csv('tables/two_gaussians-noise0.1-mlp-flood0.3-seed0.csv'))"
     """
     from landscape.runs.export import describe_metric, export_csv
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     runs = open_runs(paths)
     if describe:

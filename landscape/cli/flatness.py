@@ -99,7 +99,7 @@ def flatness(paths, checkpoints, points, span, direction, direction_seed, two_d,
     from landscape.device import resolve_device
     from landscape.distributed import current
     from landscape.figures.flatness import plot_flatness
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()

@@ -123,7 +123,7 @@ def generalization(paths, checkpoints, early_stopping, measures, measure_options
                          device=resolve_device(device), progress=not quiet, overwrite=overwrite,
                          report=note)
     else:
-        from landscape.runs.store import open_runs
+        from landscape.runs.folders import open_runs
 
         result = run_generalization(open_runs(paths, data_dir=data_dir), target, options,
                                     device=resolve_device(device), progress=not quiet,

@@ -56,7 +56,7 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
     from landscape.distributed import current
     from landscape.figures.epochs import refuse_empty_figure
     from landscape.figures.gradnorm import plot_gradnorm
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()

@@ -74,7 +74,7 @@ def mse(paths, checkpoints, epoch, samples, sample_size, flood_grid, pool_size, 
     from landscape.analysis.mse import report, theorem1_check
     from landscape.device import resolve_device
     from landscape.figures.mse import plot_mse
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()

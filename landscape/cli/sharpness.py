@@ -89,7 +89,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, trace_metho
     from landscape.device import resolve_device
     from landscape.figures.epochs import refuse_empty_figure
     from landscape.figures.sharpness import plot_sharpness
-    from landscape.runs.store import open_runs
+    from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
         checkpoints = checkpoints()

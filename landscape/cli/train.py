@@ -18,9 +18,9 @@ from landscape.config import (
     OptimConfig,
     RunConfig,
 )
-from landscape.config.tracking import SAMPLES, TRACKABLE, TrackConfig
 from landscape.config.execution import AMP_MODES, Execution
 from landscape.config.floodgrid import parse_flood_levels
+from landscape.config.tracking import SAMPLES, TRACKABLE, TrackConfig
 from landscape.errors import BadInput
 
 _FLOOD_TOKEN = re.compile(r"^-?(\d|\.\d)|^[^-].*:")

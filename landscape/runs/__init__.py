@@ -1,2 +1,3 @@
-"""The run file: its layout and reader (store), writer, maker, inspection and export.
+"""The run file: its layout and reader (store), writer, maker, the folders and sweeps that hold
+run files (folders), inspection and export.
 """

@@ -8,7 +8,8 @@ from typing import Iterable
 
 import numpy as np
 
-from landscape.runs.store import Run, find_runs
+from landscape.runs.folders import find_runs
+from landscape.runs.store import Run
 
 
 def _fmt(value: float, digits: int = 4) -> str:

@@ -28,8 +28,9 @@ from landscape.files import being_written, make_folder
 from landscape.memory import auto_chunk_size, free_memory, member_bytes, memory_limit
 from landscape.models import count_parameters, run_model
 from landscape.progress import progress_bar
+from landscape.runs.folders import write_sweep_index
 from landscape.runs.maker import Maker, drop_resume_state, extend_run
-from landscape.runs.store import Run, layout_of, write_sweep_index
+from landscape.runs.store import Run, layout_of
 from landscape.runs.writer import RunWriter, close_all
 from landscape.training.adaflood import per_sample_arrays
 from landscape.training.extension import extension_problem, only_longer, untested
