@@ -4,9 +4,9 @@ tr H = tr G + tr R.
 H = G + R, with G = (1/n) sum_i J_i' H_i J_i (fisher.py) and R = (1/n) sum_i sum_k r_ik d2 f_ik,
 the curvature of the model's own outputs f_i weighted by the loss gradient r_i = dl_i / df_i.
 
-- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func:
-  vmap over the rows of a vjp pulled back along each of a sample's d outputs) and per-sample
-  loss Hessians H_i [d, d] by the output. No Hessian-vector product: about d backward passes
+- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func's
+  vmap over the rows of jacrev, d a sample's outputs) and per-sample loss Hessians H_i [d, d]
+  by the output. No Hessian-vector product: about d backward passes
   of per-sample gradients.
 - tr R is zero when the model is piecewise linear in each chosen parameter on its own
   (`piecewise_linear`: linear and convolutional layers, ReLU, max pooling, BatchNorm in eval
@@ -173,15 +173,8 @@ def _per_sample(operator: ModelOperator) -> Iterator[tuple[torch.Tensor, Tensors
 
 def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor, Tensors]:
     """_per_sample's pair for one chunk of rows."""
-    units = None
-
-    def one(chosen: Tensors, sample: Any) -> Tensors:
-        # jacrev by hand: vjp and vmap, as torch.func.jacrev does (which imports torch._dynamo
-        # on first use, 1.3 s a process)
-        output, pull = torch.func.vjp(
-            lambda p: made.output(p, tree_map(lambda t: t.unsqueeze(0), sample)).reshape(-1),
-            chosen)
-        return torch.func.vmap(pull)(units)[0]
+    def one(chosen: Tensors, sample: Any) -> torch.Tensor:
+        return made.output(chosen, tree_map(lambda t: t.unsqueeze(0), sample)).reshape(-1)
 
     with torch.no_grad():
         output = made.output(params, batch)
@@ -196,7 +189,8 @@ def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor
         (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
             d, *z.shape), is_grads_batched=True)                   # column k of every H_i
     try:
-        jacobian = torch.func.vmap(one, in_dims=(None, 0))(params, batch)   # {name: [m, d, ...]}
+        jacobian = torch.func.vmap(torch.func.jacrev(one), in_dims=(None, 0))(
+            params, batch)                                                  # {name: [m, d, ...]}
     except Exception as err:  # noqa: BLE001 - whatever torch.func refuses, said in one line
         raise BadInput(f"per-sample Jacobians need a model that runs on one sample under "
                        f"torch.func.vmap: {str(err).splitlines()[0]}") from None
