@@ -128,6 +128,7 @@ def ggn_diagonal(operator: ModelOperator) -> Tensors:
             flat = j.reshape(*hessians.shape[:2], -1)                           # [m, d, P]
             total[name] += (flat * (hessians @ flat)).sum((0, 1)).view_as(total[name])
         n += len(hessians)
+        del hessians, jacobian  # freed before the next chunk's are made, not after
     return {k: t.div_(n) for k, t in total.items()}
 
 
@@ -141,6 +142,7 @@ def ggn_trace(operator: ModelOperator) -> float:
                    for j in jacobian.values())                                  # [m, d, d]
         total += float((hessians * gram).sum())
         n += m
+        del hessians, jacobian, gram  # freed before the next chunk's are made, not after
     return total / n
 
 
