@@ -224,9 +224,9 @@ class HessianOperator(ModelOperator):
         leaves, used = state
         if not used:
             return
-        graphs = [g for _, g in used]
-        for start in range(0, len(vectors), self._width(vectors)):
-            block = vectors[start:start + self._width(vectors)]
+        graphs, width = [g for _, g in used], self._width(vectors)
+        for start in range(0, len(vectors), width):
+            block = vectors[start:start + width]
             pieces = [p.unflatten(1, leaf.shape) for p, leaf in zip(block.split(self.sizes, 1),
                                                                      leaves)]
             batched = len(block) > 1

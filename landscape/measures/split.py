@@ -204,12 +204,9 @@ def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float |
     """tr H as tr G (exact) plus tr R (the module's text): exact, standard error 0, when the
     model is piecewise linear in each chosen parameter; else Hutchinson on R over `probes`
     Rademacher vectors, or fewer once its standard error is at most `stderr`."""
-    if not isinstance(operator, HessianOperator):
-        raise BadInput("the split trace is the Hessian's: it needs a HessianOperator")
-    made = operator.objective
-    if _piecewise(made):
+    residual = _residual(operator, "trace")
+    if residual is None:
         return Estimate(ggn_trace(operator), 0.0)
-    residual = HessianOperator.on(linearized(made), rows=operator.rows)
     rest = hutchinson_trace(residual, probes=probes, stderr=stderr, seed=seed)
     del residual  # its kept graphs freed before the Jacobians take their (smaller) memory
     return Estimate(ggn_trace(operator) + rest.value, rest.stderr)
@@ -219,16 +216,24 @@ def split_diagonal(operator: HessianOperator, *, probes: int = 100, seed: int = 
     """H's diagonal as G's (exact) plus R's: exact, standard errors 0, when the model is piecewise
     linear in each chosen parameter (then R's diagonal is zero); else Bekas et al.'s estimate
     of R's over `probes` Rademacher vectors (trace.diagonal), with its standard errors."""
-    if not isinstance(operator, HessianOperator):
-        raise BadInput("the split diagonal is the Hessian's: it needs a HessianOperator")
-    if _piecewise(operator.objective):
+    residual = _residual(operator, "diagonal")
+    if residual is None:
         exact = ggn_diagonal(operator)
         return Diagonal(exact, {k: torch.zeros_like(t) for k, t in exact.items()})
-    residual = HessianOperator.on(linearized(operator.objective), rows=operator.rows)
     rest = diagonal(residual, probes=probes, seed=seed)
-    del residual
+    del residual  # as in split_trace
     exact = ggn_diagonal(operator)
     return Diagonal({k: exact[k] + rest.value[k] for k in exact}, rest.stderr)
+
+
+def _residual(operator: HessianOperator, what: str) -> HessianOperator | None:
+    """R's operator, or None when R's diagonal is zero (the model piecewise linear in each
+    chosen parameter)."""
+    if not isinstance(operator, HessianOperator):
+        raise BadInput(f"the split {what} is the Hessian's: it needs a HessianOperator")
+    if _piecewise(operator.objective):
+        return None
+    return HessianOperator.on(linearized(operator.objective), rows=operator.rows)
 
 
 def _piecewise(made: Objective) -> bool:
