@@ -5,9 +5,12 @@ hessian-eigenthings 1.0.0a5, in one run.
 
 Each (model, tool, operation) runs in a fresh process, one thread, on the same model, data and
 loss (the whole data as one batch, eval mode, cross-entropy, attention on the math SDPA kernel
-for everyone: the fused CPU kernel has no second derivative). Reported: seconds (median of
---repeat processes), Hessian-vector products used (counted where each tool multiplies), the
-value, and the peak resident memory above the process's state after set-up (the model and data
+for everyone: the fused CPU kernel has no second derivative). Repeat r draws every tool's
+random starts and probes from seed r (its seed argument, torch's and numpy's global
+generators, scipy's eigsh start): how many products power iteration needs depends on its start
+(PyHessian on the transformer: 7 to 35 over seeds 0-9). Reported: seconds (median of --repeat
+processes), Hessian-vector products used (counted where each tool multiplies; median, and the
+range when the seeds differ), the value, and the peak resident memory above the process's state after set-up (the model and data
 built, before the tool is). Ratios are the time of the fastest peer as accurate (eigenvalues
 within 1% of ARPACK's, curvlinops' eigsh; a trace or density from all its products) over ours
 (> 1: ours is faster); the floor is the time of one product through a kept graph (ours,
@@ -126,38 +129,40 @@ def counted(obj: Any, name: str, width: Callable[[Any], int]) -> list[int]:
     return count
 
 
-def ours(model, x, y, op: str) -> tuple[Any, int]:
+def ours(model, x, y, op: str, seed: int) -> tuple[Any, int]:
     H = landscape.HessianOperator(model, (x, y))
     if op == "top":
-        value = landscape.top_eigenvalue(H, tolerance=1e-3)[0]
+        value = landscape.top_eigenvalue(H, tolerance=1e-3, seed=seed)[0]
     elif op == "top5":
-        value = landscape.eigenpairs(H, k=5, tolerance=1e-3)[0].tolist()
+        value = landscape.eigenpairs(H, k=5, tolerance=1e-3, seed=seed)[0].tolist()
     elif op == "trace":
-        value = landscape.hutchinson_trace(H, probes=100)
+        value = landscape.hutchinson_trace(H, probes=100, seed=seed)
     else:
-        value = landscape.spectral_density(H, iterations=90).moment(1)
+        value = landscape.spectral_density(H, iterations=90, seed=seed).moment(1)
     return value, H.products
 
 
-def ours_plus(model, x, y, op: str) -> tuple[Any, int] | None:
+def ours_plus(model, x, y, op: str, seed: int) -> tuple[Any, int] | None:
     """Our other estimator where it needs fewer products for the same accuracy: Lanczos for the
     top eigenvalue (residual tolerance 1e-3); for the trace the split trace (the GGN's exactly,
     Hutchinson's on the rest until its standard error is at most ours' with 100 probes, which
     the parent passes in TRACE_STDERR), its products those of the rest."""
     H = landscape.HessianOperator(model, (x, y))
     if op == "top":
-        value = float(landscape.eigenpairs(H, k=1, tolerance=1e-3)[0][0])
+        value = float(landscape.eigenpairs(H, k=1, tolerance=1e-3, seed=seed)[0][0])
     elif op == "trace":
         products = counted(landscape.Operator, "matmat", lambda args: len(args[1]))
         target = os.environ.get("TRACE_STDERR")
-        found = landscape.split_trace(H, probes=100, stderr=float(target) if target else None)
+        found = landscape.split_trace(H, probes=100, stderr=float(target) if target else None,
+                                      seed=seed)
         return found, products[0]
     else:
         return None
     return value, H.products
 
 
-def pyhessian(model, x, y, op: str) -> tuple[Any, int]:
+def pyhessian(model, x, y, op: str, seed: int) -> tuple[Any, int]:
+    """Draws from torch's global generator, seeded by one() before each call."""
     import pyhessian  # noqa: F401  (the package's `hessian` class hides its module)
 
     module = sys.modules["pyhessian.hessian"]
@@ -175,7 +180,7 @@ def pyhessian(model, x, y, op: str) -> tuple[Any, int]:
     return value, count[0]
 
 
-def curvlinops(model, x, y, op: str) -> tuple[Any, int]:
+def curvlinops(model, x, y, op: str, seed: int) -> tuple[Any, int]:
     import curvlinops as c
     from scipy.sparse.linalg import eigsh
 
@@ -184,7 +189,9 @@ def curvlinops(model, x, y, op: str) -> tuple[Any, int]:
     count = counted(H, "_matmat", lambda args: args[0][0].shape[-1])
     if op in ("top", "top5"):
         k = 1 if op == "top" else 5
-        values = sorted(eigsh(H.to_scipy(), k=k, which="LA", tol=1e-3)[0], reverse=True)
+        start = np.random.default_rng(seed).standard_normal(H.shape[0])  # ARPACK's is fixed
+        values = sorted(eigsh(H.to_scipy(), k=k, which="LA", tol=1e-3, v0=start)[0],
+                        reverse=True)
         value = float(values[0]) if op == "top" else [float(v) for v in values]
     elif op == "trace":
         value = float(c.hutchinson_trace(H, 100))
@@ -194,19 +201,19 @@ def curvlinops(model, x, y, op: str) -> tuple[Any, int]:
     return value, count[0]
 
 
-def eigenthings(model, x, y, op: str) -> tuple[Any, int]:
+def eigenthings(model, x, y, op: str, seed: int) -> tuple[Any, int]:
     import hessian_eigenthings as he
 
     H = he.HessianOperator(model, [(x, y)], he.supervised_loss(F.cross_entropy))
     count = counted(H, "matvec", lambda args: 1)
     if op == "top":
-        value = he.power_iteration_one(H, max_iter=100, tol=1e-3, seed=0)[0]
+        value = he.power_iteration_one(H, max_iter=100, tol=1e-3, seed=seed)[0]
     elif op == "top5":
-        value = he.lanczos(H, k=5, which="LA", tol=1e-3, seed=0).eigenvalues.tolist()
+        value = he.lanczos(H, k=5, which="LA", tol=1e-3, seed=seed).eigenvalues.tolist()
     elif op == "trace":
-        value = he.hutchinson(H, num_samples=100, seed=0).estimate
+        value = he.hutchinson(H, num_samples=100, seed=seed).estimate
     else:
-        found = he.spectral_density(H, num_runs=1, lanczos_steps=90, seed=0)
+        found = he.spectral_density(H, num_runs=1, lanczos_steps=90, seed=seed)
         value = float((found.raw_eigenvalues * found.raw_weights).sum())
     return value, count[0]
 
@@ -240,8 +247,10 @@ def warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     torch.autograd.grad(grads, params, [torch.ones_like(p) for p in params], allow_unused=True)
 
 
-def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
-    """The child process: one measurement per operation (comma-separated), as a JSON line."""
+def one(model_name: str, tool: str, ops: str, device: str, seed: int) -> list[dict]:
+    """The child process: one measurement per operation (comma-separated), as a JSON line;
+    the tool's random starts and probes from `seed` (its own argument, and the global
+    generators of torch and numpy, which some peers draw from)."""
     torch.set_num_threads(1)
     model, x, y = setting(model_name, device)
     cuda = x.is_cuda
@@ -253,7 +262,8 @@ def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
         for op in ops.split(","):
             if cuda:  # as GPU timings are taken: after one untimed run (kernels load lazily)
                 try:
-                    globals()[tool](model, x, y, op)
+                    seeded(seed)
+                    globals()[tool](model, x, y, op, seed)
                 except Exception:  # noqa: BLE001  (reported by the timed run below)
                     pass
             sync(x.device)
@@ -262,9 +272,10 @@ def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
                 base = torch.cuda.memory_allocated()
             else:
                 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            seeded(seed)
             tic = time.perf_counter()
             try:
-                found = globals()[tool](model, x, y, op)
+                found = globals()[tool](model, x, y, op, seed)
             except Exception as error:  # noqa: BLE001  (a peer's failure is a result)
                 found_all.append({"error": f"{type(error).__name__}: {error}"[:120]})
                 continue
@@ -284,17 +295,23 @@ def one(model_name: str, tool: str, ops: str, device: str) -> list[dict]:
     return found_all
 
 
+def seeded(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
 def trace_target(measured: dict) -> float | None:
     """The median standard error of ours' 100-probe Hutchinson trace measured so far."""
     errors = [r["stderr"] for r in measured.get(("ours", "trace"), []) if r.get("stderr")]
     return statistics.median(errors) if errors else None
 
 
-def spawn(model_name: str, tool: str, ops: str, device: str, **env: str) -> list[dict]:
-    """One child process measuring `ops` in turn (`env`: more environment variables); a failure
-    is each op's result."""
-    out = subprocess.run([sys.executable, __file__, "--device", device, "--one", model_name, tool,
-                          ops], capture_output=True, text=True,
+def spawn(model_name: str, tool: str, ops: str, device: str, seed: int = 0,
+          **env: str) -> list[dict]:
+    """One child process measuring `ops` in turn, its random draws from `seed` (`env`: more
+    environment variables); a failure is each op's result."""
+    out = subprocess.run([sys.executable, __file__, "--device", device, "--seed", str(seed),
+                          "--one", model_name, tool, ops], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["?"]
@@ -320,6 +337,21 @@ def agrees(op: str, r: dict, reference: Any, target: float | None) -> bool:
     return bool(np.all(np.abs(values - expected) <= 1e-2 * np.abs(expected)))
 
 
+def summary(found: list[dict], op: str, reference: Any, target: float | None) -> dict:
+    """A tool's runs of one operation as one row: the median seconds, products and memory, the
+    products' range over the runs' seeds, the last run's value, and whether every run was as
+    accurate as ours (agrees); a failure or a skip as it came."""
+    good = [r for r in found if "seconds" in r]
+    if not good:
+        return found[-1]
+    products = [r["products"] for r in good]
+    return {**good[-1], **{key: statistics.median(r[key] for r in good)
+                           for key in ("seconds", "memory_mb")},
+            "products": int(statistics.median(products)),
+            "spread": f"({min(products)}-{max(products)})" if min(products) < max(products) else "",
+            "accurate": all(agrees(op, r, reference, target) for r in good)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -328,9 +360,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "TOOL", "OP"), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one, args.device)))
+        print(json.dumps(one(*args.one, args.device, args.seed)))
         return
     tools, ops = args.tools.split(","), args.ops.split(",")
     print(machine(torch.device(args.device)))
@@ -344,24 +377,20 @@ def main() -> None:
         # a CPU process per operation (memory is the process's peak); on a GPU, per tool
         batches = [[op] for op in ops] if args.device == "cpu" else [ops]
         measured = {(tool, op): [] for tool in tools for op in ops}
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):  # repeat r: every tool's draws from seed r
             for tool in tools:
                 for batch in batches:
                     env = {}
                     if tool == "ours_plus" and "trace" in batch and trace_target(measured):
                         env["TRACE_STDERR"] = str(trace_target(measured))  # for the split
                     for op, r in zip(batch, spawn(model_name, tool, ",".join(batch),
-                                                  args.device, **env)):
+                                                  args.device, repeat, **env)):
                         measured[tool, op].append(r)
         for op in ops:
-            runs = {tool: measured[tool, op] for tool in tools}
-            results = {}
-            for tool, found in runs.items():
-                good = [r for r in found if "seconds" in r]
-                results[tool] = ({**good[-1], "seconds": statistics.median(
-                    r["seconds"] for r in good)} if good else found[-1])
-            reference = results.get("curvlinops", {}).get("value")
+            curvlinops_runs = [r for r in measured.get(("curvlinops", op), []) if "value" in r]
+            reference = curvlinops_runs[-1]["value"] if curvlinops_runs else None
             target = trace_target(measured) if op == "trace" else None
+            results = {tool: summary(measured[tool, op], op, reference, target) for tool in tools}
             for tool, r in results.items():
                 if "skip" in r:
                     continue
@@ -373,16 +402,15 @@ def main() -> None:
                          "[" + ", ".join(f"{v:.4g}" for v in value) + "]")
                 if r.get("stderr") is not None:
                     shown += f" +- {r['stderr']:.3g}"
-                off = "" if agrees(op, r, reference, target) else (
+                off = "" if r["accurate"] else (
                     "  (less accurate: fewer products or a larger error)" if op in (
                         "trace", "density") else "  (off ARPACK's by over 1%)")
                 print(f"  {op:<8} {tool:<12} {r['seconds']:8.3f} s  {r['products']:4d} products"
-                      f"  {r['memory_mb']:7.1f} MB  {shown}{off}")
+                      f" {r['spread']:>9}  {r['memory_mb']:7.1f} MB  {shown}{off}")
             peers = [r["seconds"] for t, r in results.items()
-                     if not t.startswith("ours") and "seconds" in r
-                     and agrees(op, r, reference, target)]
+                     if not t.startswith("ours") and "seconds" in r and r["accurate"]]
             mine = min((r for t, r in results.items() if t.startswith("ours") and "seconds" in r
-                        and agrees(op, r, reference, target)),
+                        and r["accurate"]),
                        key=lambda r: r["seconds"], default={})
             if peers and "seconds" in mine:
                 to_floor = (f"{mine['seconds'] / (floor * mine['products']):.2f}"

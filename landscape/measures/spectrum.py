@@ -3,15 +3,21 @@ any Operator): its top eigenvalue, its k largest or smallest eigenvalues (and ei
 its spectral density, all by the Lanczos iteration.
 
 - top eigenvalue (`top_eigenvalue`, the sharpness): Lanczos without reorthogonalization, three
-  vectors of memory whatever the number of steps: from a seeded Gaussian start q_1,
+  vectors of memory whatever the number of steps: from a start q_1 (below),
   w = A q_j - beta_{j-1} q_{j-1}, alpha_j = w'q_j, beta_j = ||w - alpha_j q_j||. The estimate is
   the extreme eigenvalue of the tridiagonal T_j of largest magnitude, stopped when it changes by
   less than `tolerance` (relative): the rule of power iteration (PyHessian's), but the Krylov
   space holds every power iterate, so the estimate is at least as good for the same products
   (on benchmarks/curvature.py's models 9-11 products where power iteration took 16-37, and
   closer to ARPACK's value). Lost orthogonality only repeats converged values (Paige 1976).
-  `method="power"`: power iteration v <- A v / ||A v|| from the same start, the Rayleigh
-  quotient v'Av stopped by the same rule (PyHessian's algorithm).
+  `method="power"`: power iteration v <- A v / ||A v|| from a seeded Gaussian start, the
+  Rayleigh quotient v'Av stopped by the same rule (PyHessian's algorithm).
+- the start, for the largest eigenvalues: a seeded Gaussian plus the operator's start hint, both
+  of unit length. The Hessian's hint is its gradient: near a minimum theta*, g ~ H (theta -
+  theta*), a free power step; along training the gradient lies mostly in the top eigenspace
+  (Gur-Ari et al. 2018). The Gaussian keeps a random start's weight on every direction, so a
+  hint that misses the top eigenvector cannot hide it. Other operators have no hint, and the
+  smallest eigenvalues and the density start from the Gaussian alone.
 
 The others run it with full reorthogonalization: from a unit start q_1, each step multiplies by
 A, removes the components along every earlier q (twice: one pass loses orthogonality in
@@ -84,12 +90,12 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
                    seed: int = 0, method: Literal["lanczos", "power"] = "lanczos"
                    ) -> tuple[float, int]:
     """(the eigenvalue of largest magnitude, products used) by the Lanczos iteration without
-    reorthogonalization from a seeded Gaussian start (see the module's text), or with
-    method="power" by power iteration from the same start and with the same rule (PyHessian's
-    algorithm, and this function's before 2026-12)."""
+    reorthogonalization from the seeded start with the operator's hint (see the module's
+    text), or with method="power" by power iteration from the seeded Gaussian alone and with
+    the same rule (PyHessian's algorithm, and this function's before 2026-12)."""
     if method not in ("lanczos", "power"):
         raise BadInput(f"method must be lanczos or power, got {method!r}")
-    q = _gaussian_start(operator, seed)
+    q = _start(operator, seed, lean=method == "lanczos")
     if method == "power":
         return _power_iteration(operator, q / q.norm(), iterations, tolerance)
     q, previous = q / q.norm(), torch.zeros_like(q)
@@ -159,9 +165,10 @@ def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smalles
                iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
                vectors: bool = False) -> tuple[np.ndarray, list[Tensors] | None, int]:
     """(the k largest eigenvalues, descending, or the k smallest, ascending; their eigenvectors
-    {name: tensor} if asked; products used) by Lanczos from a seeded Gaussian start, at most
-    max(`iterations`, k) products. Near-zero eigenvalues converge slowly under the relative
-    `tolerance` (a Hessian's bottom end is often a cluster around 0)."""
+    {name: tensor} if asked; products used) by Lanczos from the seeded start (with the
+    operator's hint for the largest: the module's text), at most max(`iterations`, k)
+    products. Near-zero eigenvalues converge slowly under the relative `tolerance` (a
+    Hessian's bottom end is often a cluster around 0)."""
     if which not in ("largest", "smallest"):
         raise BadInput(f"which must be largest or smallest, got {which!r}")
     state, k = _converged_run(operator, k, (which,), iterations, tolerance, seed)
@@ -193,7 +200,7 @@ def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations
     residual |beta_m s_mi| below `tolerance` times |theta_i|; (the run, k within N)."""
     if k < 1:
         raise BadInput(f"k must be at least 1, got {k}")
-    start = _gaussian_start(operator, seed)
+    start = _start(operator, seed, lean=ends == ("largest",))
     k = min(k, start.numel())
 
     def converged(state: Lanczos) -> bool:
@@ -210,12 +217,20 @@ def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations
     return lanczos(operator, start, steps=max(iterations, k), stop=converged), k
 
 
-def _gaussian_start(operator: Operator, seed: int) -> torch.Tensor:
-    """The seeded Gaussian start [N] of top_eigenvalue and the Lanczos runs, on the operator's
-    device and dtype."""
+def _start(operator: Operator, seed: int, *, lean: bool) -> torch.Tensor:
+    """The start [N] of top_eigenvalue and the Lanczos runs (the module's text), on the
+    operator's device and dtype: a seeded Gaussian, plus for the largest eigenvalues (`lean`)
+    the operator's start hint where it has a finite, nonzero one, both of unit length."""
     generator = torch.Generator().manual_seed(seed)
     start = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
-    return start.to(operator.device, operator.dtype)
+    start = start.to(operator.device, operator.dtype)
+    hint = operator.start_hint() if lean else None
+    if hint is None:
+        return start
+    norm = hint.norm()
+    if not (torch.isfinite(norm) and norm > 0):
+        return start
+    return start / start.norm() + hint / norm
 
 
 def spectral_density(operator: Operator, *, iterations: int = 90, runs: int = 1,
