@@ -3,20 +3,19 @@ spectral density on an MLP, a CNN with BatchNorm and a small transformer, by our
 (landscape.HessianOperator and its estimators), PyHessian 0.1, curvlinops 3.0.1 and
 hessian-eigenthings 1.0.0a5, in one run.
 
-Each (model, tool, operation) runs in a fresh process, one thread, on the same model, data and
-loss (the whole data as one batch, eval mode, cross-entropy, attention on the math SDPA kernel
-for everyone: the fused CPU kernel has no second derivative). Repeat r draws every tool's
-random starts and probes from seed r (its seed argument, torch's and numpy's global
-generators, scipy's eigsh start): how many products power iteration needs depends on its start
-(PyHessian on the transformer: 7 to 35 over seeds 0-9). Reported: seconds (median of --repeat
-processes), Hessian-vector products used (counted where each tool multiplies; median, and the
-range when the seeds differ), the value, and the peak resident memory above the process's state after set-up (the model and data
-built, before the tool is). Ratios are the time of the fastest peer as accurate (eigenvalues
-within 1% of ARPACK's, curvlinops' eigsh; a trace or density from all its products) over ours
-(> 1: ours is faster); the floor is the time of one product through a kept graph (ours,
-measured after 3 warm-up products) times the products ours used. A trace is as accurate as
-Hutchinson's over 100 probes when it used them all or its standard error is at most that of
-ours over 100 probes.
+Each (model, tool, operation) runs in a fresh process, one thread, on the same model, data and loss
+(the whole data as one batch, eval mode, cross-entropy, attention on the math SDPA kernel for
+everyone: the fused CPU kernel has no second derivative). Repeat r draws every tool's random starts
+and probes from seed r (its seed argument, torch's and numpy's global generators, scipy's eigsh
+start): how many products power iteration needs depends on its start (PyHessian on the transformer:
+7 to 35 over seeds 0-9). Reported: seconds (median of --repeat processes), Hessian-vector products
+used (counted where each tool multiplies; median, and the range when the seeds differ), the value,
+and the peak resident memory above the process's state after set-up (the model and data built,
+before the tool is). Ratios are the time of the fastest peer as accurate (eigenvalues within 1% of
+ARPACK's, curvlinops' eigsh; a trace or density from all its products) over ours (> 1: ours is
+faster); the floor is the time of one product through a kept graph (ours, measured after 3 warm-up
+products) times the products ours used. A trace is as accurate as Hutchinson's over 100 probes when
+it used them all or its standard error is at most that of ours over 100 probes.
 
   top      the top eigenvalue, stopped when the estimate changes by less than 1e-3 (relative),
            at most 100 products (PyHessian's defaults): PyHessian's and hessian-eigenthings'
