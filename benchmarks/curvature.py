@@ -24,7 +24,7 @@ it used them all or its standard error is at most that of ours over 100 probes.
   top5     the 5 largest: ours Lanczos (eigenpairs, residual tolerance 1e-3), PyHessian's
            eigenvalues(top_n=5) (deflated power iteration), curvlinops eigsh(k=5, which="LA",
            tol=1e-3), hessian-eigenthings lanczos(k=5, which="LA", tol=1e-3)
-  trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=0)), with its
+  trace    Hutchinson, 100 Rademacher probes (PyHessian: trace(maxIter=100, tol=-inf)), with its
            standard error where the tool gives the probes' values (ours, PyHessian)
   ours_plus  our other estimator, where there is one: Lanczos with full reorthogonalization
            and a residual rule for the top eigenvalue (eigenpairs(k=1)); for the trace
@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -171,7 +172,9 @@ def pyhessian(model, x, y, op: str, seed: int) -> tuple[Any, int]:
         values = H.eigenvalues(maxIter=100, tol=1e-3, top_n=1 if op == "top" else 5)[0]
         value = values[0] if op == "top" else values
     elif op == "trace":
-        samples = np.asarray(H.trace(maxIter=100, tol=0.0), dtype=float)
+        # tol=-inf: all 100 probes (its test divides by the running mean, not its absolute
+        # value, so with tol=0 a negative mean stops it: the CNN, seeds 1 and 2, 2 probes)
+        samples = np.asarray(H.trace(maxIter=100, tol=-math.inf), dtype=float)
         value = (float(samples.mean()), float(samples.std(ddof=1) / np.sqrt(len(samples))))
     else:
         nodes, weights = H.density(iter=90, n_v=1)

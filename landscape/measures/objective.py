@@ -158,13 +158,14 @@ def default_inputs(batch: Mapping[str, Any]) -> tuple | dict:
 def evaluating(template: nn.Module) -> Iterator[None]:
     """The module in eval mode (dropout off, BatchNorm's running statistics) while a product
     runs, its flags given back afterwards: an operator lives longer than one call."""
-    flags = [(m, m.training) for m in template.modules()]
-    template.eval()
+    training = [m for m in template.modules() if m.training]
+    for module in training:  # only these: Module.eval() walks and sets every module (0.2 ms
+        module.training = False  # of an MLP's 3.4 ms product when it ran at each product)
     try:
         yield
     finally:
-        for module, training in flags:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 def objective(model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
