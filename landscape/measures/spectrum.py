@@ -9,7 +9,7 @@ its spectral density, all by the Lanczos iteration.
   less than `tolerance` (relative): the rule of power iteration (PyHessian's), but the Krylov
   space holds every power iterate, so the estimate is at least as good for the same products
   (benchmarks/starts.py, ten seeds: on a CNN 6-7 products where PyHessian's power iteration
-  took 7-22, on a transformer 6-8 where it took 5-35, and 10-100x closer to the converged
+  took 7-22, on a transformer 6-8 where it took 5-35, and at least 10x closer to the converged
   value). Lost orthogonality only repeats converged values (Paige 1976).
   `method="power"`: power iteration v <- A v / ||A v|| from a seeded Gaussian start, the
   Rayleigh quotient v'Av stopped by the same rule (PyHessian's algorithm).
