@@ -15,6 +15,7 @@ from landscape.cli import (
     normalization_options,
     per_epoch_options,
 )
+from landscape.measures.options import TRACES
 
 
 @cli.command(context_settings=CONTEXT)
@@ -26,7 +27,7 @@ from landscape.cli import (
               "when the eigenvalue changes by less than 1e-4, relative).")
 @click.option("--probes", type=int, default=100, show_default=True,
               help="Hutchinson's trace: N Rademacher vectors.")
-@click.option("--trace", "trace_method", type=click.Choice(["hutchinson", "split"]),
+@click.option("--trace", "trace_method", type=click.Choice(TRACES),
               default="hutchinson", show_default=True,
               help="split: the GGN's trace exactly plus Hutchinson's on the rest, exact with no "
               "probe for ReLU networks (piecewise linear in their parameters).")

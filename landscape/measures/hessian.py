@@ -19,13 +19,13 @@ from landscape.measures.filternorm import gaussian_directions
 from landscape.measures.model import Tensors, _norm
 from landscape.measures.objective import Inputs, Wrt
 from landscape.measures.operators import HessianOperator
-from landscape.measures.options import SharpnessOptions
+from landscape.measures.options import TRACES, SharpnessOptions
 from landscape.measures.sources import Source
 from landscape.measures.spectrum import eigenpairs, spectral_density, top_eigenvalue
 from landscape.measures.split import split_trace
 from landscape.measures.trace import Estimate, hutchinson_trace
 
-TRACE_METHODS = {"hutchinson": hutchinson_trace, "split": split_trace}
+TRACE_METHODS = dict(zip(TRACES, (hutchinson_trace, split_trace)))
 
 
 def sharpness_estimate(model: nn.Module, params: Tensors, buffers: Tensors, source: Source,

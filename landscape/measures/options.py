@@ -24,6 +24,7 @@ DIRECTIONS = ("random", "hessian", "pca")   # a slice's directions (directions.p
 BN_STATS = ("checkpoint", "recompute")      # BatchNorm statistics at perturbed points
 EIGEN_METRICS = ("train_max_eigenvalue", "train_min_eigenvalue")  # SliceOptions.eigen
 EIGEN_ATTRS = ("eigen_iterations", "eigen_tolerance")               # ... and its settings
+TRACES = ("hutchinson", "split")            # the Hessian's trace estimators (hessian.py)
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,8 @@ class SharpnessOptions:
                 raise BadInput(f"--{name.replace('_', '-')} is too small: {getattr(self, name)}")
         if self.eigenvectors and not self.top_k:
             raise BadInput("--save-eigenvectors needs --top-k")
-        if self.trace not in ("hutchinson", "split"):
-            raise BadInput(f"unknown trace method {self.trace!r}; use hutchinson or split")
+        if self.trace not in TRACES:
+            raise BadInput(f"unknown trace method {self.trace!r}; use {' or '.join(TRACES)}")
         if self.split not in ("train", "test"):
             raise BadInput(f"unknown split {self.split!r}; use train or test")
         for name in ("iterations", "probes", "draws"):
