@@ -1,10 +1,10 @@
 """The top eigenvalue's start: Hessian-vector products to a relative change of 1e-3 (the rule of
 benchmarks/curvature.py's `top`) and the error at the stop, over seeds, for
-- ours: top_eigenvalue on the HessianOperator, Lanczos from a seeded Gaussian plus the gradient
-  (the operator's start hint, spectrum.py);
-- gaussian: the same Lanczos from the Gaussian alone (the same products, through an Operator
-  that has no hint);
+- gaussian: top_eigenvalue on the HessianOperator from its seeded Gaussian start (the default);
+- gradient: the same from the gradient plus the seeded Gaussian, both of unit length (start=):
+  near a minimum theta*, g ~ H (theta - theta*), one free power step;
 - power: PyHessian's power iteration from torch.randn under the seed (if pyhessian imports);
+- fisher: the empirical Fisher's top eigenvalue from the Gaussian and from the gradient start;
 on benchmarks/curvature.py's three models as built (random weights) and after --steps steps of
 SGD (momentum 0.9, learning rate 0.05, batches of 64) on their own data. The error is against
 Lanczos with full reorthogonalization to a residual of 1e-7. Counts, not seconds: a product
@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import landscape
+from landscape.measures.spectrum import flat_draws
 
 TOLERANCE = 1e-3
 
@@ -71,8 +72,31 @@ def power(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> tupl
 def row(label: str, found: list[tuple[float, int]], reference: float) -> str:
     products = [n for _, n in found]
     error = max(abs(value - reference) / abs(reference) for value, _ in found)
-    return (f"  {label:<9} products {min(products)}-{max(products)} (median "
+    return (f"  {label:<17} products {min(products)}-{max(products)} (median "
             f"{statistics.median(products):g}), largest error {error:.1e}")
+
+
+def gradient_starts(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    operator: landscape.Operator, seeds: range) -> list[torch.Tensor]:
+    """The mean loss's gradient plus each seed's Gaussian (the operator's own), both unit."""
+    loss = F.cross_entropy(model(x), y)
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(model.parameters()))])
+    starts = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        w = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+        starts.append(w / w.norm() + g / g.norm())
+    return starts
+
+
+def compared(label: str, operator: landscape.Operator, starts: list[torch.Tensor],
+             seeds: range) -> tuple[list[str], float]:
+    reference = float(landscape.eigenpairs(operator, k=1, tolerance=1e-7, iterations=300)[0][0])
+    plain = [landscape.top_eigenvalue(operator, tolerance=TOLERANCE, seed=s) for s in seeds]
+    given = [landscape.top_eigenvalue(operator, tolerance=TOLERANCE, start=v) for v in starts]
+    return [f"  {label}: top eigenvalue {reference:.6g}",
+            row(f"{label} gaussian", plain, reference),
+            row(f"{label} gradient", given, reference)], reference
 
 
 def main() -> None:
@@ -88,24 +112,22 @@ def main() -> None:
         peer = True
     except ImportError:
         peer = False
+    seeds = range(args.seeds)
     with sdpa_kernel(SDPBackend.MATH):
         for name in args.models.split(","):
             for steps in map(int, args.steps.split(",")):
                 model, x, y = trained(name, steps)
+                print(f"\n{name} after {steps} SGD steps, seeds 0-{args.seeds - 1}")
                 H = landscape.HessianOperator(model, (x, y))
-                plain = landscape.Operator(H.params, H.matmat)  # the same products, no hint
-                reference = float(landscape.eigenpairs(H, k=1, tolerance=1e-7,
-                                                       iterations=300)[0][0])
-                print(f"\n{name} after {steps} SGD steps: top eigenvalue {reference:.6g}, "
-                      f"seeds 0-{args.seeds - 1}")
-                seeds = range(args.seeds)
-                print(row("ours", [landscape.top_eigenvalue(H, tolerance=TOLERANCE, seed=s)
-                                   for s in seeds], reference))
-                print(row("gaussian", [landscape.top_eigenvalue(plain, tolerance=TOLERANCE,
-                                                                seed=s) for s in seeds],
-                          reference))
+                lines, reference = compared("hessian", H, gradient_starts(model, x, y, H, seeds),
+                                            seeds)
+                print("\n".join(lines))
                 if peer:
-                    print(row("power", [power(model, x, y, s) for s in seeds], reference))
+                    print(row("power (PyHessian)", [power(model, x, y, s) for s in seeds],
+                              reference))
+                fisher = landscape.FisherOperator(model, (x, y))
+                print("\n".join(compared("fisher", fisher, gradient_starts(
+                    model, x, y, fisher, seeds), seeds)[0]))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ with and without flooding, against test loss as the gradients of Sec. 5.2.
 L(theta) is the mean surrogate loss over a whole split, the model in eval mode (BatchNorm with the
 checkpoint's running statistics; only parameters are perturbed), H its Hessian over all parameters:
 
-- lambda_max: the Lanczos iteration from a seeded Gaussian start plus the gradient
-  (measures/spectrum.py: top_eigenvalue, three vectors of memory), the estimate being the
-  extreme Ritz value of largest magnitude; it stops when that changes by less than `tolerance` (relative) or after `iterations`
+- lambda_max: the Lanczos iteration from a seeded Gaussian start (measures/spectrum.py:
+  top_eigenvalue, three vectors of memory), the estimate being the extreme Ritz value of largest
+  magnitude; it stops when that changes by less than `tolerance` (relative) or after `iterations`
   products (stored as `power_iterations`, the name of earlier releases, where this was power
   iteration with the same rule). It finds the eigenvalue of largest magnitude, which is the top
   one where the curvature is mostly positive (near a minimum); a negative value says it was not.

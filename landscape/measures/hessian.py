@@ -50,10 +50,9 @@ def hessian_top_eigenvalue(model: nn.Module, data: Any, *, loss: Loss = "cross_e
                            device: torch.device | str | None = None,
                            method: str = "lanczos") -> float:
     """The Hessian eigenvalue of largest magnitude of the mean loss over `data`, by Lanczos from
-    a seeded Gaussian start plus the gradient (spectrum.top_eigenvalue); it stops when the
-    estimate changes by less than `tolerance` (relative) or after `iterations` Hessian-vector
-    products (method="power": power iteration from the Gaussian with the same rule, as
-    PyHessian and earlier releases). Here and in the
+    a seeded Gaussian start (spectrum.top_eigenvalue); it stops when the estimate changes by less
+    than `tolerance` (relative) or after `iterations` Hessian-vector products (method="power":
+    power iteration with the same rule, as PyHessian and earlier releases). Here and in the
     functions below, `wrt` chooses parameters (names or a predicate on a name; all by default)
     and `inputs` the model's arguments from a dict batch (HessianOperator's arguments)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates

@@ -18,9 +18,8 @@ its own batches. On a GPU, a product through kept chunks is replayed as a CUDA g
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -48,16 +47,15 @@ from landscape.memory import GRAPH_NUMBERS
 
 class Operator:
     """A symmetric linear operator on flat vectors over `params` ({name: tensor}: their shapes,
-    order, dtype and device), from `product` ([k, N] -> [k, N]) or a subclass's, with the
-    start hint `hint()` gives, if any (start_hint); `products` counts the vectors multiplied
-    so far."""
+    order, dtype and device), from `product` ([k, N] -> [k, N]) or a subclass's; `products`
+    counts the vectors multiplied so far."""
 
     def __init__(self, params: Tensors, product: Callable[[torch.Tensor], torch.Tensor]
-                 | None = None, hint: Callable[[], torch.Tensor | None] | None = None) -> None:
+                 | None = None) -> None:
         self.params = dict(params)
         self.sizes = [p.numel() for p in self.params.values()]
         self.products = 0
-        self._function, self._hint = product, hint
+        self._function = product
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,11 +83,6 @@ class Operator:
 
     def _product(self, vectors: torch.Tensor) -> torch.Tensor:
         return self._function(vectors)
-
-    def start_hint(self) -> torch.Tensor | None:
-        """A vector [N] leaning toward the top of the spectrum, which the Lanczos runs for the
-        largest eigenvalues add to their random start (spectrum.py), or None."""
-        return self._hint() if self._hint is not None else None
 
     def to_scipy(self):
         """scipy.sparse.linalg.LinearOperator over numpy arrays ([N] or columns [N, k]), e.g.
@@ -169,18 +162,12 @@ class ModelOperator(Operator):
     def _apply(self, state: Any, vectors: torch.Tensor, out: torch.Tensor) -> None:
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def _kept_state(self) -> Iterator[None]:
-        """The setting every product and build runs in, the kept chunks built on first use."""
+    def _product(self, vectors: torch.Tensor) -> torch.Tensor:
         # attention's fused kernels have no second derivative: the math kernel has
         with evaluating(self.objective.template), torch.enable_grad(), sdpa_kernel(
                 SDPBackend.MATH), self._replay.active():
             if self._kept is None:
                 self._keep()
-            yield
-
-    def _product(self, vectors: torch.Tensor) -> torch.Tensor:
-        with self._kept_state():
             if self._complete:  # the same kernels on the same memory: a CUDA graph on a GPU
                 return self._replay(self._kept_product, vectors)
             out = self._kept_product(vectors)
@@ -250,17 +237,6 @@ class HessianOperator(ModelOperator):
             for h, piece in zip(hv, out[start:start + len(block)].split(self.sizes, 1)):
                 if h is not None:
                     piece.add_(h.reshape(len(block), -1))
-
-    def start_hint(self) -> torch.Tensor:
-        """The loss's gradient (summed over the kept chunks; free: their graphs hold it), the
-        start hint of the Lanczos runs for the largest eigenvalues (spectrum.py says why)."""
-        out = torch.zeros(self.shape[0], dtype=self.dtype, device=self.device)
-        with self._kept_state():
-            for _, used in self._kept:
-                pieces = out.split(self.sizes)
-                for i, grad in used:
-                    pieces[i].add_(grad.detach().reshape(-1))
-        return out
 
     def _width(self, vectors: torch.Tensor) -> int:
         """Vectors per backward pass. On a GPU a block goes through one batched backward

@@ -3,22 +3,15 @@ any Operator): its top eigenvalue, its k largest or smallest eigenvalues (and ei
 its spectral density, all by the Lanczos iteration.
 
 - top eigenvalue (`top_eigenvalue`, the sharpness): Lanczos without reorthogonalization, three
-  vectors of memory whatever the number of steps: from a start q_1 (below),
+  vectors of memory whatever the number of steps: from a seeded Gaussian start q_1,
   w = A q_j - beta_{j-1} q_{j-1}, alpha_j = w'q_j, beta_j = ||w - alpha_j q_j||. The estimate is
   the extreme eigenvalue of the tridiagonal T_j of largest magnitude, stopped when it changes by
   less than `tolerance` (relative): the rule of power iteration (PyHessian's), but the Krylov
   space holds every power iterate, so the estimate is at least as good for the same products
-  (benchmarks/starts.py, ten seeds: on a CNN 6-7 products where PyHessian's power iteration
-  took 7-22, on a transformer 6-8 where it took 5-35, and at least 10x closer to the converged
-  value). Lost orthogonality only repeats converged values (Paige 1976).
-  `method="power"`: power iteration v <- A v / ||A v|| from a seeded Gaussian start, the
-  Rayleigh quotient v'Av stopped by the same rule (PyHessian's algorithm).
-- the start, for the largest eigenvalues: a seeded Gaussian plus the operator's start hint, both
-  of unit length. The Hessian's hint is its gradient: near a minimum theta*, g ~ H (theta -
-  theta*), a free power step; along training the gradient lies mostly in the top eigenspace
-  (Gur-Ari et al. 2018). The Gaussian keeps a random start's weight on every direction, so a
-  hint that misses the top eigenvector cannot hide it. Other operators have no hint, and the
-  smallest eigenvalues and the density start from the Gaussian alone.
+  (on benchmarks/curvature.py's models 9-11 products where power iteration took 16-37, and
+  closer to ARPACK's value). Lost orthogonality only repeats converged values (Paige 1976).
+  `method="power"`: power iteration v <- A v / ||A v|| from the same start, the Rayleigh
+  quotient v'Av stopped by the same rule (PyHessian's algorithm).
 
 The others run it with full reorthogonalization: from a unit start q_1, each step multiplies by
 A, removes the components along every earlier q (twice: one pass loses orthogonality in
@@ -42,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Union
 
 import numpy as np
 import torch
@@ -55,6 +48,7 @@ if TYPE_CHECKING:
     from landscape.measures.operators import Operator
 
 Tensors = dict[str, torch.Tensor]
+Start = Union[torch.Tensor, Mapping[str, torch.Tensor], None]
 
 
 def flat_draws(params: Tensors, draw: Callable[[tuple[int, ...]], torch.Tensor]) -> torch.Tensor:
@@ -88,15 +82,15 @@ class Lanczos:
 
 
 def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: float = 1e-4,
-                   seed: int = 0, method: Literal["lanczos", "power"] = "lanczos"
-                   ) -> tuple[float, int]:
+                   seed: int = 0, method: Literal["lanczos", "power"] = "lanczos",
+                   start: Start = None) -> tuple[float, int]:
     """(the eigenvalue of largest magnitude, products used) by the Lanczos iteration without
-    reorthogonalization from the seeded start with the operator's hint (see the module's
-    text), or with method="power" by power iteration from the seeded Gaussian alone and with
-    the same rule (PyHessian's algorithm, and this function's before 2026-12)."""
+    reorthogonalization from a seeded Gaussian start (see the module's text), or with
+    method="power" by power iteration from the same start and with the same rule (PyHessian's
+    algorithm, and this function's before 2026-12). `start` replaces the Gaussian (`_start`)."""
     if method not in ("lanczos", "power"):
         raise BadInput(f"method must be lanczos or power, got {method!r}")
-    q = _start(operator, seed, lean=method == "lanczos")
+    q = _start(operator, seed, start)
     if method == "power":
         return _power_iteration(operator, q / q.norm(), iterations, tolerance)
     q, previous = q / q.norm(), torch.zeros_like(q)
@@ -164,15 +158,16 @@ def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
 
 def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smallest"] = "largest",
                iterations: int = 100, tolerance: float = 1e-4, seed: int = 0,
-               vectors: bool = False) -> tuple[np.ndarray, list[Tensors] | None, int]:
+               vectors: bool = False, start: Start = None
+               ) -> tuple[np.ndarray, list[Tensors] | None, int]:
     """(the k largest eigenvalues, descending, or the k smallest, ascending; their eigenvectors
-    {name: tensor} if asked; products used) by Lanczos from the seeded start (with the
-    operator's hint for the largest: the module's text), at most max(`iterations`, k)
-    products. Near-zero eigenvalues converge slowly under the relative `tolerance` (a
-    Hessian's bottom end is often a cluster around 0)."""
+    {name: tensor} if asked; products used) by Lanczos from a seeded Gaussian start, at most
+    max(`iterations`, k) products. Near-zero eigenvalues converge slowly under the relative
+    `tolerance` (a Hessian's bottom end is often a cluster around 0). `start` replaces the
+    Gaussian (`_start`)."""
     if which not in ("largest", "smallest"):
         raise BadInput(f"which must be largest or smallest, got {which!r}")
-    state, k = _converged_run(operator, k, (which,), iterations, tolerance, seed)
+    state, k = _converged_run(operator, k, (which,), iterations, tolerance, seed, start)
     values, s = state.ritz()
     order = np.argsort(values)[::-1][:k] if which == "largest" else np.argsort(values)[:k]
     found = None
@@ -196,12 +191,12 @@ def spectrum_ends(operator: Operator, *, k: int = 1, iterations: int = 100,
 
 
 def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations: int,
-                   tolerance: float, seed: int) -> tuple[Lanczos, int]:
+                   tolerance: float, seed: int, start: Start = None) -> tuple[Lanczos, int]:
     """Lanczos from the seeded start until the k extreme Ritz values at each of `ends` have a
     residual |beta_m s_mi| below `tolerance` times |theta_i|; (the run, k within N)."""
     if k < 1:
         raise BadInput(f"k must be at least 1, got {k}")
-    start = _start(operator, seed, lean=ends == ("largest",))
+    start = _start(operator, seed, start)
     k = min(k, start.numel())
 
     def converged(state: Lanczos) -> bool:
@@ -218,20 +213,31 @@ def _converged_run(operator: Operator, k: int, ends: tuple[str, ...], iterations
     return lanczos(operator, start, steps=max(iterations, k), stop=converged), k
 
 
-def _start(operator: Operator, seed: int, *, lean: bool) -> torch.Tensor:
-    """The start [N] of top_eigenvalue and the Lanczos runs (the module's text), on the
-    operator's device and dtype: a seeded Gaussian, plus for the largest eigenvalues (`lean`)
-    the operator's start hint where it has a finite, nonzero one, both of unit length."""
-    generator = torch.Generator().manual_seed(seed)
-    start = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
-    start = start.to(operator.device, operator.dtype)
-    hint = operator.start_hint() if lean else None
-    if hint is None:
-        return start
-    norm = hint.norm()
+def _start(operator: Operator, seed: int, given: Start = None) -> torch.Tensor:
+    """The start [N] of top_eigenvalue and the Lanczos runs, on the operator's device and
+    dtype: the seeded Gaussian, or the vector `given` ([N] in the operator's order, or {name:
+    tensor} as eigenpairs' eigenvectors; any scale), as scipy's eigsh takes v0: a warm start
+    from a nearby point's eigenvector. A start without weight on the top eigenvector (a
+    gradient can be one) lets the change rule stop on a lower eigenvalue's plateau: the seeded
+    Gaussian has weight on every direction (benchmarks/RESULTS.md, the start)."""
+    if given is None:
+        generator = torch.Generator().manual_seed(seed)
+        found = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+    elif isinstance(given, Mapping):
+        if set(given) != set(operator.params):
+            raise BadInput("start must hold a tensor for each of the operator's parameters "
+                           f"({', '.join(operator.params)}), got {', '.join(map(str, given))}")
+        found = torch.cat([torch.as_tensor(given[k]).reshape(-1) for k in operator.params])
+    else:
+        found = torch.as_tensor(given).reshape(-1)
+    if found.numel() != operator.shape[0]:
+        raise BadInput(f"start must have {operator.shape[0]} numbers (the operator's size), "
+                       f"got {found.numel()}")
+    found = found.to(operator.device, operator.dtype)
+    norm = found.norm()
     if not (torch.isfinite(norm) and norm > 0):
-        return start
-    return start / start.norm() + hint / norm
+        raise BadInput("start must be finite and not zero")
+    return found
 
 
 def spectral_density(operator: Operator, *, iterations: int = 90, runs: int = 1,

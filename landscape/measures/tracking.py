@@ -249,14 +249,13 @@ def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, 
     """The eigenvalue of largest magnitude of D H, D = diag(`inverse`) >= 0 ({parameter name:
     tensor}), H the Hessian of the mean loss over `data` (eval mode) at the model's weights (or
     `params`): Lanczos on the symmetric D^1/2 H D^1/2, which has the same eigenvalues,
-    from the seeded start and with the stopping rule of hessian_top_eigenvalue (which it equals
-    for D = I; the start's hint is D^1/2 g, as H's is g: spectrum.py)."""
+    from the seeded Gaussian start and with the stopping rule of hessian_top_eigenvalue (which
+    it equals for D = I)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
     hessian = HessianOperator(model, data, loss=loss, params=params)
     root = torch.cat([inverse[k].reshape(-1) for k in hessian.params]).to(
         hessian.device, hessian.dtype).sqrt()                                       # [N]
-    scaled = Operator(hessian.params, lambda v: root * hessian.matmat(root * v),
-                      hint=lambda: root * hessian.start_hint())
+    scaled = Operator(hessian.params, lambda v: root * hessian.matmat(root * v))
     return top_eigenvalue(scaled, iterations=iterations, tolerance=tolerance, seed=seed)[0]
 
 
