@@ -220,7 +220,7 @@ def _start(operator: Operator, seed: int, given: Start = None) -> torch.Tensor:
     tensor} as eigenpairs' eigenvectors; any scale), as scipy's eigsh takes v0: a warm start
     from a nearby point's eigenvector. A start without weight on the top eigenvector (a
     gradient can be one) lets the change rule stop on a lower eigenvalue's plateau: the seeded
-    Gaussian has weight on every direction (benchmarks/RESULTS.md, the start)."""
+    Gaussian has weight on every direction (benchmarks/RESULTS.md: the gradient as a start)."""
     if given is None:
         generator = torch.Generator().manual_seed(seed)
         found = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
