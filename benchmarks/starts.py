@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 
 import torch
 import torch.nn.functional as F
-from curvature import setting  # benchmarks/curvature.py, same folder
+from curvature import pyhessian, seeded, setting  # benchmarks/curvature.py
 from sweep import machine  # benchmarks/sweep.py, same folder
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import landscape
-from landscape.measures.spectrum import flat_draws
+from landscape.measures.spectrum import _start as gaussian  # the seeded Gaussian
 
 TOLERANCE = 1e-3
 
@@ -50,23 +49,10 @@ def trained(name: str, steps: int) -> tuple[nn.Module, torch.Tensor, torch.Tenso
 
 
 def power(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[float, int]:
-    """PyHessian's eigenvalues(top_n=1) and the products it asked for."""
-    import pyhessian  # noqa: F401  (the package's `hessian` class hides its module)
-
-    module = sys.modules["pyhessian.hessian"]
-    inner, count = module.hessian_vector_product, [0]
-
-    def counted(*args):
-        count[0] += 1
-        return inner(*args)
-
-    module.hessian_vector_product = counted
-    try:
-        torch.manual_seed(seed)
-        found = module.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
-        return found.eigenvalues(maxIter=100, tol=TOLERANCE, top_n=1)[0][0], count[0]
-    finally:
-        module.hessian_vector_product = inner
+    """PyHessian's top eigenvalue and its products as benchmarks/curvature.py measures them
+    (the same tolerance), its draws from `seed`."""
+    seeded(seed)
+    return pyhessian(model, x, y, "top", seed)
 
 
 def row(label: str, found: list[tuple[float, int]], reference: float) -> str:
@@ -83,8 +69,7 @@ def gradient_starts(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, list(model.parameters()))])
     starts = []
     for seed in seeds:
-        generator = torch.Generator().manual_seed(seed)
-        w = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))
+        w = gaussian(operator, seed)
         starts.append(w / w.norm() + g / g.norm())
     return starts
 

@@ -71,9 +71,7 @@ def hessian_trace(model: nn.Module, data: Any, *, loss: Loss = "cross_entropy",
     over `probes` Rademacher vectors (fewer once the standard error is at most `stderr`), or
     method="split": the GGN's trace exactly plus Hutchinson's on the rest (split.py), exact
     with no product for a model piecewise linear in its parameters (ReLU networks)."""
-    SharpnessOptions(probes=probes, seed=seed)
-    if method not in TRACE_METHODS:
-        raise BadInput(f"method must be one of {', '.join(TRACE_METHODS)}, got {method!r}")
+    SharpnessOptions(probes=probes, seed=seed, trace=method)  # validates, the method too
     hessian = HessianOperator(model, data, loss=loss, params=params, wrt=wrt,
                               inputs=inputs, device=device)
     return TRACE_METHODS[method](hessian, probes=probes, seed=seed, stderr=stderr)
