@@ -35,6 +35,9 @@ KEEP_NUMBERS = 1 << 27      # an iterable's batches kept on the device (512 MB o
 GRAPH_NUMBERS = 1 << 27     # gradient graphs kept across Hessian-vector products (512 MB)
 JACOBIAN_NUMBERS = 1 << 21  # a chunk's per-sample Jacobians for the GGN's trace (8 MB): the CNN of
                             # benchmarks/curvature.py 0.88 s at 7 rows, 0.78 s at 31 (120 MB)
+RULE_NUMBERS = 1 << 25      # a chunk's forward graph, gradients and prepared inputs for the GGN's
+                            # layer rules (128 MB): the CNN of benchmarks/curvature.py 0.27 s at
+                            # this, 0.27 s at 512 MB (peak 105 MB), 0.31 s at 64 MB (20 MB)
 DRAW_NUMBERS = 1 << 22      # Theorem 1's Monte-Carlo chunks: [draws, b] float64 entries (32 MB)
 
 # Training: members stacked per chunk. Largest MLP width that still trains faster stacked than one

@@ -85,7 +85,8 @@ def test_the_ggn_trace_is_the_dense_ggns_and_the_residual_is_h_minus_g(kind, mon
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
     found = torch.cat([t.reshape(-1) for t in ggn_diagonal(operator).values()])
     torch.testing.assert_close(found, G.diagonal(), rtol=1e-9, atol=1e-12)
-    # chunks of per-sample Jacobians of any size (here 2 rows) give the same trace
+    # chunks of per-sample Jacobians (the layer rules off) of any size (here 2 rows) alike
+    monkeypatch.setattr("landscape.measures.layerrules._rule", lambda module: None)
     monkeypatch.setattr("landscape.measures.split.JACOBIAN_NUMBERS", 2 * 3 * len(H))
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
     residual = HessianOperator.on(linearized(operator.objective))
@@ -254,7 +255,7 @@ def test_dict_batches_and_their_loss_callable(monkeypatch):
     by_sample = lambda output, batch: F.cross_entropy(output, batch["labels"],  # noqa: E731
                                                       reduction="none")
     found = split_trace(HessianOperator(net, loader, loss=by_sample))
-    monkeypatch.setattr("landscape.measures.split.JACOBIAN_NUMBERS", 1)  # loader batches cut
+    monkeypatch.setattr("landscape.measures.layerrules.RULE_NUMBERS", 1)  # loader batches cut
     assert split_trace(HessianOperator(net, loader, loss=by_sample)).value == pytest.approx(
         found.value, rel=1e-12)
     params = dict(net.named_parameters())
@@ -277,6 +278,7 @@ def test_bad_input_is_one_line(monkeypatch):
     with pytest.raises(BadInput, match="HessianOperator"):
         split_trace(landscape.GGNOperator(net, (x, y)))
     monkeypatch.setattr("landscape.measures.split.GRAPH_NUMBERS", 8)
+    monkeypatch.setattr("landscape.measures.layerrules._rule", lambda module: None)  # Jacobians
     with pytest.raises(BadInput, match="does not fit"):
         split_trace(HessianOperator(net, (x, y)))
     with pytest.raises(BadInput, match="method"):

@@ -4,10 +4,12 @@ tr H = tr G + tr R.
 H = G + R, with G = (1/n) sum_i J_i' H_i J_i (fisher.py) and R = (1/n) sum_i sum_k r_ik d2 f_ik,
 the curvature of the model's own outputs f_i weighted by the loss gradient r_i = dl_i / df_i.
 
-- tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, from per-sample Jacobians J_i [d, N] (torch.func's
-  vmap over the rows of jacrev, d a sample's outputs) and per-sample loss Hessians H_i [d, d]
-  by the output. No Hessian-vector product: about d backward passes
-  of per-sample gradients.
+- tr G exactly, no Hessian-vector product: (1/n) sum_i <H_i, J_i J_i'>, H_i [d, d] sample i's
+  loss Hessian by its d outputs. Layers with a rule (layerrules.py: linear, convolution,
+  BatchNorm, LayerNorm, embedding) take d backward passes of the batch; the other parameters
+  per-sample Jacobians J_i [d, N'] (torch.func's vmap over the rows of jacrev), which work for
+  any module that runs on one sample. The trace and the diagonal are sums over parameters, so
+  the two parts add.
 - tr R is zero when the model is piecewise linear in each chosen parameter on its own
   (`piecewise_linear`: linear and convolutional layers, ReLU, max pooling, BatchNorm in eval
   mode, residual sums, ...): every d2 f / d theta_j^2 then vanishes, and with it R's diagonal.
@@ -23,13 +25,14 @@ the curvature of the model's own outputs f_i weighted by the loss gradient r_i =
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
+from landscape.measures import layerrules
 from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective, evaluating, rows_in
 from landscape.measures.operators import HessianOperator, ModelOperator
@@ -121,56 +124,124 @@ def linearized(made: Objective) -> Linearized:
 def ggn_diagonal(operator: ModelOperator) -> Tensors:
     """The diagonal of G exactly, {name: tensor shaped as the parameter}: (1/n) sum_i of each
     column's J_i[:, p]' H_i J_i[:, p] (the module's text), for the model, data, loss and
-    parameters of any model operator (a HessianOperator's or GGNOperator's)."""
-    total, n = {k: torch.zeros_like(p) for k, p in operator.params.items()}, 0
-    for hessians, jacobian in _per_sample(operator):
+    parameters of any model operator (a HessianOperator's or GGNOperator's): by layer rules
+    (layerrules.py) where they hold, else from per-sample Jacobians."""
+    made = _of_model(operator)
+    total = {k: torch.zeros_like(p) for k, p in made.params.items()}
+    names, copied = _ruled(made)
+    n = 0
+    for batch in _chunks(made, _rule_rows(made, names, copied)) if names else ():
+        n += rows_in(batch)
+        for name, t in layerrules.sums(made, names, copied, batch, _factors(made, batch),
+                                       diagonal=True)[1].items():
+            total[name] += t
+    rest = made.restricted([k for k in made.wrt if k not in names])
+    for hessians, jacobian in _per_sample(rest) if rest.wrt else ():
         for name, j in jacobian.items():
             flat = j.reshape(*hessians.shape[:2], -1)                           # [m, d, P]
             total[name] += (flat * (hessians @ flat)).sum((0, 1)).view_as(total[name])
-        n += len(hessians)
+        n += 0 if names else len(hessians)
         del hessians, jacobian  # freed before the next chunk's are made, not after
     return {k: t.div_(n) for k, t in total.items()}
 
 
 def ggn_trace(operator: ModelOperator) -> float:
-    """tr G exactly: (1/n) sum_i <H_i, J_i J_i'> (the sum of ggn_diagonal, without the [m, d, N]
-    product a diagonal needs: 2-10x less arithmetic after the Jacobians)."""
+    """tr G exactly: (1/n) sum_i <H_i, J_i J_i'> (the sum of ggn_diagonal): by layer rules where
+    they hold, else from per-sample Jacobians, without the [m, d, N] product a diagonal needs
+    (2-10x less arithmetic after the Jacobians)."""
+    made = _of_model(operator)
+    names, copied = _ruled(made)
     total, n = 0.0, 0
-    for hessians, jacobian in _per_sample(operator):
+    for batch in _chunks(made, _rule_rows(made, names, copied)) if names else ():
+        n += rows_in(batch)
+        total += layerrules.sums(made, names, copied, batch, _factors(made, batch),
+                                 diagonal=False)[0]
+    rest = made.restricted([k for k in made.wrt if k not in names])
+    for hessians, jacobian in _per_sample(rest) if rest.wrt else ():
         m, d = hessians.shape[:2]
         gram = sum(j.reshape(m, d, -1) @ j.reshape(m, d, -1).transpose(1, 2)
                    for j in jacobian.values())                                  # [m, d, d]
         total += float((hessians * gram).sum())
-        n += m
+        n += 0 if names else m
         del hessians, jacobian, gram  # freed before the next chunk's are made, not after
     return total / n
 
 
-def _per_sample(operator: ModelOperator) -> Iterator[tuple[torch.Tensor, Tensors]]:
-    """(per-sample loss Hessians by the output [m, d, d], per-sample Jacobians {name: [m, d,
-    *shape]}) for chunks of rows whose Jacobians hold about JACOBIAN_NUMBERS numbers."""
+def _of_model(operator: ModelOperator) -> Objective:
+    """The operator's objective, checked: a model operator whose model returns a tensor."""
     if not isinstance(operator, ModelOperator):
         raise BadInput("the GGN's diagonal and trace need an operator of a model "
                        "(HessianOperator, GGNOperator or FisherOperator)")
     made = operator.objective
-    params = {k: p.detach() for k, p in made.params.items()}
-    count = sum(p.numel() for p in params.values())
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-        output = made.output(params, next(iter(made.batches(1))))
+        try:
+            output = made.output(made.params, _rows(next(iter(made.batches(1))), slice(0, 1)))
+        except Exception as err:  # noqa: BLE001 - e.g. BatchNorm on batch statistics
+            raise BadInput(f"the GGN's per-sample terms need a model that runs on one sample: "
+                           f"{str(err).splitlines()[0]}") from None
     if not isinstance(output, torch.Tensor):
         raise BadInput(f"the GGN needs a model that returns a tensor, not a "
                        f"{type(output).__name__}")
-    outputs = output[0].numel()
-    rows = max(1, JACOBIAN_NUMBERS // (outputs * count))
+    return made
+
+
+def _ruled(made: Objective) -> tuple[tuple[str, ...], frozenset[str]]:
+    """layerrules.covered on the objective's first two rows."""
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+        return layerrules.covered(made, next(iter(made.batches(2))))
+
+
+def _rule_rows(made: Objective, names: tuple[str, ...], copied: frozenset[str]) -> int:
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+        return layerrules.chunk_rows(made, names, copied, next(iter(made.batches(2))))
+
+
+def _chunks(made: Objective, rows: int) -> Iterator[Batch]:
+    """The data in chunks of at most `rows` rows (a DataLoader's batches cut, not joined), under
+    eval mode and the math attention kernel."""
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
+        for batch in made.batches(rows):
+            for start in range(0, rows_in(batch), rows):
+                yield _rows(batch, slice(start, start + rows))
+
+
+def _rows(batch: Batch, rows: slice) -> Batch:
+    return tree_map(lambda t: t[rows] if isinstance(t, torch.Tensor) else t, batch)
+
+
+def _factors(made: Objective, batch: Batch) -> Callable[[torch.Tensor],
+                                                        tuple[torch.Tensor, torch.Tensor]]:
+    """output -> (eigenvalues [m, d], eigenvectors [m, d, d]) of each sample's loss Hessian by
+    its output: H_i = sum_c l_ic u_ic u_ic'."""
+    return lambda output: torch.linalg.eigh(_loss_hessians(made, output, batch))
+
+
+def _loss_hessians(made: Objective, output: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Each sample's loss Hessian by its output [m, d, d] (zero for a loss linear in it)."""
+    m, d = len(output), output[0].numel()
+    z = output.detach().requires_grad_()
+    with torch.enable_grad():
+        (dz,) = torch.autograd.grad(made.scored(z, batch).sum(), z, create_graph=True)
+        if not dz.requires_grad:  # a loss linear in the output: G = 0
+            return output.new_zeros(m, d, d)
+        units = torch.eye(d, dtype=output.dtype, device=output.device)
+        (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
+            d, *z.shape), is_grads_batched=True)                   # column k of every H_i
+    return columns.reshape(d, m, d).transpose(0, 1)
+
+
+def _per_sample(made: Objective) -> Iterator[tuple[torch.Tensor, Tensors]]:
+    """(per-sample loss Hessians by the output [m, d, d], per-sample Jacobians {name: [m, d,
+    *shape]}) for chunks of rows whose Jacobians hold about JACOBIAN_NUMBERS numbers."""
+    params = {k: p.detach() for k, p in made.params.items()}
+    count = sum(p.numel() for p in params.values())
+    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        outputs = made.output(params, next(iter(made.batches(1))))[0].numel()
     if outputs * count > GRAPH_NUMBERS:
         raise BadInput(f"one sample's Jacobian ({outputs} outputs x {count:,} parameters) does "
                        "not fit the memory budget: use Hutchinson's trace instead")
-    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
-        for batch in made.batches(rows):  # a DataLoader's batches are its own: cut them too
-            for start in range(0, rows_in(batch), rows):
-                yield _chunk(made, params, tree_map(
-                    lambda t: t[start:start + rows] if isinstance(t, torch.Tensor) else t,
-                    batch))
+    for batch in _chunks(made, max(1, JACOBIAN_NUMBERS // (outputs * count))):
+        yield _chunk(made, params, batch)
 
 
 def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor, Tensors]:
@@ -180,23 +251,14 @@ def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor
 
     with torch.no_grad():
         output = made.output(params, batch)
-    m, d = rows_in(batch), output[0].numel()
-    units = torch.eye(d, dtype=output.dtype, device=output.device)
-    z = output.detach().requires_grad_()
-    with torch.enable_grad():
-        (dz,) = torch.autograd.grad(made.scored(z, batch).sum(), z, create_graph=True)
-        if not dz.requires_grad:  # a loss linear in the output: G = 0
-            return output.new_zeros(m, d, d), {k: p.new_zeros(m, d, *p.shape)
-                                               for k, p in params.items()}
-        (columns,) = torch.autograd.grad(dz, z, units.reshape(d, 1, *z.shape[1:]).expand(
-            d, *z.shape), is_grads_batched=True)                   # column k of every H_i
+    hessians = _loss_hessians(made, output, batch)
     try:
         jacobian = torch.func.vmap(torch.func.jacrev(one), in_dims=(None, 0))(
             params, batch)                                                  # {name: [m, d, ...]}
     except Exception as err:  # noqa: BLE001 - whatever torch.func refuses, said in one line
         raise BadInput(f"per-sample Jacobians need a model that runs on one sample under "
                        f"torch.func.vmap: {str(err).splitlines()[0]}") from None
-    return columns.reshape(d, m, d).transpose(0, 1), jacobian
+    return hessians, jacobian
 
 
 def split_trace(operator: HessianOperator, *, probes: int = 100, stderr: float | None = None,
