@@ -10,8 +10,10 @@ and probes from seed r (its seed argument, torch's and numpy's global generators
 start): how many products power iteration needs depends on its start (PyHessian on the transformer:
 7 to 35 over seeds 0-9). Reported: seconds (median of --repeat processes), Hessian-vector products
 used (counted where each tool multiplies; median, and the range when the seeds differ), the value,
-and the peak resident memory above the process's state after set-up (the model and data built,
-before the tool is). Ratios are the time of the fastest peer as accurate (eigenvalues within 1% of
+and the peak memory above the process's state after set-up (the model and data built, before the
+tool is): resident memory, or with --heap on Linux the live heap's peak (benchmarks/heappeak.c,
+compiled with gcc and preloaded: what the tool allocated, without the allocator's few MB of
+resident noise). Ratios are the time of the fastest peer as accurate (eigenvalues within 1% of
 ARPACK's, curvlinops' eigsh; a trace or density from all its products) over ours (> 1: ours is
 faster); the floor is the time of one product through a kept graph (ours, measured after 3 warm-up
 products) times the products ours used. A trace is as accurate as Hutchinson's over 100 probes when
@@ -36,7 +38,7 @@ it used them all or its standard error is at most that of ours over 100 probes.
            lanczos_approximate_spectrum, ncv=90)
 
     pip install -e ".[peers]"     # then check torch's version: torchvision may replace it
-    python benchmarks/curvature.py --repeat 3           # a 2-core CPU: about 15 minutes
+    python benchmarks/curvature.py --repeat 3 --heap    # a 2-core CPU: about 15 minutes
     python benchmarks/curvature.py --models mlp --ops top,trace --tools ours,pyhessian
     python benchmarks/curvature.py --device cuda   # a GPU: one process per (model, tool), its
                                                     # operations in turn (CUDA's set-up is seconds)
@@ -50,6 +52,7 @@ above the set-up's.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -57,7 +60,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -255,7 +260,7 @@ def one(model_name: str, tool: str, ops: str, device: str, seed: int) -> list[di
     generators of torch and numpy, which some peers draw from)."""
     torch.set_num_threads(1)
     model, x, y = setting(model_name, device)
-    cuda = x.is_cuda
+    cuda, heap = x.is_cuda, preloaded_heap()
     found_all = []
     with sdpa_kernel(SDPBackend.MATH):
         if tool == "floor":
@@ -272,6 +277,9 @@ def one(model_name: str, tool: str, ops: str, device: str, seed: int) -> list[di
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
+            elif heap:
+                heap.heap_peak_reset()
+                base = heap.heap_live_bytes()
             else:
                 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             seeded(seed)
@@ -290,11 +298,34 @@ def one(model_name: str, tool: str, ops: str, device: str, seed: int) -> list[di
             stderr = None
             if op == "trace" and isinstance(value, (tuple, list)):  # (value, standard error)
                 value, stderr = float(value[0]), float(value[1])
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else max(
-                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, 0) / 1024
+            if cuda:
+                peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+            elif heap:
+                peak = (heap.heap_peak_bytes() - base) / 2**20
+            else:
+                peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, 0) / 1024
             found_all.append({"seconds": seconds, "value": value, "products": products,
                               "memory_mb": peak, "stderr": stderr})
     return found_all
+
+
+def preloaded_heap() -> Any:
+    """heappeak.c's counters if it is preloaded into this process (--heap), else None."""
+    found = ctypes.CDLL(None)
+    if not hasattr(found, "heap_peak_bytes"):
+        return None
+    found.heap_peak_bytes.restype = found.heap_live_bytes.restype = ctypes.c_long
+    return found
+
+
+def built_heap() -> str:
+    """heappeak.c compiled (gcc) beside the system's temporary files; its path."""
+    source = Path(__file__).with_name("heappeak.c")
+    built = Path(tempfile.gettempdir()) / "landscape-heappeak.so"
+    if not built.exists() or built.stat().st_mtime < source.stat().st_mtime:
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(built), str(source), "-ldl"],
+                       check=True)
+    return str(built)
 
 
 def seeded(seed: int) -> None:
@@ -361,6 +392,8 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--heap", action="store_true",
+                        help="CPU memory as the live heap's peak (heappeak.c, needs gcc)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "TOOL", "OP"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -368,8 +401,12 @@ def main() -> None:
         print(json.dumps(one(*args.one, args.device, args.seed)))
         return
     tools, ops = args.tools.split(","), args.ops.split(",")
+    if args.heap:  # inherited by every measuring process
+        os.environ["LD_PRELOAD"] = built_heap()
     print(machine(torch.device(args.device)))
-    print(f"1 thread per process, median of {args.repeat}; load {os.getloadavg()[0]:.1f}")
+    memory = "CUDA allocator" if args.device != "cpu" else "heap" if args.heap else "resident"
+    print(f"1 thread per process, median of {args.repeat}; load {os.getloadavg()[0]:.1f}; "
+          f"memory: {memory}")
     for model_name in args.models.split(","):
         model, _, _ = setting(model_name)
         floor = statistics.median(spawn(model_name, "floor", "", args.device)[0]["seconds"]
