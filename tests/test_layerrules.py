@@ -72,7 +72,7 @@ def test_every_rule_gives_the_dense_ggns_trace_and_diagonal(monkeypatch):
     torch.testing.assert_close(_flat(ggn_diagonal(operator)), G.diagonal(), rtol=1e-9,
                                atol=1e-13)
     # chunks of any size (one row) and sub-chunks of per-sample gradients alike
-    monkeypatch.setattr("landscape.measures.layerrules.RULE_NUMBERS", 1)
+    monkeypatch.setattr("landscape.measures.layerrules.RULE_NUMBERS", 2 * 4 * 4)  # d = 4
     monkeypatch.setattr("landscape.measures.layerrules.JACOBIAN_NUMBERS", 1)
     assert _rule_rows(operator.objective, names, copied) == 1
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
@@ -139,3 +139,10 @@ def test_float32_rounding_does_not_fail_the_check():
     net = net.float()
     assert _ruled(HessianOperator(net, (x.float(), y)).objective)[0] == tuple(
         name for name, _ in net.named_parameters())
+
+
+def test_too_many_outputs_a_sample_is_one_line(monkeypatch):
+    net, x, y = _zoo()
+    monkeypatch.setattr("landscape.measures.layerrules.RULE_NUMBERS", 2 * 4 * 4 - 1)  # d = 4
+    with pytest.raises(BadInput, match="d = 4 outputs here: too many; use Hutchinson"):
+        ggn_trace(HessianOperator(net, (x, y)))

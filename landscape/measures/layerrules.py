@@ -295,11 +295,16 @@ def _first(batch: Batch, rows: int) -> Batch:
 
 def chunk_rows(made: Objective, names: tuple[str, ...], copied: frozenset[str],
                first: Batch) -> int:
-    """Rows a chunk: its forward graph (kept for the d backward passes), one pass's gradients
-    and the rules' prepared inputs within RULE_NUMBERS, as the first row of `first` takes."""
+    """Rows a chunk: its forward graph (kept for the d backward passes), one pass's gradients,
+    the rules' prepared inputs and the loss Hessians' factors (2 d^2 a row) within
+    RULE_NUMBERS, as the first row of `first` takes."""
     layers = Layers(made, names, copied)
     leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
-    graph = saved_numbers(lambda batch: layers.run(lambda: made.output(leaves, batch)),
-                          _first(first, 1))[1]
+    output, graph = saved_numbers(lambda batch: layers.run(lambda: made.output(leaves, batch)),
+                                  _first(first, 1))
+    d = output[0].numel()
+    if 2 * d * d > RULE_NUMBERS:
+        raise BadInput(f"the GGN's exact trace takes d backward passes and a d x d loss Hessian a "
+                       f"sample, d = {d:,} outputs here: too many; use Hutchinson's trace")
     prepared = sum(layers.prepared(p).numel() for p in layers.outputs())
-    return max(1, RULE_NUMBERS // (2 * graph + prepared))
+    return max(1, RULE_NUMBERS // (2 * graph + prepared + 2 * d * d))
