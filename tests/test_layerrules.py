@@ -146,3 +146,31 @@ def test_too_many_outputs_a_sample_is_one_line(monkeypatch):
     monkeypatch.setattr("landscape.measures.layerrules.RULE_NUMBERS", 2 * 4 * 4 - 1)  # d = 4
     with pytest.raises(BadInput, match="d = 4 outputs here: too many; use Hutchinson"):
         ggn_trace(HessianOperator(net, (x, y)))
+
+
+class SequenceFirst(nn.Module):
+    """Linear layers whose input's first axis is not the data's rows: positions first (as
+    nn.TransformerEncoderLayer's default batch_first=False), and rows and positions flattened
+    together. Their rules would split the batch gradient along the wrong axis: the check sends
+    them to the Jacobians."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.flat, self.head = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x.view(len(x), 4, 3).transpose(0, 1)))     # [4, m, 3]
+        h = torch.tanh(self.flat(h.transpose(0, 1).reshape(-1, 3)))          # [m * 4, 3]
+        return self.head(h.view(len(x), 4, 3).mean(1))
+
+
+def test_a_batch_axis_that_is_not_the_rows_goes_to_the_jacobians():
+    torch.manual_seed(14)
+    net, x = SequenceFirst().double().eval(), torch.randn(8, 12, dtype=torch.float64)
+    y = torch.randint(0, 2, (8,))
+    operator = HessianOperator(net, (x, y))
+    assert _ruled(operator.objective)[0] == ("head.weight", "head.bias")
+    _, G = _dense(net, x, y, _ce)
+    assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
+    torch.testing.assert_close(_flat(ggn_diagonal(operator)), G.diagonal(), rtol=1e-9,
+                               atol=1e-13)

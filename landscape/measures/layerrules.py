@@ -12,13 +12,14 @@ Rules: nn.Linear (any leading axes), nn.Conv1d and nn.Conv2d (grouped, zero padd
 the unfolded input), BatchNorm with running statistics (eval mode), LayerNorm, nn.Embedding
 (indices summed per sample). A linear layer on rows needs no per-sample gradient at all:
 |g_i|^2 = |B_i|^2 |a_i|^2 and the diagonal is (l B^2)' a^2. `covered` keeps a layer only if,
-on the data's first rows, its rule's per-sample gradients sum to autograd's gradient of the
-batch, one row and two (a weight also used outside its layer, a layer called twice, or a rule
-that does not fit the module fails it); the rest of the parameters go to per-sample Jacobians
-(split.py). A layer whose output is later changed in place (ReLU(inplace=True) after it) passes
-on a copy, so that its own output keeps the value the rule needs. What a rule needs of a
-layer's input whatever the direction (a convolution's unfolded input, a normalization's
-normalized one) is made once a chunk and kept for its d passes (`chunk_rows` counts it).
+on the data's first rows, its rule's gradient of each row is autograd's of that row alone (a
+weight also used outside its layer, a layer called twice, a batch axis that is not the data's,
+or a rule that does not fit the module fails it); the rest of the parameters go to per-sample
+Jacobians (split.py). A layer whose output is later changed in place (ReLU(inplace=True)
+after it) passes on a copy, so that its own output keeps the value the rule needs. What a rule
+needs of a layer's input whatever the direction (a convolution's unfolded input, a
+normalization's normalized one) is made once a chunk and kept for its d passes (`chunk_rows`
+counts it).
 """
 
 from __future__ import annotations
@@ -194,33 +195,37 @@ class Layers:
 
 def covered(made: Objective, first: Batch) -> tuple[tuple[str, ...], frozenset[str]]:
     """(the chosen parameters whose layers' rules hold on the first rows of `first`, the modules
-    whose output to copy). A rule holds if its per-sample gradients sum to autograd's gradient
-    of a seeded random direction of the output, for the first row and for the first two."""
+    whose output to copy). A rule holds if, along a seeded random direction of the output of
+    the first three rows, its gradient of each row equals autograd's of that row run alone:
+    so its batch axis is the data's (a layer in a sequence-first model, or one on rows and
+    positions flattened together, fails) and nothing else reaches its weights."""
     layers = Layers(made)
     leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
-    one = _first(first, 1)
-    layers.run(lambda: made.output(leaves, one))
+    batch = _first(first, 3)
+    layers.run(lambda: made.output(leaves, _first(batch, 1)))
     layers.copied = frozenset(p for p, c in layers.calls.items()
                               if any(t._version != v for _, t, v in c))
-    good = list(layers.modules)
-    generator = torch.Generator().manual_seed(0)
-    for rows in (1, 2):
-        batch = _first(first, rows)
-        output = layers.run(lambda: made.output(leaves, batch))
-        good = [p for p in good if p in layers.outputs()]
-        if not good:
-            break
-        names = [n for p in good for n in layers.modules[p][2].values()]
-        direction = torch.randn(output.shape, generator=generator, dtype=output.dtype)
-        found = torch.autograd.grad(output, [layers.outputs()[p] for p in good] +
-                                    [leaves[n] for n in names], direction.to(output.device),
-                                    allow_unused=True)
-        expected = dict(zip(names, found[len(good):]))
-        good = [p for p, grad in zip(good, found) if grad is not None and all(
-            expected[n] is not None and torch.allclose(
-                g.sum(0), expected[n], rtol=1e-4, atol=1e-6 * float(expected[n].abs().max()))
-            for n, g in layers.per_sample(p, grad).items())]
-    held = {n for p in good for n in layers.modules[p][2].values()}
+    output = layers.run(lambda: made.output(leaves, batch))
+    good = list(layers.outputs())
+    if not good:
+        return (), layers.copied
+    rows = len(output)
+    direction = torch.randn(output.shape, generator=torch.Generator().manual_seed(0),
+                            dtype=output.dtype).to(output.device)
+    found = dict(zip(good, torch.autograd.grad(output, [layers.outputs()[p] for p in good],
+                                                direction, allow_unused=True)))
+    ruled = {p: layers.per_sample(p, found[p]) for p in good if found[p] is not None}
+    good = [p for p in ruled if all(len(g) == rows for g in ruled[p].values())]
+    for row in range(rows):
+        alone = made.output(leaves, tree_map(
+            lambda t: t[row:row + 1] if isinstance(t, torch.Tensor) else t, batch))
+        names = [n for p in good for n in ruled[p]]
+        expected = dict(zip(names, torch.autograd.grad(
+            alone, [leaves[n] for n in names], direction[row:row + 1], allow_unused=True)))
+        good = [p for p in good if all(expected[n] is not None and torch.allclose(
+            g[row], expected[n], rtol=1e-4, atol=1e-6 * float(expected[n].abs().max()))
+            for n, g in ruled[p].items())]
+    held = {n for p in good for n in ruled[p]}
     return tuple(n for n in made.wrt if n in held), layers.copied
 
 

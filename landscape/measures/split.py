@@ -186,9 +186,9 @@ def _of_model(operator: ModelOperator) -> Objective:
 
 
 def _ruled(made: Objective) -> tuple[tuple[str, ...], frozenset[str]]:
-    """layerrules.covered on the objective's first two rows."""
+    """layerrules.covered on the objective's first three rows."""
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
-        return layerrules.covered(made, next(iter(made.batches(2))))
+        return layerrules.covered(made, next(iter(made.batches(3))))
 
 
 def _rule_rows(made: Objective, names: tuple[str, ...], copied: frozenset[str]) -> int:
