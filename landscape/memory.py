@@ -33,6 +33,9 @@ CPU_ONE_NUMBERS = 1 << 18   # a CPU's for one model, whose chunks cost no vmap s
 STACKED_NUMBERS = 1 << 27   # parameters held stacked at once by an analysis (512 MB in float32)
 KEEP_NUMBERS = 1 << 27      # an iterable's batches kept on the device (512 MB of float32)
 GRAPH_NUMBERS = 1 << 27     # gradient graphs kept across Hessian-vector products (512 MB)
+CPU_GRAPH_NUMBERS = 1 << 21 # a kept graph's chunk on a CPU (8 MB): a product's transients are its
+                            # chunk's; benchmarks/curvature.py's transformer in 2 chunks 17.9 ms
+                            # and 20.7 MB at its peak a product, in one 19.7 ms and 25.6 MB
 JACOBIAN_NUMBERS = 1 << 21  # a chunk's per-sample Jacobians for the GGN's trace (8 MB): the CNN of
                             # benchmarks/curvature.py 0.88 s at 7 rows, 0.78 s at 31 (120 MB)
 RULE_NUMBERS = 1 << 25      # a chunk's forward graph, gradients and prepared inputs for the GGN's

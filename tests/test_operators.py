@@ -122,6 +122,23 @@ def test_products_equal_the_dense_matrix(case, kind):
         net.eval()
 
 
+
+def test_a_cpu_cuts_a_kept_graph_into_equal_chunks_of_its_budget(case, monkeypatch):
+    """On a CPU a kept graph is cut into chunks of CPU_GRAPH_NUMBERS (a product's transient
+    memory is its chunk's), of equal size, all kept; the products are the dense matrix's."""
+    net, x, y, dense = case
+    whole = landscape.HessianOperator(net, (x, y))
+    whole.matvec(torch.zeros(whole.shape[0], dtype=torch.float64))
+    per_row, per_chunk = whole._numbers(next(iter(whole.objective.batches(2))), None)
+    assert len(whole._kept) == 1 and whole._rows == len(x)  # small: one chunk
+    monkeypatch.setattr("landscape.measures.operators.CPU_GRAPH_NUMBERS",
+                        per_chunk + 5 * per_row)  # 5 rows a chunk at most
+    cut = landscape.HessianOperator(net, (x, y))
+    torch.testing.assert_close(_as_matrix(cut), dense["hessian"], rtol=1e-9, atol=1e-11)
+    chunks = -(-len(x) // 5)
+    assert len(cut._kept) == chunks and cut._complete and cut._rows == -(-len(x) // chunks)
+
+
 def test_batched_backward_of_the_gpu_route_equals_the_dense_hessian(case, monkeypatch):
     """On a GPU a block of vectors goes through one vmapped backward; forced here on the CPU."""
     net, x, y, dense = case

@@ -71,7 +71,8 @@ class FisherOperator(ModelOperator):
         m = next(iter(grads.values())).shape[0]
         return torch.cat([g.reshape(m, -1) for g in grads.values()], 1)     # [m, N]
 
-    def _numbers(self, batch: Batch, total: int | None = None) -> tuple[int, int]:
+    def _numbers(self, batch: Batch, total: int | None = None,
+                 budget: int = 0) -> tuple[int, int]:
         return self.shape[0], 0
 
     def _counted(self, batch: Batch) -> tuple[torch.Tensor, int]:

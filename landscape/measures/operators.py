@@ -11,8 +11,9 @@ gradient graph for the Hessian and the GGN, its per-sample gradients for the Fis
 on the data's first rows (graph_numbers: autograd's saved tensors for one row and for two), and
 chunks keep it while their total fits GRAPH_NUMBERS; the chunks beyond are rebuilt at every
 product (then at most twice the budget is held). Tensor data are cut into chunks of as many
-rows as fit the budget (all of them when they fit: one call per product); a DataLoader keeps
-its own batches. On a GPU, a product through kept chunks is replayed as a CUDA graph
+rows as fit a chunk's budget: GRAPH_NUMBERS on a GPU (all rows when they fit: one call per
+product), CPU_GRAPH_NUMBERS on a CPU, where a product's transient memory is its chunk's and
+smaller chunks run as fast (memory.py); a DataLoader keeps its own batches. On a GPU, a product through kept chunks is replayed as a CUDA graph
 (replay.py) and the Hessian takes a block of vectors in one batched backward pass.
 """
 
@@ -42,7 +43,7 @@ from landscape.measures.replay import Replay
 from landscape.measures.sources import TensorSource
 from landscape.measures.spectrum import top_eigenvalue
 from landscape.measures.trace import Estimate, hutchinson_trace
-from landscape.memory import GRAPH_NUMBERS
+from landscape.memory import CPU_GRAPH_NUMBERS, GRAPH_NUMBERS
 
 
 class Operator:
@@ -151,9 +152,11 @@ class ModelOperator(Operator):
     def _build(self, batch: Batch) -> Any:
         raise NotImplementedError
 
-    def _numbers(self, batch: Batch, total: int | None = None) -> tuple[int, int]:
-        """(numbers per row, per chunk) that _build keeps (`total`: the data's rows, if known)."""
-        return graph_numbers(self._build, batch, total)
+    def _numbers(self, batch: Batch, total: int | None = None,
+                 budget: int = GRAPH_NUMBERS) -> tuple[int, int]:
+        """(numbers per row, per chunk) that _build keeps (`total`: the data's rows, if known;
+        `budget`: a chunk's)."""
+        return graph_numbers(self._build, batch, total, budget)
 
     def _counted(self, batch: Batch) -> tuple[Any, int]:
         """(_build(batch), the numbers it keeps)."""
@@ -186,10 +189,11 @@ class ModelOperator(Operator):
         """The memory rule (module docstring): chunk size, and the chunks whose state is kept."""
         source = self.objective.source
         total = len(source) if isinstance(source, TensorSource) else None
-        per_row, per_chunk = self._numbers(next(iter(self.objective.batches(2))), total)
-        rows = self.rows or max(1, (GRAPH_NUMBERS - per_chunk) // max(per_row, 1))
-        if self.rows is None and total is not None:
-            rows = min(rows, total)
+        chunk = GRAPH_NUMBERS if self.device.type == "cuda" else CPU_GRAPH_NUMBERS
+        per_row, per_chunk = self._numbers(next(iter(self.objective.batches(2))), total, chunk)
+        rows = self.rows or max(1, (chunk - per_chunk) // max(per_row, 1))
+        if self.rows is None and total is not None:  # chunks of equal size, none left short
+            rows = -(-total // -(-total // rows))
         kept, held, n, complete = [], 0, 0, True
         self._held = 0  # what the kept chunks hold, counted as they are built
         for batch in self.objective.batches(rows):
@@ -253,17 +257,17 @@ class HessianOperator(ModelOperator):
         return max(1, min(len(vectors), GRAPH_NUMBERS // max(self._held, 1)))
 
 
-def graph_numbers(build: Callable[[Batch], Any], batch: Batch,
-                  total: int | None = None) -> tuple[int, int]:
+def graph_numbers(build: Callable[[Batch], Any], batch: Batch, total: int | None = None,
+                  budget: int = GRAPH_NUMBERS) -> tuple[int, int]:
     """(numbers per row, numbers per chunk) that `build` keeps for later products: the tensors
     autograd saves while it runs, counted by their storages, for the batch's first row and its
     first two. A CNN of 3 conv blocks on 32 x 32 images keeps 261k numbers a row for its
     gradient graph, half of the earlier estimate (4 x weight layers x the widest layer). When
-    the data's `total` rows times the first row's numbers fit GRAPH_NUMBERS, all of them fit
-    in one chunk: the second build is skipped (a tenth of a small model's top eigenvalue) and
-    (first row's numbers, 0) returned, a bound."""
+    the data's `total` rows times the first row's numbers fit a chunk's `budget`, all of them
+    fit in one chunk: the second build is skipped (a tenth of a small model's top eigenvalue)
+    and (first row's numbers, 0) returned, a bound."""
     one = saved_numbers(build, _first(batch, 1))[1]
-    if rows_in(batch) < 2 or (total is not None and total * one <= GRAPH_NUMBERS):
+    if rows_in(batch) < 2 or (total is not None and total * one <= budget):
         return one, 0  # one-row batches: the whole graph counted per row
     per_row = max(saved_numbers(build, _first(batch, 2))[1] - one, 1)
     return per_row, max(one - per_row, 0)
