@@ -6,15 +6,15 @@ Convention: a vector is flat [N] over the chosen parameters (`wrt`, the model's 
 of k vectors is k rows [k, N] and `matmat(V)` is V A (A symmetric), as torch keeps a batch in
 the leading axis. `to_scipy()` gives scipy's LinearOperator, which holds blocks as columns.
 
-Memory, one rule for every model operator: what a chunk of rows keeps between products (its
-gradient graph for the Hessian and the GGN, its per-sample gradients for the Fisher) is measured
-on the data's first rows (graph_numbers: autograd's saved tensors for one row and for two), and
-chunks keep it while their total fits GRAPH_NUMBERS; the chunks beyond are rebuilt at every
-product (then at most twice the budget is held). Tensor data are cut into chunks of as many
-rows as fit a chunk's budget: GRAPH_NUMBERS on a GPU (all rows when they fit: one call per
-product), CPU_GRAPH_NUMBERS on a CPU, where a product's transient memory is its chunk's and
-smaller chunks run as fast (memory.py); a DataLoader keeps its own batches. On a GPU, a product through kept chunks is replayed as a CUDA graph
-(replay.py) and the Hessian takes a block of vectors in one batched backward pass.
+Memory, one rule for every model operator: what a chunk of rows keeps between products (its gradient
+graph for the Hessian and the GGN, its per-sample gradients for the Fisher) is measured on the
+data's first rows (graph_numbers: autograd's saved tensors for one row and for two), and chunks keep
+it while their total fits GRAPH_NUMBERS; the chunks beyond are rebuilt at every product (then at
+most twice the budget is held). Tensor data are cut into chunks of as many rows as fit a chunk's
+budget: GRAPH_NUMBERS on a GPU (all rows when they fit: one call per product), CPU_GRAPH_NUMBERS on
+a CPU, where a product's transient memory is its chunk's and smaller chunks run as fast (memory.py);
+a DataLoader keeps its own batches. On a GPU, a product through kept chunks is replayed as a CUDA
+graph (replay.py) and the Hessian takes a block of vectors in one batched backward pass.
 """
 
 from __future__ import annotations
