@@ -124,47 +124,44 @@ def linearized(made: Objective) -> Linearized:
 def ggn_diagonal(operator: ModelOperator) -> Tensors:
     """The diagonal of G exactly, {name: tensor shaped as the parameter}: (1/n) sum_i of each
     column's J_i[:, p]' H_i J_i[:, p] (the module's text), for the model, data, loss and
-    parameters of any model operator (a HessianOperator's or GGNOperator's): by layer rules
-    (layerrules.py) where they hold, else from per-sample Jacobians."""
-    made = _of_model(operator)
-    total = {k: torch.zeros_like(p) for k, p in made.params.items()}
-    names, copied = _ruled(made)
-    n = 0
-    for batch in _chunks(made, _rule_rows(made, names, copied)) if names else ():
-        n += rows_in(batch)
-        for name, t in layerrules.sums(made, names, copied, batch, _factors(made, batch),
-                                       diagonal=True)[1].items():
-            total[name] += t
-    rest = made.restricted([k for k in made.wrt if k not in names])
-    for hessians, jacobian in _per_sample(rest) if rest.wrt else ():
-        for name, j in jacobian.items():
-            flat = j.reshape(*hessians.shape[:2], -1)                           # [m, d, P]
-            total[name] += (flat * (hessians @ flat)).sum((0, 1)).view_as(total[name])
-        n += 0 if names else len(hessians)
-        del hessians, jacobian  # freed before the next chunk's are made, not after
-    return {k: t.div_(n) for k, t in total.items()}
+    parameters of any model operator (a HessianOperator's or GGNOperator's)."""
+    return _ggn(operator, diagonal=True)[1]
 
 
 def ggn_trace(operator: ModelOperator) -> float:
-    """tr G exactly: (1/n) sum_i <H_i, J_i J_i'> (the sum of ggn_diagonal): by layer rules where
-    they hold, else from per-sample Jacobians, without the [m, d, N] product a diagonal needs
-    (2-10x less arithmetic after the Jacobians)."""
+    """tr G exactly: (1/n) sum_i <H_i, J_i J_i'>, the sum of ggn_diagonal (per-sample Jacobians
+    reduced to [d, d] Gram matrices, without the [m, d, N] product a diagonal needs)."""
+    return _ggn(operator, diagonal=False)[0]
+
+
+def _ggn(operator: ModelOperator, *, diagonal: bool) -> tuple[float, Tensors]:
+    """(tr G, diag G if `diagonal`): the ruled parameters' by layer rules, the rest's from
+    per-sample Jacobians; both go over every row once, the first of them counts the rows."""
     made = _of_model(operator)
     names, copied = _ruled(made)
     total, n = 0.0, 0
+    squares = {k: torch.zeros_like(p) for k, p in made.params.items()} if diagonal else {}
     for batch in _chunks(made, _rule_rows(made, names, copied)) if names else ():
         n += rows_in(batch)
-        total += layerrules.sums(made, names, copied, batch, _factors(made, batch),
-                                 diagonal=False)[0]
+        found, ruled = layerrules.sums(made, names, copied, batch, _factors(made, batch),
+                                       diagonal=diagonal)
+        total += found
+        for name, t in (ruled or {}).items():
+            squares[name] += t
     rest = made.restricted([k for k in made.wrt if k not in names])
     for hessians, jacobian in _per_sample(rest) if rest.wrt else ():
         m, d = hessians.shape[:2]
-        gram = sum(j.reshape(m, d, -1) @ j.reshape(m, d, -1).transpose(1, 2)
-                   for j in jacobian.values())                                  # [m, d, d]
-        total += float((hessians * gram).sum())
         n += 0 if names else m
-        del hessians, jacobian, gram  # freed before the next chunk's are made, not after
-    return total / n
+        for name, j in jacobian.items():
+            flat = j.reshape(m, d, -1)                                          # [m, d, P]
+            if diagonal:
+                squares[name] += (flat * (hessians @ flat)).sum((0, 1)).view_as(squares[name])
+            else:
+                total += float((hessians * (flat @ flat.transpose(1, 2))).sum())
+        del hessians, jacobian  # freed before the next chunk's are made, not after
+    if diagonal:
+        total = float(sum(t.sum() for t in squares.values()))
+    return total / n, {k: t.div_(n) for k, t in squares.items()}
 
 
 def _of_model(operator: ModelOperator) -> Objective:
