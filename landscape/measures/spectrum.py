@@ -64,14 +64,31 @@ def unflatten(flat: torch.Tensor, params: Tensors) -> Tensors:
     return {k: t.view(p.shape) for (k, p), t in zip(params.items(), flat.split(sizes))}
 
 
+BASIS_BLOCK = 16  # Lanczos vectors allocated at a time: a run holds the vectors it made, not
+                  # `steps` of them (eigenpairs' default 100 x N, for a k = 5 run of 30-50)
+
+
 @dataclass
 class Lanczos:
     """m steps of the iteration: T's diagonal (alpha [m]) and off-diagonal (beta [m]: the last
-    is the residual norm beyond step m) and the basis Q [m, N]."""
+    is the residual norm beyond step m) and the basis Q [m, N], held as blocks of BASIS_BLOCK
+    rows (the last one's rows past m unset)."""
 
     alpha: list[float]
     beta: list[float]
-    basis: torch.Tensor
+    blocks: list[torch.Tensor]
+
+    def rows(self, count: int) -> list[torch.Tensor]:
+        """Q's first `count` rows, as pieces of the blocks."""
+        return [b[:count - i * BASIS_BLOCK] for i, b in enumerate(self.blocks)
+                if count > i * BASIS_BLOCK]
+
+    def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """coefficients [k, m] times Q: [k, N], block by block."""
+        found = 0
+        for i, rows in enumerate(self.rows(len(self.alpha))):
+            found = found + coefficients[:, i * BASIS_BLOCK:i * BASIS_BLOCK + len(rows)] @ rows
+        return found
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvalues (ascending) and eigenvectors (columns) of T."""
@@ -140,20 +157,23 @@ def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
     exhausted (beta ~ 0) or `stop(state)` says the answer is there."""
     n = start.numel()
     steps = min(steps, n)
-    basis = torch.empty(steps, n, dtype=start.dtype, device=start.device)
-    basis[0] = start / start.norm()
-    state = Lanczos([], [], basis[:1])
+    state = Lanczos([], [], [])
+    q = start / start.norm()
     for j in range(steps):
-        w = operator.matmat(basis[j][None])[0]
-        alpha = float(w @ basis[j])
+        if j % BASIS_BLOCK == 0:
+            state.blocks.append(start.new_empty(min(BASIS_BLOCK, steps - j), n))
+        state.blocks[-1][j % BASIS_BLOCK] = q
+        w = operator.matmat(q[None])[0]
+        alpha = float(w @ q)
         for _ in range(2):  # full reorthogonalization, twice
-            w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
+            for rows in state.rows(j + 1):
+                w = w - rows.T @ (rows @ w)
         beta = float(w.norm())
-        state = Lanczos(state.alpha + [alpha], state.beta + [beta], basis[:j + 1])
+        state = Lanczos(state.alpha + [alpha], state.beta + [beta], state.blocks)
         scale = max(abs(a) for a in state.alpha) or 1.0
         if j + 1 == steps or beta <= 1e-10 * scale or (stop is not None and stop(state)):
             return state
-        basis[j + 1] = w / beta
+        q = w / beta
     return state
 
 
@@ -173,8 +193,8 @@ def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smalles
     order = np.argsort(values)[::-1][:k] if which == "largest" else np.argsort(values)[:k]
     found = None
     if vectors:
-        ritz = torch.as_tensor(s[:, order].T.copy(), dtype=state.basis.dtype,
-                               device=state.basis.device) @ state.basis            # [k, N]
+        ritz = state.combine(torch.as_tensor(s[:, order].T.copy(), dtype=operator.dtype,
+                                             device=operator.device))              # [k, N]
         found = [unflatten(y, operator.params) for y in ritz]
     return values[order], found, len(state.alpha)
 
