@@ -21,50 +21,27 @@ Counts, not seconds: a product costs the same in each.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from typing import Callable
 
-import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 from starts import trained  # benchmarks/starts.py, same folder
 from sweep import machine  # benchmarks/sweep.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import landscape
+from landscape.measures.spectrum import _lanczos_estimates, _power_estimates
 from landscape.measures.spectrum import _start as gaussian  # the seeded Gaussian
 
 OPERATORS = {"hessian": landscape.HessianOperator, "ggn": landscape.GGNOperator,
              "fisher": landscape.FisherOperator}
 
 
-def lanczos_estimates(operator: landscape.Operator, q: torch.Tensor, steps: int) -> list[float]:
-    """top_eigenvalue's estimate after each step (its iteration, run to `steps`)."""
-    q, previous, alpha, beta, found = q / q.norm(), torch.zeros_like(q), [], [], []
-    for _ in range(steps):
-        w = operator.matvec(q)
-        if beta:
-            w.sub_(previous, alpha=beta[-1])
-        alpha.append(float(w @ q))
-        w.sub_(q, alpha=alpha[-1])
-        values = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta), eigvals_only=True)
-        found.append(float(values[-1] if abs(values[-1]) >= abs(values[0]) else values[0]))
-        norm = float(w.norm())
-        if norm <= 1e-10 * max(abs(a) for a in alpha):
-            break
-        beta.append(norm)
-        previous, q = q, w / norm
-    return found
-
-
-def power_estimates(operator: landscape.Operator, v: torch.Tensor, steps: int) -> list[float]:
-    found = []
-    v = v / v.norm()
-    for _ in range(steps):
-        av = operator.matvec(v)
-        found.append(float(v @ av))
-        v = av / av.norm()
-    return found
+def recorded(estimates: Callable, operator: landscape.Operator, q: torch.Tensor,
+             steps: int) -> list[float]:
+    """The first `steps` estimates of top_eigenvalue's iteration (spectrum.py's) from q."""
+    return list(itertools.islice(estimates(operator, q / q.norm()), steps))
 
 
 def change(estimates: list[float], tolerance: float) -> int:
@@ -118,8 +95,10 @@ def main() -> None:
                                                   tolerance=1e-6, iterations=300)[0]
                     reference = float(top[0] if abs(top[0]) >= abs(bottom[0]) else bottom[0])
                     starts = [gaussian(operator, s) for s in range(args.seeds)]
-                    lanczos = [lanczos_estimates(operator, q, args.iterations) for q in starts]
-                    power = [power_estimates(operator, q, args.iterations + 10) for q in starts]
+                    lanczos = [recorded(_lanczos_estimates, operator, q, args.iterations)
+                               for q in starts]
+                    power = [recorded(_power_estimates, operator, q, args.iterations + 10)
+                             for q in starts]
                     for tolerance in tolerances:
                         found = [row("change", lanczos, change, tolerance, reference),
                                  row("geometric", lanczos, geometric, tolerance, reference),

@@ -34,9 +34,10 @@ The eigenvalues of T_m (Ritz values) approach A's extreme eigenvalues first.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Union
 
 import numpy as np
 import torch
@@ -109,46 +110,48 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
     if method not in ("lanczos", "power"):
         raise BadInput(f"method must be lanczos or power, got {method!r}")
     q = _start(operator, seed, start)
-    if method == "power":
-        return _power_iteration(operator, q / q.norm(), iterations, tolerance)
-    q, previous = q / q.norm(), torch.zeros_like(q)
+    estimates = (_power_estimates if method == "power" else _lanczos_estimates)(
+        operator, q / q.norm())
+    estimate, step = math.nan, 0
+    for step, found in enumerate(itertools.islice(estimates, iterations), 1):
+        last, estimate = estimate, found
+        if abs(estimate - last) <= tolerance * abs(estimate):
+            break
+    return estimate, step
+
+
+def _lanczos_estimates(operator: Operator, q: torch.Tensor) -> Iterator[float]:
+    """top_eigenvalue's estimate after each step of Lanczos without reorthogonalization from
+    the unit q: the extreme eigenvalue of T_j of largest magnitude; the last one exact when the
+    Krylov space is exhausted."""
+    previous = torch.zeros_like(q)
     alpha: list[float] = []
     beta: list[float] = []
-    estimate = math.nan
-    for step in range(1, iterations + 1):
+    while True:
         w = operator.matvec(q)
         if beta:
             w.sub_(previous, alpha=beta[-1])
         alpha.append(float(w @ q))
         w.sub_(q, alpha=alpha[-1])
         values = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta), eigvals_only=True)
-        found = values[-1] if abs(values[-1]) >= abs(values[0]) else values[0]
-        last, estimate = estimate, float(found)
+        yield float(values[-1] if abs(values[-1]) >= abs(values[0]) else values[0])
         norm = float(w.norm())
-        # an exhausted Krylov space (the estimate is exact) or a converged estimate
-        if norm <= 1e-10 * max(abs(a) for a in alpha) or abs(estimate - last) <= tolerance * abs(
-                estimate):
-            break
+        if norm <= 1e-10 * max(abs(a) for a in alpha):
+            return
         beta.append(norm)
         previous, q = q, w.div_(norm)
-    return estimate, step
 
 
-def _power_iteration(operator: Operator, v: torch.Tensor, iterations: int,
-                     tolerance: float) -> tuple[float, int]:
-    """v <- A v / ||A v|| from the unit v; the estimate, the Rayleigh quotient v'Av, stopped
-    when it changes by less than `tolerance` (relative)."""
-    estimate = math.nan
-    for step in range(1, iterations + 1):
+def _power_estimates(operator: Operator, v: torch.Tensor) -> Iterator[float]:
+    """Power iteration v <- A v / ||A v|| from the unit v: the Rayleigh quotient v'Av at each
+    step; it ends at 0 where v falls in the null space (the loss flat along it)."""
+    while True:
         av = operator.matvec(v)
-        last, estimate = estimate, float(v @ av)
+        yield float(v @ av)
         norm = float(av.norm())
-        if norm == 0:  # v in the null space: the loss is flat along it
-            return 0.0, step
+        if norm == 0:
+            return
         v = av / norm
-        if abs(estimate - last) <= tolerance * abs(estimate):
-            break
-    return estimate, step
 
 
 def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
