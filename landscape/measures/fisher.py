@@ -26,6 +26,7 @@ from landscape.errors import BadInput
 from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective
 from landscape.measures.operators import ModelOperator
+from landscape.memory import GRAPH_NUMBERS
 
 
 class GGNOperator(ModelOperator):
@@ -72,8 +73,8 @@ class FisherOperator(ModelOperator):
         return torch.cat([g.reshape(m, -1) for g in grads.values()], 1)     # [m, N]
 
     def _numbers(self, batch: Batch, total: int | None = None,
-                 budget: int = 0) -> tuple[int, int]:
-        return self.shape[0], 0
+                 budget: int = GRAPH_NUMBERS) -> tuple[int, int]:
+        return self.shape[0], 0  # a row's gradient, whatever the budget
 
     def _counted(self, batch: Batch) -> tuple[torch.Tensor, int]:
         state = self._build(batch)
