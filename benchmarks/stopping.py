@@ -14,7 +14,7 @@ value (Lanczos with full reorthogonalization to a residual of 1e-8):
 
 Counts, not seconds: a product costs the same in each.
 
-    python benchmarks/stopping.py --seeds 20                  # about 10 minutes on 2 cores
+    python benchmarks/stopping.py --seeds 20                  # about 20 minutes, one core
     python benchmarks/stopping.py --models mlp --seeds 3 --steps 0 --tolerances 1e-3
 """
 
