@@ -30,11 +30,10 @@ from typing import Any, Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
 from landscape.measures.model import Tensors
-from landscape.measures.objective import Batch, Objective
+from landscape.measures.objective import Batch, Objective, rows_of
 from landscape.measures.operators import saved_numbers
 from landscape.memory import JACOBIAN_NUMBERS, RULE_NUMBERS
 
@@ -201,8 +200,8 @@ def covered(made: Objective, first: Batch) -> tuple[tuple[str, ...], frozenset[s
     positions flattened together, fails) and nothing else reaches its weights."""
     layers = Layers(made)
     leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
-    batch = _first(first, 3)
-    layers.run(lambda: made.output(leaves, _first(batch, 1)))
+    batch = rows_of(first, slice(3))
+    layers.run(lambda: made.output(leaves, rows_of(batch, slice(1))))
     layers.copied = frozenset(p for p, c in layers.calls.items()
                               if any(t._version != v for _, t, v in c))
     output = layers.run(lambda: made.output(leaves, batch))
@@ -217,8 +216,7 @@ def covered(made: Objective, first: Batch) -> tuple[tuple[str, ...], frozenset[s
     ruled = {p: layers.per_sample(p, found[p]) for p in good if found[p] is not None}
     good = [p for p in ruled if all(len(g) == rows for g in ruled[p].values())]
     for row in range(rows):
-        alone = made.output(leaves, tree_map(
-            lambda t: t[row:row + 1] if isinstance(t, torch.Tensor) else t, batch))
+        alone = made.output(leaves, rows_of(batch, slice(row, row + 1)))
         names = [n for p in good for n in ruled[p]]
         expected = dict(zip(names, torch.autograd.grad(
             alone, [leaves[n] for n in names], direction[row:row + 1], allow_unused=True)))
@@ -294,10 +292,6 @@ def _accumulate(layers: Layers, prefix: str, grad: torch.Tensor, weight: torch.T
     return total
 
 
-def _first(batch: Batch, rows: int) -> Batch:
-    return tree_map(lambda t: t[:rows] if isinstance(t, torch.Tensor) else t, batch)
-
-
 def chunk_rows(made: Objective, names: tuple[str, ...], copied: frozenset[str],
                first: Batch) -> int:
     """Rows a chunk: its forward graph (kept for the d backward passes), one pass's gradients,
@@ -306,7 +300,7 @@ def chunk_rows(made: Objective, names: tuple[str, ...], copied: frozenset[str],
     layers = Layers(made, names, copied)
     leaves = {k: p.detach().requires_grad_() for k, p in made.params.items()}
     output, graph = saved_numbers(lambda batch: layers.run(lambda: made.output(leaves, batch)),
-                                  _first(first, 1))
+                                  rows_of(first, slice(1)))
     d = output[0].numel()
     if 2 * d * d > RULE_NUMBERS:
         raise BadInput(f"the GGN's exact trace takes d backward passes and a d x d loss Hessian a "

@@ -139,6 +139,11 @@ def rows_in(batch: Batch) -> int:
     return len(next(t for t in tree_flatten(batch)[0] if isinstance(t, torch.Tensor)))
 
 
+def rows_of(batch: Batch, rows: slice) -> Batch:
+    """The batch's rows `rows`: each of its tensors sliced, anything else as it is."""
+    return tree_map(lambda t: t[rows] if isinstance(t, torch.Tensor) else t, batch)
+
+
 def label_key(batch: Mapping[str, Any]) -> str:
     key = next((k for k in LABEL_KEYS if k in batch), None)
     if key is None:

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
 from landscape.measures.model import Tensors
@@ -38,6 +37,7 @@ from landscape.measures.objective import (
     evaluating,
     objective,
     rows_in,
+    rows_of,
 )
 from landscape.measures.replay import Replay
 from landscape.measures.sources import TensorSource
@@ -266,10 +266,10 @@ def graph_numbers(build: Callable[[Batch], Any], batch: Batch, total: int | None
     the data's `total` rows times the first row's numbers fit a chunk's `budget`, all of them
     fit in one chunk: the second build is skipped (a tenth of a small model's top eigenvalue)
     and (first row's numbers, 0) returned, a bound."""
-    one = saved_numbers(build, _first(batch, 1))[1]
+    one = saved_numbers(build, rows_of(batch, slice(1)))[1]
     if rows_in(batch) < 2 or (total is not None and total * one <= budget):
         return one, 0  # one-row batches: the whole graph counted per row
-    per_row = max(saved_numbers(build, _first(batch, 2))[1] - one, 1)
+    per_row = max(saved_numbers(build, rows_of(batch, slice(2)))[1] - one, 1)
     return per_row, max(one - per_row, 0)
 
 
@@ -287,8 +287,6 @@ def saved_numbers(build: Callable[[Batch], Any], batch: Batch) -> tuple[Any, int
     return state, sum(storages.values())
 
 
-def _first(batch: Batch, rows: int) -> Batch:
-    return tree_map(lambda t: t[:rows] if isinstance(t, torch.Tensor) else t, batch)
 
 
 

@@ -243,7 +243,9 @@ def _start(operator: Operator, seed: int, given: Start = None) -> torch.Tensor:
     tensor} as eigenpairs' eigenvectors; any scale), as scipy's eigsh takes v0: a warm start
     from a nearby point's eigenvector. A start without weight on the top eigenvector (a
     gradient can be one) lets the change rule stop on a lower eigenvalue's plateau: the seeded
-    Gaussian has weight on every direction (benchmarks/RESULTS.md: the gradient as a start)."""
+    Gaussian has weight on every direction (benchmarks/RESULTS.md: the gradient as a start),
+    though little of it can still fool a loose tolerance (1e-3: one start in 20 on a
+    transformer's Fisher; benchmarks/stopping.py)."""
     if given is None:
         generator = torch.Generator().manual_seed(seed)
         found = flat_draws(operator.params, lambda shape: torch.randn(shape, generator=generator))

@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_map
 from landscape.errors import BadInput
 from landscape.measures import layerrules
 from landscape.measures.model import Tensors
-from landscape.measures.objective import Batch, Objective, evaluating, rows_in
+from landscape.measures.objective import Batch, Objective, evaluating, rows_in, rows_of
 from landscape.measures.operators import HessianOperator, ModelOperator
 from landscape.measures.trace import Diagonal, Estimate, diagonal, hutchinson_trace
 from landscape.memory import GRAPH_NUMBERS, JACOBIAN_NUMBERS
@@ -137,7 +137,7 @@ def ggn_trace(operator: ModelOperator) -> float:
 def _ggn(operator: ModelOperator, *, diagonal: bool) -> tuple[float, Tensors]:
     """(tr G, diag G if `diagonal`): the ruled parameters' by layer rules, the rest's from
     per-sample Jacobians; both go over every row once, the first of them counts the rows."""
-    made = _of_model(operator)
+    made, outputs = _of_model(operator)
     names, copied = _ruled(made)
     total, n = 0.0, 0
     squares = {k: torch.zeros_like(p) for k, p in made.params.items()} if diagonal else {}
@@ -149,7 +149,7 @@ def _ggn(operator: ModelOperator, *, diagonal: bool) -> tuple[float, Tensors]:
         for name, t in (ruled or {}).items():
             squares[name] += t
     rest = made.restricted([k for k in made.wrt if k not in names])
-    for hessians, jacobian in _per_sample(rest) if rest.wrt else ():
+    for hessians, jacobian in _per_sample(rest, outputs) if rest.wrt else ():
         m, d = hessians.shape[:2]
         n += 0 if names else m
         for name, j in jacobian.items():
@@ -164,22 +164,23 @@ def _ggn(operator: ModelOperator, *, diagonal: bool) -> tuple[float, Tensors]:
     return total / n, {k: t.div_(n) for k, t in squares.items()}
 
 
-def _of_model(operator: ModelOperator) -> Objective:
-    """The operator's objective, checked: a model operator whose model returns a tensor."""
+def _of_model(operator: ModelOperator) -> tuple[Objective, int]:
+    """(the operator's objective, a sample's outputs d), checked: a model operator whose model
+    returns a tensor."""
     if not isinstance(operator, ModelOperator):
         raise BadInput("the GGN's diagonal and trace need an operator of a model "
                        "(HessianOperator, GGNOperator or FisherOperator)")
     made = operator.objective
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         try:
-            output = made.output(made.params, _rows(next(iter(made.batches(1))), slice(0, 1)))
+            output = made.output(made.params, rows_of(next(iter(made.batches(1))), slice(1)))
         except Exception as err:  # noqa: BLE001 - e.g. BatchNorm on batch statistics
             raise BadInput(f"the GGN's per-sample terms need a model that runs on one sample: "
                            f"{str(err).splitlines()[0]}") from None
     if not isinstance(output, torch.Tensor):
         raise BadInput(f"the GGN needs a model that returns a tensor, not a "
                        f"{type(output).__name__}")
-    return made
+    return made, output[0].numel()
 
 
 def _ruled(made: Objective) -> tuple[tuple[str, ...], frozenset[str]]:
@@ -199,11 +200,7 @@ def _chunks(made: Objective, rows: int) -> Iterator[Batch]:
     with evaluating(made.template), sdpa_kernel(SDPBackend.MATH):
         for batch in made.batches(rows):
             for start in range(0, rows_in(batch), rows):
-                yield _rows(batch, slice(start, start + rows))
-
-
-def _rows(batch: Batch, rows: slice) -> Batch:
-    return tree_map(lambda t: t[rows] if isinstance(t, torch.Tensor) else t, batch)
+                yield rows_of(batch, slice(start, start + rows))
 
 
 def _factors(made: Objective, batch: Batch) -> Callable[[torch.Tensor],
@@ -227,13 +224,12 @@ def _loss_hessians(made: Objective, output: torch.Tensor, batch: Batch) -> torch
     return columns.reshape(d, m, d).transpose(0, 1)
 
 
-def _per_sample(made: Objective) -> Iterator[tuple[torch.Tensor, Tensors]]:
+def _per_sample(made: Objective, outputs: int) -> Iterator[tuple[torch.Tensor, Tensors]]:
     """(per-sample loss Hessians by the output [m, d, d], per-sample Jacobians {name: [m, d,
-    *shape]}) for chunks of rows whose Jacobians hold about JACOBIAN_NUMBERS numbers."""
+    *shape]}) for chunks of rows whose Jacobians hold about JACOBIAN_NUMBERS numbers (`outputs`:
+    d, a sample's outputs)."""
     params = {k: p.detach() for k, p in made.params.items()}
     count = sum(p.numel() for p in params.values())
-    with evaluating(made.template), sdpa_kernel(SDPBackend.MATH), torch.no_grad():
-        outputs = made.output(params, next(iter(made.batches(1))))[0].numel()
     if outputs * count > GRAPH_NUMBERS:
         raise BadInput(f"one sample's Jacobian ({outputs} outputs x {count:,} parameters) does "
                        "not fit the memory budget: use Hutchinson's trace instead")
