@@ -1,12 +1,15 @@
 """The measured memory rules: a model's widest layer per row (one forward pass) and what a Hessian
 product's gradient graph keeps per row (autograd's saved tensors), against hand counts."""
 
+import gc
+import weakref
+
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from landscape.flooding import per_sample_loss
-from landscape.measures.operators import graph_numbers
+from landscape.measures.operators import graph_numbers, saved_numbers
 from landscape.memory import row_numbers
 
 
@@ -63,3 +66,28 @@ def test_a_gradient_graph_keeps_what_its_rows_predict():
     calls.clear()
     assert graph_numbers(lambda batch: calls.append(1) or gradient(*batch), (x, y),
                          total=1 << 40) == (per_row, per_chunk) and calls == [1, 1]
+
+
+def test_a_graph_built_while_counting_is_freed_with_its_state():
+    # log_softmax saves its own output: packed as itself, it held its grad_fn, a cycle the
+    # collector cannot see, and every graph the memory rule counted (a GPU's kept chunks, the
+    # rule's own one- and two-row graphs) stayed in memory for good
+    outputs, w = [], torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+
+    def build(batch):
+        out = torch.log_softmax(batch[0] * w, 1)
+        outputs.append(weakref.ref(out))
+        return torch.autograd.grad(-out[:, 0].sum(), w, create_graph=True)[0]
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    g, numbers = saved_numbers(build, (x, None))
+    assert numbers >= 4 * 3
+    v = torch.randn(3, dtype=torch.float64)
+    # the counted graph still differentiates (kept, as an operator keeps it): its Hessian
+    # product equals a plain build's
+    (counted,) = torch.autograd.grad(g, w, v, retain_graph=True)
+    (plain,) = torch.autograd.grad(build((x, None)), w, v)
+    assert torch.allclose(counted, plain, rtol=1e-12) and counted.abs().sum() > 0
+    del g
+    gc.collect()
+    assert outputs[0]() is None

@@ -109,6 +109,18 @@ def test_products_equal_the_dense_matrix(case, kind):
     np.testing.assert_allclose(scipy.matvec(V[0].numpy()), (A @ V[0]).numpy(), rtol=1e-9,
                                atol=1e-11)
     np.testing.assert_allclose(scipy @ V.T.numpy(), (A @ V.T).numpy(), rtol=1e-9, atol=1e-11)
+    # added into the caller's rows in place (Lanczos's three-term step): whole, in chunks of 7
+    # rows, and by a plain Operator of a function
+    for made in (operator, KINDS[kind](net, (x, y), rows=7),
+                 Operator(operator.params, lambda W: W @ A)):
+        B = torch.randn(3, A.shape[0], dtype=torch.float64)
+        target = B.clone()
+        assert made.matmat(V, add_to=target) is target
+        torch.testing.assert_close(target, B + V @ A, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(made.matvec(V[0], add_to=B[0].clone()), B[0] + A @ V[0],
+                                   rtol=1e-9, atol=1e-11)
+    with pytest.raises(BadInput, match="add_to must be"):
+        operator.matmat(V, add_to=torch.zeros(2, A.shape[0], dtype=torch.float64))
     # chunks of 7 rows (kept or rebuilt alike) and a DataLoader's batches give the same matrix
     chunked = KINDS[kind](net, (x, y), rows=7)
     torch.testing.assert_close(_as_matrix(chunked), A, rtol=1e-9, atol=1e-11)

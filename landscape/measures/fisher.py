@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_map
 from landscape.errors import BadInput
 from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective
-from landscape.measures.operators import ModelOperator
+from landscape.measures.operators import ModelOperator, add_gradients
 from landscape.memory import GRAPH_NUMBERS
 
 
@@ -57,10 +57,7 @@ class GGNOperator(ModelOperator):
                                         [pieces[i].view(g.shape) for i, g in used],
                                         retain_graph=True)                    # J v: [m, ...]
             (hjv,) = torch.autograd.grad(dz, z, jv, retain_graph=True)      # H J v
-            back = torch.autograd.grad(output, inputs, hjv, retain_graph=True, allow_unused=True)
-            for h, piece in zip(back, row.split(self.sizes)):
-                if h is not None:
-                    piece.add_(h.reshape(-1))
+            add_gradients([output], [hjv], inputs, row.split(self.sizes))     # J' H J v
 
 
 class FisherOperator(ModelOperator):

@@ -71,19 +71,31 @@ class Operator:
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
-    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """A times each row of `vectors` [k, N] -> [k, N]."""
+    def matmat(self, vectors: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """A times each row of `vectors` [k, N] -> [k, N]; with `add_to` ([k, N], the
+        operator's dtype and device) the product is added to it in place and it is returned,
+        so that an iteration's update (Lanczos's A q - beta q') holds no [k, N] of its own."""
         if vectors.dim() != 2 or vectors.shape[1] != self.shape[0]:
             raise BadInput(f"vectors must be rows [k, {self.shape[0]}], got {list(vectors.shape)}")
+        if add_to is not None and (add_to.shape != vectors.shape or add_to.dtype != self.dtype
+                                   or add_to.device != self.device):
+            raise BadInput(f"add_to must be {list(vectors.shape)} of {self.dtype} on "
+                           f"{self.device}, got {list(add_to.shape)} of {add_to.dtype} on "
+                           f"{add_to.device}")
         self.products += len(vectors)
-        return self._product(vectors.to(self.device, self.dtype))
+        vectors = vectors.to(self.device, self.dtype)
+        return self._product(vectors) if add_to is None else self._add_product(vectors, add_to)
 
-    def matvec(self, vector: torch.Tensor) -> torch.Tensor:
-        """A v for one vector [N]."""
-        return self.matmat(vector.reshape(1, -1))[0]
+    def matvec(self, vector: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """A v for one vector [N] (`add_to`: [N], as matmat's)."""
+        return self.matmat(vector.reshape(1, -1),
+                           None if add_to is None else add_to.view(1, -1))[0]
 
     def _product(self, vectors: torch.Tensor) -> torch.Tensor:
         return self._function(vectors)
+
+    def _add_product(self, vectors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return out.add_(self._product(vectors))
 
     def to_scipy(self):
         """scipy.sparse.linalg.LinearOperator over numpy arrays ([N] or columns [N, k]), e.g.
@@ -166,24 +178,30 @@ class ModelOperator(Operator):
         raise NotImplementedError
 
     def _product(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self._add_product(vectors, torch.zeros_like(vectors))
+
+    def _add_product(self, vectors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         # attention's fused kernels have no second derivative: the math kernel has
         with evaluating(self.objective.template), torch.enable_grad(), sdpa_kernel(
                 SDPBackend.MATH), self._replay.active():
             if self._kept is None:
                 self._keep()
-            if self._complete:  # the same kernels on the same memory: a CUDA graph on a GPU
-                return self._replay(self._kept_product, vectors)
-            out = self._kept_product(vectors)
+            if self._complete and self._replay.enabled:
+                # the same kernels on the same memory: a CUDA graph
+                return out.add_(self._replay(self._mean_of_kept, vectors))
+            out.mul_(self.n)  # the chunks' shares are sums over their rows
+            for state in self._kept:
+                self._apply(state, vectors, out)
             for batch in itertools.islice(self.objective.batches(self._rows),
                                           len(self._kept), None):
                 self._apply(self._build(batch), vectors, out)
             return out.div_(self.n)
 
-    def _kept_product(self, vectors: torch.Tensor) -> torch.Tensor:
+    def _mean_of_kept(self, vectors: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vectors)
         for state in self._kept:
             self._apply(state, vectors, out)
-        return out.div_(self.n) if self._complete else out
+        return out.div_(self.n)
 
     def _keep(self) -> None:
         """The memory rule (module docstring): chunk size, and the chunks whose state is kept."""
@@ -237,12 +255,15 @@ class HessianOperator(ModelOperator):
             block = vectors[start:start + width]
             pieces = [p.unflatten(1, leaf.shape) for p, leaf in zip(block.split(self.sizes, 1),
                                                                      leaves)]
-            batched = len(block) > 1
-            hv = torch.autograd.grad(graphs, leaves, [pieces[i] if batched else pieces[i][0]
-                                                      for i, _ in used],
+            targets = out[start:start + len(block)].split(self.sizes, 1)
+            if len(block) == 1:
+                add_gradients(graphs, [pieces[i][0] for i, _ in used], leaves,
+                              [t[0] for t in targets])
+                continue
+            hv = torch.autograd.grad(graphs, leaves, [pieces[i] for i, _ in used],
                                      retain_graph=True, allow_unused=True,
-                                     is_grads_batched=batched)
-            for h, piece in zip(hv, out[start:start + len(block)].split(self.sizes, 1)):
+                                     is_grads_batched=True)
+            for h, piece in zip(hv, targets):
                 if h is not None:
                     piece.add_(h.reshape(len(block), -1))
 
@@ -255,6 +276,22 @@ class HessianOperator(ModelOperator):
         if not vectors.is_cuda:
             return 1
         return max(1, min(len(vectors), GRAPH_NUMBERS // max(self._held, 1)))
+
+
+def add_gradients(outputs: list[torch.Tensor], grad_outputs: list[torch.Tensor],
+                  leaves: list[torch.Tensor], targets: list[torch.Tensor]) -> None:
+    """Adds the gradient of sum(outputs * grad_outputs) by each leaf to its flat target (a
+    piece of a product's [N] row), in place, through a kept graph (retained). Autograd adds a
+    leaf's gradient into an existing .grad in place, so each one is freed as it lands instead
+    of all N numbers being held at once (the MLP's top eigenvalue: at PyHessian's peak memory
+    rather than a vector above it)."""
+    for leaf, target in zip(leaves, targets):
+        leaf.grad = target.view(leaf.shape)
+    try:
+        torch.autograd.backward(outputs, grad_outputs, retain_graph=True, inputs=leaves)
+    finally:
+        for leaf in leaves:
+            leaf.grad = None
 
 
 def graph_numbers(build: Callable[[Batch], Any], batch: Batch, total: int | None = None,
@@ -280,7 +317,11 @@ def saved_numbers(build: Callable[[Batch], Any], batch: Batch) -> tuple[Any, int
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         storages[(storage.data_ptr(), tensor.dtype)] = storage.nbytes() // tensor.element_size()
-        return tensor
+        # detached: a saved output packed as itself holds its own grad_fn, a cycle through C++
+        # that Python's collector cannot see, and the graph was never freed (every kept graph
+        # counted on a GPU, and the rule's one- and two-row graphs everywhere: 20 MB a build
+        # for a CNN). Autograd gives the unpacked tensor its grad_fn back.
+        return tensor.detach()
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         state = build(batch)

@@ -2,8 +2,9 @@
 any Operator): its top eigenvalue, its k largest or smallest eigenvalues (and eigenvectors) and
 its spectral density, all by the Lanczos iteration.
 
-- top eigenvalue (`top_eigenvalue`, the sharpness): Lanczos without reorthogonalization, three
-  vectors of memory whatever the number of steps: from a seeded Gaussian start q_1,
+- top eigenvalue (`top_eigenvalue`, the sharpness): Lanczos without reorthogonalization, two
+  vectors of memory whatever the number of steps (w made in q_{j-1}'s memory: the operator's
+  matmat adds into it): from a seeded Gaussian start q_1,
   w = A q_j - beta_{j-1} q_{j-1}, alpha_j = w'q_j, beta_j = ||w - alpha_j q_j||. The estimate is
   the extreme eigenvalue of the tridiagonal T_j of largest magnitude, stopped when it changes by
   less than `tolerance` (relative): the rule of power iteration (PyHessian's), but the Krylov
@@ -110,8 +111,8 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
     if method not in ("lanczos", "power"):
         raise BadInput(f"method must be lanczos or power, got {method!r}")
     q = _start(operator, seed, start)
-    estimates = (_power_estimates if method == "power" else _lanczos_estimates)(
-        operator, q / q.norm())
+    q = q / q.norm()  # the unscaled start released: one vector fewer beside each product
+    estimates = (_power_estimates if method == "power" else _lanczos_estimates)(operator, q)
     estimate, step = math.nan, 0
     for step, found in enumerate(itertools.islice(estimates, iterations), 1):
         last, estimate = estimate, found
@@ -128,9 +129,9 @@ def _lanczos_estimates(operator: Operator, q: torch.Tensor) -> Iterator[float]:
     alpha: list[float] = []
     beta: list[float] = []
     while True:
-        w = operator.matvec(q)
-        if beta:
-            w.sub_(previous, alpha=beta[-1])
+        # A q - beta q' in the memory of q' (its last use): two vectors and the product's
+        # transients, as power iteration's v and A v
+        w = operator.matvec(q, add_to=previous.mul_(-beta[-1] if beta else 0.0))
         alpha.append(float(w @ q))
         w.sub_(q, alpha=alpha[-1])
         values = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta), eigvals_only=True)

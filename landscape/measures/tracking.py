@@ -250,7 +250,7 @@ def preconditioned_sharpness(model: nn.Module, data: Any, inverse: Mapping[str, 
     tensor}), H the Hessian of the mean loss over `data` (eval mode) at the model's weights (or
     `params`): Lanczos on the symmetric D^1/2 H D^1/2, which has the same eigenvalues,
     from the seeded Gaussian start and with the stopping rule of hessian_top_eigenvalue (which
-    it equals for D = I)."""
+    it equals for D = I, up to rounding)."""
     SharpnessOptions(iterations=iterations, tolerance=tolerance, seed=seed)  # validates
     hessian = HessianOperator(model, data, loss=loss, params=params)
     root = torch.cat([inverse[k].reshape(-1) for k in hessian.params]).to(
