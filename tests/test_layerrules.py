@@ -174,3 +174,12 @@ def test_a_batch_axis_that_is_not_the_rows_goes_to_the_jacobians():
     assert ggn_trace(operator) == pytest.approx(float(G.trace()), rel=1e-10)
     torch.testing.assert_close(_flat(ggn_diagonal(operator)), G.diagonal(), rtol=1e-9,
                                atol=1e-13)
+    # only layers that fail the check chosen: nothing ruled, all by the Jacobians
+    inner = HessianOperator(net, (x, y), wrt=["first.weight", "flat.weight"])
+    assert _ruled(inner.objective)[0] == ()
+    at, chosen = 0, []
+    for name, p in net.named_parameters():
+        if name in ("first.weight", "flat.weight"):
+            chosen += range(at, at + p.numel())
+        at += p.numel()
+    assert ggn_trace(inner) == pytest.approx(float(G.diagonal()[chosen].sum()), rel=1e-10)

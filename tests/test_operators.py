@@ -437,6 +437,44 @@ def test_bad_input_is_one_line(transformer):
         landscape.HessianOperator(net, DataLoader(unlabelled, batch_size=4))
     with pytest.raises(BadInput, match="rows"):
         landscape.HessianOperator(net, loader, loss=_by_sample).matmat(torch.zeros(2, 3))
+    H = landscape.HessianOperator(net, loader, loss=_by_sample)
+    for run in (top_eigenvalue, lambda A, **kw: eigenpairs(A, k=2, **kw)):
+        for bad in ({"iterations": 0}, {"tolerance": -1e-4}, {"tolerance": math.nan}):
+            with pytest.raises(BadInput, match="iterations must be at least 1 and tolerance"):
+                run(H, **bad)
+    assert H.products == 0
+
+
+def test_a_block_the_loss_does_not_reach_is_zero(case):
+    """A parameter the forward never uses (an unused pooler, say): its block of every kind is
+    zero, alone and among the per-layer blocks."""
+    net, x, y, _ = case
+    net.register_parameter("unused", nn.Parameter(torch.ones(2, dtype=torch.float64)))
+    try:
+        for kind in KINDS.values():
+            block = kind(net, (x, y), wrt=["unused"])
+            assert torch.equal(block.matmat(torch.ones(2, 2, dtype=torch.float64)),
+                               torch.zeros(2, 2, dtype=torch.float64))
+        layers = landscape.layer_curvature(landscape.HessianOperator(net, (x, y)), probes=4)
+        assert layers["unused"].top_eigenvalue == 0 and layers["unused"].trace.value == 0
+    finally:
+        del net._parameters["unused"]
+
+
+def test_the_fisher_of_a_model_vmap_cannot_run_is_one_line():
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.gru(x)[0][:, -1])
+
+    torch.manual_seed(3)
+    x, y = torch.randn(6, 5, 3), torch.randint(0, 2, (6,))
+    F_ = landscape.FisherOperator(Recurrent(), (x, y))
+    with pytest.raises(BadInput, match="per-sample gradients by torch.func.vmap"):
+        F_.matvec(torch.ones(F_.shape[0]))
 
 
 def test_a_pass_read_in_inference_mode_is_kept_for_products(transformer):

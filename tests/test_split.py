@@ -283,3 +283,18 @@ def test_bad_input_is_one_line(monkeypatch):
         split_trace(HessianOperator(net, (x, y)))
     with pytest.raises(BadInput, match="method"):
         landscape.hessian_trace(net, (x, y), method="exact")
+
+    class Scores(nn.Module):  # an output object, as a HuggingFace model's
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return type("Output", (), {"logits": self.net(x)})()
+
+    H = HessianOperator(Scores(), {"x": x, "labels": y},
+                        loss=lambda out, batch: F.cross_entropy(out.logits, batch["labels"],
+                                                                reduction="none"))
+    for split in (split_trace, split_diagonal):
+        with pytest.raises(BadInput, match="returns a tensor, not a Output: hutchinson_trace"):
+            split(H)

@@ -43,6 +43,8 @@ class GGNOperator(ModelOperator):
         (dz,) = torch.autograd.grad(self.objective.scored(z, batch).sum(), z, create_graph=True)
         u = torch.zeros_like(out, requires_grad=True)
         inputs = list(leaves.values())
+        if not out.requires_grad:  # no chosen parameter moves the output: a zero block
+            return inputs, out, z, dz, u, []
         jtu = torch.autograd.grad(out, inputs, u, create_graph=True, allow_unused=True)
         used = [(i, g) for i, g in enumerate(jtu) if g is not None and g.requires_grad]
         return inputs, out, z, dz, u, used
@@ -87,5 +89,10 @@ def per_sample_gradients(made: Objective, batch: Batch) -> Tensors:
     def one(chosen: Tensors, sample: Any) -> torch.Tensor:
         return made.losses(chosen, tree_map(lambda t: t.unsqueeze(0), sample)).sum()
 
-    return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0))(
-        {k: p.detach() for k, p in made.params.items()}, batch)
+    try:
+        return torch.func.vmap(torch.func.grad(one), in_dims=(None, 0))(
+            {k: p.detach() for k, p in made.params.items()}, batch)
+    except Exception as err:  # noqa: BLE001 - whatever torch.func refuses (nn.GRU, nn.LSTM)
+        raise BadInput(f"the empirical Fisher needs per-sample gradients by torch.func.vmap, "
+                       f"which this model does not run under ({str(err).splitlines()[0]}); "
+                       "wrt= the parameters of the layers it can run, or the GGN") from None

@@ -240,6 +240,8 @@ class HessianOperator(ModelOperator):
     def _build(self, batch: Batch) -> tuple[list[torch.Tensor], list[tuple[int, torch.Tensor]]]:
         leaves = {k: p.detach().requires_grad_() for k, p in self.params.items()}
         total = self.objective.losses(leaves, batch).sum()
+        if not total.requires_grad:  # no chosen parameter reaches the loss: a zero block
+            return list(leaves.values()), []
         grads = torch.autograd.grad(total, list(leaves.values()), create_graph=True,
                                     allow_unused=True)
         # a parameter the loss does not reach (or reaches linearly) has no second derivative

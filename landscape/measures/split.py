@@ -178,8 +178,9 @@ def _of_model(operator: ModelOperator) -> tuple[Objective, int]:
             raise BadInput(f"the GGN's per-sample terms need a model that runs on one sample: "
                            f"{str(err).splitlines()[0]}") from None
     if not isinstance(output, torch.Tensor):
-        raise BadInput(f"the GGN needs a model that returns a tensor, not a "
-                       f"{type(output).__name__}")
+        raise BadInput(f"the GGN (exact in the split trace and diagonal) needs a model that "
+                       f"returns a tensor, not a {type(output).__name__}: hutchinson_trace and "
+                       "diagonal take any model")
     return made, output[0].numel()
 
 
@@ -286,6 +287,7 @@ def _residual(operator: HessianOperator, what: str) -> HessianOperator | None:
     chosen parameter)."""
     if not isinstance(operator, HessianOperator):
         raise BadInput(f"the split {what} is the Hessian's: it needs a HessianOperator")
+    _of_model(operator)  # a model that returns a tensor (G's J), said before any work
     if _piecewise(operator.objective):
         return None
     return HessianOperator.on(linearized(operator.objective), rows=operator.rows)
