@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape.flooding import per_sample_loss
-from landscape.measures.operators import graph_numbers, saved_numbers
+from landscape.measures.graphs import graph_numbers, saved_numbers
 from landscape.memory import row_numbers
 
 

@@ -23,9 +23,10 @@ import torch
 from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
+from landscape.measures.graphs import add_gradients
 from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective
-from landscape.measures.operators import ModelOperator, add_gradients
+from landscape.measures.operators import ModelOperator
 from landscape.memory import GRAPH_NUMBERS
 
 

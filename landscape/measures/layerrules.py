@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import BadInput
+from landscape.measures.graphs import saved_numbers
 from landscape.measures.model import Tensors
 from landscape.measures.objective import Batch, Objective, rows_of
-from landscape.measures.operators import saved_numbers
 from landscape.memory import JACOBIAN_NUMBERS, RULE_NUMBERS
 
 Grads = dict[str, torch.Tensor]
