@@ -91,3 +91,26 @@ def test_a_graph_built_while_counting_is_freed_with_its_state():
     del g
     gc.collect()
     assert outputs[0]() is None
+
+
+def test_the_rule_does_not_count_what_the_model_holds_anyway():
+    """A linear layer's graph saves its weight and the rows of the data, which are held whatever
+    is kept: counted, they were a fixed part of every chunk. Without them, an MLP's first row
+    is exactly what each further row adds, and one build of it bounds the data."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 3))
+    params = dict(net.named_parameters())
+
+    def build(batch):
+        losses = per_sample_loss(functional_call(net, params, (batch[0],)), batch[1],
+                                 "cross_entropy")
+        return torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
+
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    one, two = (saved_numbers(build, (x[:k], y[:k]))[1] for k in (1, 2))
+    held = [*params.values(), x, y]  # and the data, held by its source
+    assert saved_numbers(build, (x[:1], y[:1]), held)[1] == two - one
+    calls = []
+    assert graph_numbers(lambda batch: calls.append(1) or build(batch), (x, y), total=5,
+                         budget=5 * (two - one), held=held) == (two - one, 0)
+    assert calls == [1]

@@ -168,7 +168,10 @@ class ModelOperator(Operator):
                  budget: int = GRAPH_NUMBERS) -> tuple[int, int]:
         """(numbers per row, per chunk) that _build keeps (`total`: the data's rows, if known;
         `budget`: a chunk's)."""
-        return graph_numbers(self._build, batch, total, budget)
+        made, source = self.objective, self.objective.source
+        data = [source.x, source.y] if isinstance(source, TensorSource) else []
+        return graph_numbers(self._build, batch, total, budget, held=[
+            *made.theta.values(), *made.buffers.values(), *(t for t in data if t is not None)])
 
     def _counted(self, batch: Batch) -> tuple[Any, int]:
         """(_build(batch), the numbers it keeps)."""
