@@ -29,17 +29,44 @@ def _prepared(model: nn.Module, params: Mapping[str, torch.Tensor] | None,
     first = next(iter(model.parameters()), None)
     if first is None:
         raise BadInput("the model has no parameters")
-    device = first.device if device is None else torch.device(device)
+    device = first.device if device is None else _device(device)
     template = model if first.device == device else _copy_to(model, device)
     expected = template.state_dict()
     state = expected if params is None else fit_state(params, expected, "params")
-    state = {k: v.detach().to(device) for k, v in state.items()}
+    aliases = _aliases(template)
+    state = {k: v.detach().to(device) for k, v in state.items() if k not in aliases}
     flags = [(m, m.training) for m in model.modules()]
     try:
         yield template, state
     finally:
         for module, training in flags:
             module.training = training
+
+
+def _device(asked: Any) -> torch.device:
+    """`asked` as a device this machine has: a device string torch cannot read, or a GPU it does
+    not have, is bad input here, not torch's error at the first tensor moved there."""
+    try:
+        device = torch.device(asked)
+    except (RuntimeError, TypeError):
+        raise BadInput(f"device {str(asked)!r} is not a device name such as 'cpu', 'cuda' or "
+                       "'cuda:1'") from None
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # a build without CUDA: AssertionError
+        raise BadInput(f"device {str(asked)!r} cannot be used here: {_first_line(err)}") from None
+    return device
+
+
+def _aliases(module: nn.Module) -> set[str]:
+    """The later names of a tensor the module holds under several (tied weights, as a language
+    model's output layer shares its embedding; a submodule used twice). Left out of the state,
+    the tensor is differentiated once, by its first name (named_parameters' own deduplication),
+    and functional_call gives it to every name; two values for one tensor are an error there."""
+    def names(remove_duplicate: bool) -> set[str]:
+        return ({k for k, _ in module.named_parameters(remove_duplicate=remove_duplicate)}
+                | {k for k, _ in module.named_buffers(remove_duplicate=remove_duplicate)})
+    return names(False) - names(True)
 
 
 def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
@@ -61,19 +88,13 @@ def check_data(template: nn.Module, state: Mapping[str, torch.Tensor],
     its labels: one forward pass of each split's first two rows (eval mode, no gradients), and the
     loss on them. A user's data of the wrong shape or label type is then named in one line, not
     met as torch's error deep inside a measurement (or, for a class index out of range on a GPU, a
-    device-side assert that ends the process). Cross-entropy labels must be integer classes the
-    model has outputs for: every label of tensor data is checked, the first batch of an
-    iterable."""
+    device-side assert that ends the process). The labels of tensor data are checked all, those
+    of an iterable in its first batch (check_labels)."""
     template.eval()  # a training-mode BatchNorm would update the state's running statistics
     for split, source in sources.items():
         whose = "the data's" if split == "data" else f"the {split} data's"
         x, y = next(iter(source.batches(2)))
         x, y = x[:2], y[:2]
-        if loss == "cross_entropy" and (y.is_floating_point() or y.is_complex()
-                                        or y.dtype == torch.bool):
-            kind = "float" if y.is_floating_point() else str(y.dtype).removeprefix("torch.")
-            raise BadInput(f"{whose} labels are {kind} ({y.dtype}); cross_entropy needs integer "
-                           "class labels (y.long())")
         try:
             with torch.no_grad():
                 logits = functional_call(template, dict(state), (x,))
@@ -81,15 +102,8 @@ def check_data(template: nn.Module, state: Mapping[str, torch.Tensor],
             shape = ", ".join(["n", *map(str, source.input_shape())])
             raise BadInput(f"the model cannot take {whose} inputs of shape [{shape}]: "
                            f"{_first_line(err)}") from None
-        if not isinstance(logits, torch.Tensor):
-            raise BadInput(f"the model returns a {type(logits).__name__}, not a tensor of "
-                           "outputs [rows, classes]")
-        if loss == "cross_entropy":
-            labels = source.y if isinstance(source, TensorSource) else y
-            low, high, classes = int(labels.min()), int(labels.max()), logits.shape[-1]
-            if low < 0 or high >= classes:
-                raise BadInput(f"{whose} labels run from {low} to {high}, but the model has "
-                               f"{classes} outputs (classes 0 to {classes - 1})")
+        check_labels(logits, y, loss, whose,
+                     every=source.y if isinstance(source, TensorSource) else None)
         try:
             per_sample_loss(logits, y, loss)
         except BadInput:
@@ -99,6 +113,54 @@ def check_data(template: nn.Module, state: Mapping[str, torch.Tensor],
             raise BadInput(f"the loss {name} cannot take the model's outputs (shape "
                            f"{list(logits.shape)}) with {whose} labels (shape {list(y.shape)}, "
                            f"{y.dtype}): {_first_line(err)}") from None
+
+
+def check_labels(output: Any, y: torch.Tensor, loss: Loss, whose: str, *,
+                 every: torch.Tensor | None = None, masking: str = "(logits, y)") -> None:
+    """Bad input where `loss` cannot score the model's `output` [m, ..., C] against labels y of
+    the same rows: outputs [m, outputs] at least (a loss callable's (logits, y) too); for a named
+    loss, labels [m, ...] with the outputs' shape but its last axis, and label values it can
+    score, all of `every` where given. Cross-entropy needs integer classes the model has outputs
+    for (-100, an ignore index, included: a loss callable of the form `masking` can skip them);
+    the logistic loss one score per sample and 0/1 labels, which flooding.per_sample_loss maps to
+    -1/+1 as the paper's t, so that -1/+1 labels would be scored as -3/+1."""
+    if not isinstance(output, torch.Tensor):
+        raise BadInput(f"the model returns a {type(output).__name__}, not a tensor of outputs "
+                       "[rows, classes]")
+    if output.dim() < 2:
+        raise BadInput(f"the model returns outputs of shape {list(output.shape)}, not [rows, "
+                       "outputs]: it must return [n, 1] for one output per sample (not squeezed "
+                       "to [n])")
+    if len(output) != len(y):
+        raise BadInput(f"{whose} labels have {len(y)} rows, but the model gives outputs for "
+                       f"{len(output)}")
+    if callable(loss):
+        return
+    if tuple(output.shape[:-1]) != tuple(y.shape):
+        raise BadInput(f"the model's outputs (shape {list(output.shape)}) do not fit {whose} "
+                       f"labels (shape {list(y.shape)}): {loss} needs outputs shaped as the "
+                       "labels plus one last axis of scores")
+    labels = y if every is None else every
+    if loss == "logistic":
+        if output.shape[-1] != 1:
+            raise BadInput(f"the logistic loss takes one score per sample, but the model returns "
+                           f"outputs of shape {list(output.shape)}: it must return [n, 1]")
+        other = labels[(labels != 0) & (labels != 1)]
+        if len(other):
+            raise BadInput(f"logistic labels must be 0 or 1 ({whose} hold {other[0].item()}); "
+                           "map -1/+1 labels with (y + 1) // 2")
+        return
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        kind = "float" if y.is_floating_point() else str(y.dtype).removeprefix("torch.")
+        raise BadInput(f"{whose} labels are {kind} ({y.dtype}); cross_entropy needs integer "
+                       "class labels (y.long())")
+    if (labels == -100).any():
+        raise BadInput(f"{whose} labels hold -100, an ignore index: ignored labels are not "
+                       f"supported; pass a loss callable {masking} that masks them")
+    low, high, classes = int(labels.min()), int(labels.max()), output.shape[-1]
+    if low < 0 or high >= classes:
+        raise BadInput(f"{whose} labels run from {low} to {high}, but the model has "
+                       f"{classes} outputs (classes 0 to {classes - 1})")
 
 
 def _first_line(err: Exception) -> str:

@@ -2,9 +2,10 @@
 operators (operators.py, fisher.py) differentiate, with the data as users have it.
 
 A batch is either a pair (x, y), as sources.py gives tensors, splits and DataLoaders of pairs
-(the model is called as model(x), a named loss or a callable (logits, y) scores it), or a dict of
-tensors such as {"input_ids": ..., "labels": ...}. A dict's model inputs are `inputs(batch)` (a
-tuple of positional arguments or a dict of keyword arguments): by default its one non-label entry
+(the model is called as model(x), a named loss or a callable (logits, y) scores it; a sample's
+token labels [T] score as their mean, as a dict batch's do), or a dict of tensors such as
+{"input_ids": ..., "labels": ...}. A dict's model inputs are `inputs(batch)` (a tuple of
+positional arguments or a dict of keyword arguments): by default its one non-label entry
 as the argument, else every non-label entry by name; a named loss scores the output against the
 label entry, and a callable loss takes (output, batch) and returns one loss per sample [m] (a
 sequence model's per-token losses averaged within each sample, as the user decides).
@@ -26,7 +27,14 @@ from torch.utils._pytree import tree_flatten, tree_map
 from landscape.errors import BadInput
 from landscape.flooding import Loss, check_loss, per_sample_loss
 from landscape.measures.filternorm import parameters_of
-from landscape.measures.model import Tensors, _dtype, _first_line, _prepared, check_data
+from landscape.measures.model import (
+    Tensors,
+    _dtype,
+    _first_line,
+    _prepared,
+    check_data,
+    check_labels,
+)
 from landscape.measures.sources import KeptPasses, Source, _saveable, _to, as_source
 
 Batch = Any  # (x, y) or {name: tensor}
@@ -96,12 +104,12 @@ class Objective:
 
     def scored(self, output: Any, batch: Batch) -> torch.Tensor:
         """Per-sample losses [m] of a model output on its batch."""
-        if not isinstance(batch, Mapping):
-            return per_sample_loss(output, batch[1], self.loss)
-        if callable(self.loss):
+        if isinstance(batch, Mapping) and callable(self.loss):
             return self.loss(output, batch)
-        losses = per_sample_loss(output, batch[label_key(batch)], self.loss)
-        return losses.reshape(len(losses), -1).mean(1)  # a sequence's tokens: their mean
+        labels = batch[label_key(batch)] if isinstance(batch, Mapping) else batch[1]
+        losses = per_sample_loss(output, labels, self.loss)
+        # a sequence's tokens (labels [m, T]): their mean, for pairs as for dict batches
+        return losses if losses.dim() == 1 else losses.flatten(1).mean(1)
 
 
 AFFINE_BATCHNORM = True  # off only to measure what it saves (benchmarks/batchnorm.py)
@@ -178,8 +186,9 @@ def objective(model: nn.Module, data: Any, *, loss: Any = "cross_entropy",
               inputs: Inputs | None = None,
               device: torch.device | str | None = None) -> Objective:
     """The Objective of `model` (weights `params`, a state dict, if given) on `data`: a pair of
-    tensors, a split, or any iterable of pair or dict batches; `wrt` names the parameters
-    differentiated (names, or a predicate on a name; all by default). Bad input in one line."""
+    tensors, a split, or any iterable of pair or dict batches that can be iterated again; `wrt`
+    names the parameters differentiated (a name, names, or a predicate on a name; all by
+    default). Bad input in one line."""
     loss = check_loss(loss)
     with _prepared(model, params, device) as (template, state):
         theta, buffers = parameters_of(template, state)
@@ -205,8 +214,6 @@ def _dict_batches(data: Any) -> bool:
         return bool(data) and isinstance(data[0], Mapping)
     if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
         return False
-    if iter(data) is data:  # a one-pass iterator: peeking would lose its first batch
-        return False
     dataset = getattr(data, "dataset", None)  # a DataLoader: its first item, not a collated batch
     if dataset is not None and hasattr(dataset, "__getitem__"):
         try:
@@ -225,6 +232,9 @@ def _check_dict(made: Objective) -> None:
         except Exception as err:  # the user's forward: whatever it raises, say it in one line
             raise BadInput(f"the model cannot take the dict batch (keys {', '.join(batch)}): "
                            f"{_first_line(err)}") from None
+        if not callable(made.loss):
+            check_labels(output, batch[label_key(batch)], made.loss, "the dict batch's",
+                         masking="(output, batch)")
         losses = made.scored(output, batch)
     if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (rows_in(batch),):
         shape = list(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
@@ -235,6 +245,8 @@ def _check_dict(made: Objective) -> None:
 def _chosen(theta: Tensors, wrt: Wrt) -> tuple[str, ...]:
     if wrt is None:
         return tuple(theta)
+    if isinstance(wrt, str):  # one name, not its characters
+        wrt = [wrt]
     if callable(wrt):
         names = tuple(k for k in theta if wrt(k))
     else:

@@ -8,11 +8,13 @@ does not apply to it. A measurement makes many passes (a 51-point slice: 51 per 
 iterable's batches are kept on the device after the first whole pass when they hold at most
 KEEP_NUMBERS numbers, and replayed: a DataLoader's per-sample collation is paid once, and every
 point sees the same rows (a loader that shuffles or augments gives one draw to all of them). A
-larger iterable is re-iterated each pass.
+larger iterable is re-iterated each pass; so a one-pass iterator (a generator, iter(loader)) is
+bad input, whose first batches the checks would otherwise take from the first pass unseen.
 """
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 import torch
@@ -69,6 +71,11 @@ class KeptPasses:
     objective.py share it."""
 
     def __init__(self, batches: Iterable, *, device: torch.device, dtype: torch.dtype) -> None:
+        # every check, memory probe and product starts a new pass (an Iterator's iter() is itself)
+        if isinstance(batches, collections.abc.Iterator):
+            raise BadInput(f"data is a one-pass iterator (a {type(batches).__name__}); give "
+                           "something that can be iterated again: tensors, a list of batches "
+                           "or a DataLoader")
         self.iterable, self.device, self.dtype = batches, device, dtype
         self.kept: Any = None
 
@@ -125,6 +132,8 @@ class LoaderSource(KeptPasses):
 
     def _convert(self, batch: Any) -> Batch:
         x, y = _pair(batch)
+        if len(x) != len(y):  # checked here: check_data sees only the first batch
+            raise BadInput(f"a data batch has {len(x)} rows of inputs but {len(y)} labels")
         return _to(x, self.device, self.dtype), y.to(self.device)
 
     def _kept(self, batches: list[Batch]) -> TensorSource | list[Batch]:
