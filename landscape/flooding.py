@@ -58,6 +58,14 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.
     return -log_p.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
+def token_means(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample values [..., n] from per-label values [..., n, T] (labels y [n, T]: a
+    sequence's tokens, or any further label axes) as each sample's mean over its labels;
+    unchanged for labels [n]. The measurements score a sample so, whatever holds its data."""
+    extra = y.dim() - 1
+    return values if extra == 0 else values.flatten(-extra).mean(-1)
+
+
 def predictions(logits: torch.Tensor, loss: Loss) -> torch.Tensor:
     """Predicted labels [..., n] from logits [..., n, C]: the sign of a single score (the
     logistic loss, or any loss on one output unit), else the arg max."""

@@ -68,6 +68,14 @@ def test_pair_token_labels_score_each_sample_as_its_tokens_mean():
     batch = {"input_ids": ids, "labels": labels}
     torch.testing.assert_close(landscape.GGNOperator(model, (ids, labels)).matmat(V),
                                landscape.GGNOperator(model, batch).matmat(V))
+    # and the evaluations (a slice's centre: the mean of the samples' token means, and of
+    # their token accuracies)
+    line = landscape.loss_slice(model, (ids, labels), points=3)
+    logits = model(ids).detach()
+    expected = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1).mean()
+    assert line["train_loss"][1] == pytest.approx(float(expected), rel=1e-12)
+    hits = (logits.argmax(-1) == labels).double().mean(1).mean()
+    assert line["train_acc"][1] == pytest.approx(float(hits), rel=1e-12)
 
 
 @pytest.mark.parametrize("operator", OPERATORS)

@@ -105,6 +105,7 @@ def test_products_equal_the_dense_matrix(case, kind):
     torch.testing.assert_close(operator.matmat(V), V @ A, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(operator.matvec(V[0]), A @ V[0], rtol=1e-9, atol=1e-11)
     assert operator.products == 4
+    torch.testing.assert_close(operator.matvec(V[0].tolist()), A @ V[0], rtol=1e-9, atol=1e-11)
     scipy = operator.to_scipy()
     np.testing.assert_allclose(scipy.matvec(V[0].numpy()), (A @ V[0]).numpy(), rtol=1e-9,
                                atol=1e-11)

@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.errors import BadInput
-from landscape.flooding import Loss, check_loss, per_sample_loss
+from landscape.flooding import Loss, check_loss, per_sample_loss, token_means
 from landscape.measures.filternorm import parameters_of
 from landscape.measures.model import (
     Tensors,
@@ -107,9 +107,8 @@ class Objective:
         if isinstance(batch, Mapping) and callable(self.loss):
             return self.loss(output, batch)
         labels = batch[label_key(batch)] if isinstance(batch, Mapping) else batch[1]
-        losses = per_sample_loss(output, labels, self.loss)
         # a sequence's tokens (labels [m, T]): their mean, for pairs as for dict batches
-        return losses if losses.dim() == 1 else losses.flatten(1).mean(1)
+        return token_means(per_sample_loss(output, labels, self.loss), labels)
 
 
 AFFINE_BATCHNORM = True  # off only to measure what it saves (benchmarks/batchnorm.py)

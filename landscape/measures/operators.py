@@ -75,6 +75,7 @@ class Operator:
         """A times each row of `vectors` [k, N] -> [k, N]; with `add_to` ([k, N], the
         operator's dtype and device) the product is added to it in place and it is returned,
         so that an iteration's update (Lanczos's A q - beta q') holds no [k, N] of its own."""
+        vectors = torch.as_tensor(vectors, dtype=self.dtype)  # a list or an array too
         if vectors.dim() != 2 or vectors.shape[1] != self.shape[0]:
             raise BadInput(f"vectors must be rows [k, {self.shape[0]}], got {list(vectors.shape)}")
         if add_to is not None and (add_to.shape != vectors.shape or add_to.dtype != self.dtype
@@ -88,7 +89,7 @@ class Operator:
 
     def matvec(self, vector: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
         """A v for one vector [N] (`add_to`: [N], as matmat's)."""
-        return self.matmat(vector.reshape(1, -1),
+        return self.matmat(torch.as_tensor(vector, dtype=self.dtype).reshape(1, -1),
                            None if add_to is None else add_to.view(1, -1))[0]
 
     def _product(self, vectors: torch.Tensor) -> torch.Tensor:
