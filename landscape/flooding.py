@@ -58,12 +58,12 @@ def per_sample_loss(logits: torch.Tensor, y: torch.Tensor, loss: Loss) -> torch.
     return -log_p.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
-def token_means(values: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample values [..., n] from per-label values [..., n, T] (labels y [n, T]: a
-    sequence's tokens, or any further label axes) as each sample's mean over its labels;
-    unchanged for labels [n]. The measurements score a sample so, whatever holds its data."""
-    extra = y.dim() - 1
-    return values if extra == 0 else values.flatten(-extra).mean(-1)
+def token_means(values: torch.Tensor, samples: int = 0) -> torch.Tensor:
+    """Per-sample values [..., n] (the samples on axis `samples`) from per-label values [..., n,
+    T, ...] (labels [n, T]: a sequence's tokens) as each sample's mean over its labels; values
+    with nothing after the samples' axis unchanged. The measurements score a sample so,
+    whatever holds its data."""
+    return values if values.dim() == samples + 1 else values.flatten(samples + 1).mean(-1)
 
 
 def predictions(logits: torch.Tensor, loss: Loss) -> torch.Tensor:

@@ -50,13 +50,13 @@ def mean_loss(ensemble: Ensemble, source: Source, loss: Loss, rows: int, *,
     with contextlib.nullcontext() if gradients else torch.inference_mode():
         for x, y in source.batches(rows):
             logits = ensemble.forward(x, shared=True)                      # [K, c, C]
-            losses = token_means(per_sample_loss(logits, y, loss), y)      # [K, c]
+            losses = token_means(per_sample_loss(logits, y, loss), 1)      # [K, c]
             if gradients:
                 for total, g in zip(grads, torch.autograd.grad(losses.sum(), params)):
                     total += g
             chunk_loss = losses.detach().sum(-1).double()
             chunk_hits = (token_means((predictions(logits.detach(), loss) == y).double(),
-                                      y).sum(-1)
+                                      1).sum(-1)
                           if not y.is_floating_point() else torch.full_like(chunk_loss, math.nan))
             loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
             hits = chunk_hits if hits is None else hits + chunk_hits
@@ -91,7 +91,7 @@ def sample_losses(model: nn.Module, state: Mapping[str, torch.Tensor], source: S
                       length=length) as batches:
         for x, y in batches:
             logits = functional_call(model, dict(state), (x,))
-            out.append(token_means(per_sample_loss(logits, y, loss), y).double().cpu())
+            out.append(token_means(per_sample_loss(logits, y, loss)).double().cpu())
     return torch.cat(out).numpy()
 
 
