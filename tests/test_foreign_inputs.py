@@ -144,6 +144,14 @@ def test_tied_weights_are_one_parameter_differentiated_once():
     torch.testing.assert_close(operator.matmat(V), V @ hessian)
     torch.testing.assert_close(landscape.FisherOperator(model, (ids, y)).matmat(V), V @ fisher)
     assert model.out.weight is model.emb.weight  # the user's module untouched
+    # weights saved under one of the tied names (as save_pretrained saves them) take both
+    torch.manual_seed(1)
+    other = Tied().double().state_dict()
+    once = {k: v for k, v in other.items() if k != "out.weight"}
+    found = landscape.HessianOperator(model, (ids, y), params=once).matmat(V)
+    torch.testing.assert_close(found, landscape.HessianOperator(model, (ids, y),
+                                                                params=other).matmat(V))
+    assert not torch.allclose(found, V @ hessian)
 
 
 class Sequences(nn.Module):

@@ -176,7 +176,7 @@ def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Te
     """`state` with the keys and in the order of `expected` (a model's state dict): a prefix such
     as "model." or DDP's "module." is removed where that makes the keys fit; bad input names the
     first key or shape that does not fit (`what` says whose)."""
-    state = _fitted_names(dict(state), expected)
+    state = _tied_filled(_fitted_names(dict(state), expected), expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -189,6 +189,23 @@ def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Te
             raise BadInput(f"{what} do not fit the model: {key!r} has shape "
                            f"{list(state[key].shape)} there, {list(value.shape)} in the model")
     return {k: state[k] for k in expected}
+
+
+def _tied_filled(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """`state` with a tied tensor's every name (tied weights saved under one of their names, as
+    Hugging Face's save_pretrained saves them): the names `expected` holds as one tensor take
+    the value saved under any of them."""
+    names: dict[tuple, list[str]] = {}
+    for key, value in expected.items():
+        if value.numel():
+            names.setdefault((value.untyped_storage().data_ptr(), value.storage_offset(),
+                              tuple(value.shape), tuple(value.stride())), []).append(key)
+    for tied in names.values():
+        saved = next((k for k in tied if k in state), None)
+        for key in tied if saved is not None else ():
+            state.setdefault(key, state[saved])
+    return state
 
 
 def _state_in(content: Any) -> dict[str, torch.Tensor] | None:
