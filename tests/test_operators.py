@@ -25,6 +25,7 @@ from landscape.measures.hessian import hvp_function
 from landscape.measures.operators import Operator
 from landscape.measures.spectrum import (
     eigenpairs,
+    lanczos,
     spectral_density,
     spectrum_ends,
     top_eigenvalue,
@@ -122,6 +123,8 @@ def test_products_equal_the_dense_matrix(case, kind):
                                    rtol=1e-9, atol=1e-11)
     with pytest.raises(BadInput, match="add_to must be"):
         operator.matmat(V, add_to=torch.zeros(2, A.shape[0], dtype=torch.float64))
+    with pytest.raises(BadInput, match="add_to must not share memory with the vectors"):
+        operator.matmat(V, add_to=V)
     # chunks of 7 rows (kept or rebuilt alike) and a DataLoader's batches give the same matrix
     chunked = KINDS[kind](net, (x, y), rows=7)
     torch.testing.assert_close(_as_matrix(chunked), A, rtol=1e-9, atol=1e-11)
@@ -444,6 +447,24 @@ def test_bad_input_is_one_line(transformer):
             with pytest.raises(BadInput, match="iterations must be at least 1 and tolerance"):
                 run(H, **bad)
     assert H.products == 0
+
+
+def test_the_lanczos_basis_stays_orthonormal_in_float32():
+    """The three-term step, then one pass of full reorthogonalization (a second only where the
+    first cancelled most of the vector): the basis orthonormal to float32 rounding after 150
+    steps, and T's extreme Ritz values those of the matrix."""
+    torch.manual_seed(4)
+    basis, _ = torch.linalg.qr(torch.randn(200, 200, dtype=torch.float64))
+    spectrum = torch.cat([torch.tensor([40.0, 39.0, 5.0]), torch.linspace(-1, 1, 197)]).double()
+    A = (basis * spectrum) @ basis.T
+    operator = Operator({"w": torch.zeros(200)}, lambda V: V @ A.float())
+    state = lanczos(operator, torch.randn(200), steps=150)
+    Q = torch.cat(state.rows(len(state.alpha))).double()
+    assert float((Q @ Q.T - torch.eye(len(Q), dtype=torch.float64)).abs().max()) < 1e-5
+    values = state.ritz()[0]
+    assert values[-1] == pytest.approx(40.0, rel=1e-5) and values[-2] == pytest.approx(39.0,
+                                                                                     rel=1e-5)
+    assert values[0] == pytest.approx(-1.0, abs=1e-4)
 
 
 def test_a_block_the_loss_does_not_reach_is_zero(case):

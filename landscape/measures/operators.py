@@ -83,6 +83,10 @@ class Operator:
             raise BadInput(f"add_to must be {list(vectors.shape)} of {self.dtype} on "
                            f"{self.device}, got {list(add_to.shape)} of {add_to.dtype} on "
                            f"{add_to.device}")
+        if add_to is not None and (add_to.untyped_storage().data_ptr()
+                                   == vectors.untyped_storage().data_ptr()):
+            raise BadInput("add_to must not share memory with the vectors: the product reads "
+                           "them while it adds")
         self.products += len(vectors)
         vectors = vectors.to(self.device, self.dtype)
         return self._product(vectors) if add_to is None else self._add_product(vectors, add_to)

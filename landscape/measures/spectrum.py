@@ -66,6 +66,7 @@ def unflatten(flat: torch.Tensor, params: Tensors) -> Tensors:
     return {k: t.view(p.shape) for (k, p), t in zip(params.items(), flat.split(sizes))}
 
 
+REORTHOGONALIZE_AGAIN = 0.5 ** 0.5  # a pass that leaves less of w than this goes again
 BASIS_BLOCK = 16  # Lanczos vectors allocated at a time: a run holds the vectors it made, not
                   # `steps` of them (eigenpairs' default 100 x N, for a k = 5 run of 30-50)
 
@@ -124,8 +125,8 @@ def top_eigenvalue(operator: Operator, *, iterations: int = 100, tolerance: floa
 
 def _lanczos_estimates(operator: Operator, q: torch.Tensor) -> Iterator[float]:
     """top_eigenvalue's estimate after each step of Lanczos without reorthogonalization from
-    the unit q: the extreme eigenvalue of T_j of largest magnitude; the last one exact when the
-    Krylov space is exhausted."""
+    the unit q (whose memory it reuses): the extreme eigenvalue of T_j of largest magnitude;
+    the last one exact when the Krylov space is exhausted."""
     previous = torch.zeros_like(q)
     alpha: list[float] = []
     beta: list[float] = []
@@ -163,22 +164,32 @@ def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
     n = start.numel()
     steps = min(steps, n)
     state = Lanczos([], [], [])
-    q = start / start.norm()
+    q, previous = start / start.norm(), None
     for j in range(steps):
         if j % BASIS_BLOCK == 0:
             state.blocks.append(start.new_empty(min(BASIS_BLOCK, steps - j), n))
         state.blocks[-1][j % BASIS_BLOCK] = q
         w = operator.matmat(q[None])[0]
         alpha = float(w @ q)
-        for _ in range(2):  # full reorthogonalization, twice
+        # the three-term step first, so that what full reorthogonalization removes is rounding
+        # and one pass of it suffices unless it cancels most of w (Daniel, Gragg, Kaufman and
+        # Stewart's test, as ARPACK's): then a second (one pass loses orthogonality in float32)
+        w.sub_(q, alpha=alpha)
+        if previous is not None:
+            w.sub_(previous, alpha=state.beta[-1])
+        norm = float(w.norm())
+        for _ in range(2):
             for rows in state.rows(j + 1):
-                w = w - rows.T @ (rows @ w)
-        beta = float(w.norm())
+                w.sub_(rows.T @ (rows @ w))
+            before, norm = norm, float(w.norm())
+            if norm > REORTHOGONALIZE_AGAIN * before:
+                break
+        beta = norm
         state = Lanczos(state.alpha + [alpha], state.beta + [beta], state.blocks)
         scale = max(abs(a) for a in state.alpha) or 1.0
         if j + 1 == steps or beta <= 1e-10 * scale or (stop is not None and stop(state)):
             return state
-        q = w / beta
+        previous, q = q, w.div_(beta)
     return state
 
 
