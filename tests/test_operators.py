@@ -155,6 +155,53 @@ def test_a_cpu_cuts_a_kept_graph_into_equal_chunks_of_its_budget(case, monkeypat
     assert len(cut._kept) == chunks and cut._complete and cut._rows == -(-len(x) // chunks)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_loader_batches_that_are_not_the_chunks_and_graphs_kept_in_part(case, kind,
+                                                                       monkeypatch):
+    """The kept chunks are the first pass's batches (a DataLoader's own), later passes replay
+    its rows cut to `rows`: the rows after the kept ones are rebuilt, none twice. A loader too
+    large to replay (it may shuffle) keeps nothing unless it keeps everything."""
+    net, x, y, dense = case
+    A = dense[kind]
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    pieces = [(x[:7], y[:7]), (x[7:8], y[7:8]), (x[8:], y[8:])]
+    for data, rows in ((loader, 4), (pieces, 1), (pieces, 5)):
+        torch.testing.assert_close(_as_matrix(KINDS[kind](net, data, rows=rows)), A,
+                                   rtol=1e-9, atol=1e-11)
+    # the graphs of the first two loader batches kept, the rest rebuilt at each product
+    operator = KINDS[kind](net, loader, rows=4)
+    per_row, per_chunk = operator._numbers(next(iter(operator.objective.batches(2))))
+    monkeypatch.setattr("landscape.measures.operators.GRAPH_NUMBERS",
+                        2 * per_chunk + 10 * per_row)
+    partial = KINDS[kind](net, loader, rows=4)
+    torch.testing.assert_close(_as_matrix(partial), A, rtol=1e-9, atol=1e-11)
+    assert len(partial._kept) == 2 and not partial._complete
+    # not replayed (over the keep budget) and shuffled: nothing kept, every row each pass once
+    monkeypatch.setattr("landscape.measures.sources.KEEP_NUMBERS", 0)
+    shuffled = KINDS[kind](net, DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True),
+                           rows=4)
+    torch.testing.assert_close(_as_matrix(shuffled), A, rtol=1e-9, atol=1e-11)
+    assert shuffled._kept == [] and not shuffled._complete
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_products_follow_the_weights_changed_in_place(case, kind):
+    """An optimizer's step on the model's own tensors: the kept state is rebuilt, the products
+    are those at the new weights (were the old ones, or autograd's in-place error)."""
+    net, x, y, _ = case
+    model = copy.deepcopy(net)
+    operator = KINDS[kind](model, (x, y))
+    V = torch.randn(2, operator.shape[0], dtype=torch.float64)
+    before = operator.matmat(V)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    after = operator.matmat(V)
+    torch.testing.assert_close(after, KINDS[kind](model, (x, y)).matmat(V), rtol=1e-12,
+                               atol=1e-14)
+    assert not torch.allclose(after, before)
+
+
 def test_batched_backward_of_the_gpu_route_equals_the_dense_hessian(case, monkeypatch):
     """On a GPU a block of vectors goes through one vmapped backward; forced here on the CPU."""
     net, x, y, dense = case

@@ -20,7 +20,7 @@ graph (replay.py) and the Hessian takes a block of vectors in one batched backwa
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -38,9 +38,10 @@ from landscape.measures.objective import (
     evaluating,
     objective,
     rows_in,
+    rows_of,
 )
 from landscape.measures.replay import Replay
-from landscape.measures.sources import TensorSource
+from landscape.measures.sources import KeptPasses, TensorSource
 from landscape.measures.spectrum import top_eigenvalue
 from landscape.measures.trace import Estimate, hutchinson_trace
 from landscape.memory import CPU_GRAPH_NUMBERS, GRAPH_NUMBERS
@@ -126,7 +127,10 @@ class ModelOperator(Operator):
     the model's own by default), the model in eval mode. `loss` is a name or a callable:
     (logits, y) -> per-sample losses for pairs, (output, batch) -> per-sample losses for dict
     batches, whose model arguments `inputs(batch)` gives (objective.default_inputs by default).
-    `rows` fixes the chunk size (tests); by default the memory rule chooses it.
+    `rows` fixes the chunk size (tests); by default the memory rule chooses it. Products
+    follow the weights: after an in-place change (an optimizer's step on the model's tensors,
+    which the operator shares unless `params` or `device` made copies) the kept state is
+    rebuilt at the next product.
 
         H = HessianOperator(model, loader, wrt=lambda name: name.startswith("head."))
         H.matmat(V)        # V: [k, N] -> [k, N]
@@ -192,18 +196,27 @@ class ModelOperator(Operator):
         # attention's fused kernels have no second derivative: the math kernel has
         with evaluating(self.objective.template), torch.enable_grad(), sdpa_kernel(
                 SDPBackend.MATH), self._replay.active():
-            if self._kept is None:
-                self._keep()
+            if self._kept is None or self._versions != _versions(self.objective):
+                self._keep()  # first, or the weights changed in place (an optimizer's step)
             if self._complete and self._replay.enabled:
                 # the same kernels on the same memory: a CUDA graph
                 return out.add_(self._replay(self._mean_of_kept, vectors))
             out.mul_(self.n)  # the chunks' shares are sums over their rows
             for state in self._kept:
                 self._apply(state, vectors, out)
-            for batch in itertools.islice(self.objective.batches(self._rows),
-                                          len(self._kept), None):
+            for batch in () if self._complete else self._rest():
                 self._apply(self._build(batch), vectors, out)
             return out.div_(self.n)
+
+    def _rest(self) -> Iterator[Batch]:
+        """A pass's rows after those of the kept chunks. The kept chunks are the first pass's
+        batches: a DataLoader's own, where later passes replay its rows cut to `rows` rows."""
+        skip = self._kept_rows
+        for batch in self.objective.batches(self._rows):
+            m = rows_in(batch)
+            if skip < m:
+                yield rows_of(batch, slice(skip, None)) if skip else batch
+            skip = max(skip - m, 0)
 
     def _mean_of_kept(self, vectors: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vectors)
@@ -221,7 +234,8 @@ class ModelOperator(Operator):
         if self.rows is None and total is not None:  # chunks of equal size, none left short
             rows = -(-total // -(-total // rows))
         kept, held, n, complete = [], 0, 0, True
-        self._held = 0  # what the kept chunks hold, counted as they are built
+        self._held = self._kept_rows = 0  # what the kept chunks hold and cover
+        self._kept = None  # a rebuild's old graphs freed before the new ones are made
         for batch in self.objective.batches(rows):
             n += rows_in(batch)
             held += per_chunk + rows_in(batch) * per_row
@@ -233,9 +247,22 @@ class ModelOperator(Operator):
                                   else (self._build(batch), 0))
                 kept.append(state)
                 self._held += numbers
+                self._kept_rows += rows_in(batch)
             else:
                 complete = False
+        if not complete and isinstance(source, KeptPasses) and source.kept is None:
+            kept, self._held, self._kept_rows = [], 0, 0  # a loader read again at every pass
+            # may shuffle: kept chunks from this pass and the rest from another would count
+            # some rows twice and miss others
         self._kept, self._rows, self.n, self._complete = kept, rows, n, complete
+        self._versions = _versions(self.objective)
+
+
+def _versions(made: Objective) -> tuple[int, ...]:
+    """The version counters of the objective's weights and buffers, which an in-place change
+    (an optimizer's step on the model's own tensors) moves."""
+    return tuple(t._version for t in itertools.chain(made.theta.values(),
+                                                     made.buffers.values()))
 
 
 class HessianOperator(ModelOperator):
