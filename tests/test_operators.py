@@ -530,6 +530,22 @@ def test_a_block_the_loss_does_not_reach_is_zero(case):
         del net._parameters["unused"]
 
 
+def test_batch_statistics_are_one_line_and_bfloat16_exports_to_scipy_as_float32():
+    torch.manual_seed(6)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    coupled = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False),
+                            nn.Linear(4, 2))
+    for kind in ("hessian", "ggn"):
+        with pytest.raises(BadInput, match="need a model that runs on one row .* Expected more"):
+            KINDS[kind](coupled, (x, y)).matvec(torch.zeros(34))
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    exact = landscape.HessianOperator(net, (x, y)).matvec(torch.ones(26))
+    scipy = landscape.HessianOperator(copy.deepcopy(net).bfloat16(), (x, y)).to_scipy()
+    assert scipy.dtype == np.float32
+    np.testing.assert_allclose(scipy.matvec(np.ones(26, dtype=np.float32)), exact.numpy(),
+                               rtol=0.05, atol=0.02 * float(exact.abs().max()))
+
+
 def test_the_fisher_of_a_model_vmap_cannot_run_is_one_line():
     class Recurrent(nn.Module):
         def __init__(self):

@@ -109,12 +109,14 @@ class Operator:
         from scipy.sparse.linalg import LinearOperator
 
         n = self.shape[0]
+        # numpy has no bfloat16: such an operator's products come back in float32
+        exported = torch.float32 if self.dtype == torch.bfloat16 else self.dtype
 
         def columns(block: np.ndarray) -> np.ndarray:
             rows = torch.as_tensor(np.asarray(block).reshape(n, -1).T.copy())
-            return self.matmat(rows).T.cpu().numpy()
+            return self.matmat(rows).T.cpu().to(exported).numpy()
 
-        dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+        dtype = torch.empty((), dtype=exported).numpy().dtype
         return LinearOperator((n, n), matvec=lambda v: columns(v).reshape(np.shape(v)),
                               rmatvec=lambda v: columns(v).reshape(np.shape(v)),
                               matmat=columns, dtype=dtype)
@@ -179,8 +181,15 @@ class ModelOperator(Operator):
         `budget`: a chunk's)."""
         made, source = self.objective, self.objective.source
         data = [source.x, source.y] if isinstance(source, TensorSource) else []
-        return graph_numbers(self._build, batch, total, budget, held=[
-            *made.theta.values(), *made.buffers.values(), *(t for t in data if t is not None)])
+        try:
+            return graph_numbers(self._build, batch, total, budget, held=[
+                *made.theta.values(), *made.buffers.values(),
+                *(t for t in data if t is not None)])
+        except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on batch statistics
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise BadInput(f"the operators need a model that runs on one row (their memory "
+                           f"rule measures a row's graph, and a model coupling a batch's rows "
+                           f"would have a Hessian that depends on the chunks): {first}") from None
 
     def _counted(self, batch: Batch) -> tuple[Any, int]:
         """(_build(batch), the numbers it keeps)."""
