@@ -35,8 +35,8 @@ _PUBLIC = {
     **{name: "measures.hessian" for name in (
         "hessian_top_eigenvalue", "hessian_eigenvalues", "hessian_density", "hessian_trace",
         "average_sharpness")},
-    **{name: "measures.operators" for name in (
-        "Operator", "HessianOperator", "layer_curvature", "LayerCurvature")},
+    **{name: "measures.operators" for name in ("Operator", "HessianOperator")},
+    **{name: "measures.layercurvature" for name in ("layer_curvature", "LayerCurvature")},
     **{name: "measures.fisher" for name in ("GGNOperator", "FisherOperator")},
     **{name: "measures.spectrum" for name in ("top_eigenvalue", "eigenpairs", "spectrum_ends",
                                               "spectral_density")},

@@ -20,7 +20,7 @@ graph (replay.py) and the Hessian takes a block of vectors in one batched backwa
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -42,8 +42,6 @@ from landscape.measures.objective import (
 )
 from landscape.measures.replay import Replay
 from landscape.measures.sources import KeptPasses, TensorSource
-from landscape.measures.spectrum import top_eigenvalue
-from landscape.measures.trace import Estimate, hutchinson_trace
 from landscape.memory import CPU_GRAPH_NUMBERS, GRAPH_NUMBERS
 
 
@@ -322,32 +320,3 @@ class HessianOperator(ModelOperator):
         if not vectors.is_cuda:
             return 1
         return max(1, min(len(vectors), GRAPH_NUMBERS // max(self._held, 1)))
-
-
-class LayerCurvature(NamedTuple):
-    """One layer's diagonal block: its top eigenvalue (Lanczos) and trace (Hutchinson)."""
-
-    top_eigenvalue: float
-    trace: Estimate
-
-
-def layer_curvature(operator: ModelOperator, *, iterations: int = 100, tolerance: float = 1e-4,
-                    probes: int = 100, seed: int = 0,
-                    trace: Callable[..., Estimate] = hutchinson_trace
-                    ) -> dict[str, LayerCurvature]:
-    """{layer: LayerCurvature} over the operator's per-layer diagonal blocks (`blocks()`), as
-    PyHessian's users ask of it: which layers are sharp. The blocks' traces sum to the whole
-    operator's trace, and each block's largest eigenvalue is at most the whole's (Cauchy's
-    interlacing). `trace`: each block's trace, a function (operator, probes=, seed=) ->
-    Estimate: hutchinson_trace, or split.split_trace (exact for a block whose parameters the
-    model is piecewise linear in)."""
-    if not isinstance(operator, ModelOperator):
-        raise BadInput("per-layer blocks need an operator of a model (HessianOperator, "
-                       "GGNOperator or FisherOperator)")
-    blocks, found = operator.blocks(), {}
-    for layer in list(blocks):  # each block's kept graph (the whole forward) freed after it
-        block = blocks.pop(layer)
-        found[layer] = LayerCurvature(
-            top_eigenvalue(block, iterations=iterations, tolerance=tolerance, seed=seed)[0],
-            trace(block, probes=probes, seed=seed))
-    return found
