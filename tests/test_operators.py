@@ -336,7 +336,7 @@ def test_layer_blocks_equal_the_dense_blocks(case):
         return hutchinson_trace(block, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("landscape.measures.operators.hutchinson_trace", counted)
+        patch.setattr("landscape.measures.layercurvature.hutchinson_trace", counted)
         found = landscape.layer_curvature(operator, iterations=5000, tolerance=1e-14,
                                           probes=2000)
     assert alive == [1] * len(alive)  # the block measured, not the ones before it
