@@ -6,6 +6,7 @@ squeezed to [n]). Numbers are checked against dense float64 Hessians from torch.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -198,3 +199,84 @@ def test_small_slips_are_taken_or_named_in_one_line():
         landscape.HessianOperator(squeezed, (x, torch.randn(20)), loss=lambda o, t: (o - t) ** 2)
     with pytest.raises(BadInput, match=r"^a data batch has 5 rows of inputs but 4 labels$"):
         landscape.HessianOperator(model, [(x, y), (x[:5], y[:4])]).matvec(torch.zeros(75))
+
+
+@pytest.mark.parametrize("dtype, rel", [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
+def test_a_half_models_ggn_is_its_float64_ggn_to_its_precision(dtype, rel):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
+    x, y = torch.randn(18, 5).to(dtype), torch.randint(0, 3, (18,))
+    params = {k: p.detach().double() for k, p in model.named_parameters()}
+    wide = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    # dense G = (1/n) sum_i J_i' H_i J_i, H_i = diag(p_i) - p_i p_i' the softmax loss Hessian
+    jacobian = jacrev(lambda t: functional_call(wide, _unflat(t, params), (x.double(),)))(
+        _flat(params))                                                          # [n, C, N]
+    p = torch.softmax(functional_call(wide, params, (x.double(),)), -1)
+    hessians = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    ggn = torch.einsum("icp,icd,idq->pq", jacobian, hessians, jacobian) / len(x)
+    operator = landscape.HessianOperator(model, (x, y))
+    assert landscape.ggn_trace(operator) == pytest.approx(float(ggn.trace()), rel=rel)
+    found = landscape.ggn_diagonal(operator)
+    assert all(t.dtype == dtype for t in found.values())
+    torch.testing.assert_close(_flat(found).double(), ggn.diagonal(), rtol=rel, atol=rel * float(
+        ggn.diagonal().abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16])
+def test_labels_gather_cannot_index_by_are_named_with_the_fix(dtype):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(20, 5, dtype=torch.float64), torch.randint(0, 3, (20,))
+    name = str(dtype).removeprefix("torch.")
+    for data, whose in (((x, y.to(dtype)), "the data's"),
+                        ({"x": x, "labels": y.to(dtype)}, "the dict batch's")):
+        with pytest.raises(BadInput, match=rf"^{whose} labels are {name} \({dtype}\); "
+                           r"cross_entropy needs integer class labels, int64 or int32 "
+                           r"\(y\.long\(\)\)$"):
+            landscape.HessianOperator(model, data)
+    V = torch.randn(2, sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    torch.testing.assert_close(landscape.HessianOperator(model, (x, y.int())).matmat(V),
+                               landscape.HessianOperator(model, (x, y)).matmat(V))
+
+
+def test_params_holding_something_else_than_a_tensor_are_named():
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    with pytest.raises(BadInput, match=r"^params must hold tensors, but '0\.bias' is a str$"):
+        landscape.HessianOperator(model, (x, y), params={**model.state_dict(), "0.bias": "oops"})
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.emb = nn.Linear(5, 3), nn.Embedding(4, 3)
+
+    def forward(self, x, kind):
+        return self.lin(x) + self.emb(kind)
+
+
+def test_a_pair_of_several_inputs_is_pointed_to_dict_batches():
+    torch.manual_seed(0)
+    x, kind, y = torch.randn(20, 5), torch.randint(0, 4, (20,)), torch.randint(0, 3, (20,))
+    message = (r'^a pair \(\(x1, x2\), y\) holds several model inputs: a model with several '
+               r'inputs takes dict batches with inputs=, e\.g\. \{"a": x1, "b": x2, "labels": '
+               r'y\} with inputs=lambda batch: \(batch\["a"\], batch\["b"\]\)$')
+    for data in (((x, kind), y), [(x, kind), y], [((x, kind), y)],
+                 DataLoader([((a, b), c) for a, b, c in zip(x, kind, y)], batch_size=8)):
+        with pytest.raises(BadInput, match=message):
+            landscape.HessianOperator(TwoInputs(), data)
+    taken = landscape.HessianOperator(TwoInputs(), {"a": x, "b": kind, "labels": y},
+                                      inputs=lambda batch: (batch["a"], batch["b"]))
+    assert taken.shape == (30, 30)
+
+
+def test_eigenpairs_past_the_distinct_eigenvalues_give_each_once():
+    d = torch.tensor([3.0, 3.0, 2.0, 1.0, -0.5], dtype=torch.float64)
+    diagonal = landscape.Operator({"w": torch.zeros(5, dtype=torch.float64)}, lambda V: V * d)
+    distinct = [3.0, 2.0, 1.0, -0.5]   # the Krylov space from one start holds 3 once
+    np.testing.assert_allclose(landscape.eigenpairs(diagonal, k=5)[0], distinct)
+    np.testing.assert_allclose(landscape.eigenpairs(diagonal, k=5, which="smallest")[0],
+                               distinct[::-1])
+    largest, smallest, _ = landscape.spectrum_ends(diagonal, k=5)
+    np.testing.assert_allclose(largest, distinct)
+    np.testing.assert_allclose(smallest, distinct[::-1])

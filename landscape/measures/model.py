@@ -120,10 +120,10 @@ def check_labels(output: Any, y: torch.Tensor, loss: Loss, whose: str, *,
     """Bad input where `loss` cannot score the model's `output` [m, ..., C] against labels y of
     the same rows: outputs [m, outputs] at least (a loss callable's (logits, y) too); for a named
     loss, labels [m, ...] with the outputs' shape but its last axis, and label values it can
-    score, all of `every` where given. Cross-entropy needs integer classes the model has outputs
-    for (-100, an ignore index, included: a loss callable of the form `masking` can skip them);
-    the logistic loss one score per sample and 0/1 labels, which flooding.per_sample_loss maps to
-    -1/+1 as the paper's t, so that -1/+1 labels would be scored as -3/+1."""
+    score, all of `every` where given. Cross-entropy needs int64 or int32 classes the model has
+    outputs for (-100, an ignore index, included: a loss callable of the form `masking` can skip
+    them); the logistic loss one score per sample and 0/1 labels, which flooding.per_sample_loss
+    maps to -1/+1 as the paper's t, so that -1/+1 labels would be scored as -3/+1."""
     if not isinstance(output, torch.Tensor):
         raise BadInput(f"the model returns a {type(output).__name__}, not a tensor of outputs "
                        "[rows, classes]")
@@ -150,10 +150,10 @@ def check_labels(output: Any, y: torch.Tensor, loss: Loss, whose: str, *,
             raise BadInput(f"logistic labels must be 0 or 1 ({whose} hold {other[0].item()}); "
                            "map -1/+1 labels with (y + 1) // 2")
         return
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+    if y.dtype not in (torch.int64, torch.int32):  # the index dtypes gather takes
         kind = "float" if y.is_floating_point() else str(y.dtype).removeprefix("torch.")
         raise BadInput(f"{whose} labels are {kind} ({y.dtype}); cross_entropy needs integer "
-                       "class labels (y.long())")
+                       "class labels, int64 or int32 (y.long())")
     if (labels == -100).any():
         raise BadInput(f"{whose} labels hold -100, an ignore index: ignored labels are not "
                        f"supported; pass a loss callable {masking} that masks them")
@@ -176,6 +176,7 @@ def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Te
     """`state` with the keys and in the order of `expected` (a model's state dict): a prefix such
     as "model." or DDP's "module." is removed where that makes the keys fit; bad input names the
     first key or shape that does not fit (`what` says whose)."""
+    _check_tensors(state, what)
     state = _tied_filled(_fitted_names(dict(state), expected), expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -189,6 +190,14 @@ def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Te
             raise BadInput(f"{what} do not fit the model: {key!r} has shape "
                            f"{list(state[key].shape)} there, {list(value.shape)} in the model")
     return {k: state[k] for k in expected}
+
+
+def _check_tensors(state: Mapping[str, Any], what: str) -> None:
+    """Bad input at the first value of `state` that is not a tensor (torch's AttributeError at
+    its shape otherwise)."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise BadInput(f"{what} must hold tensors, but {key!r} is a {type(value).__name__}")
 
 
 def _tied_filled(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]

@@ -157,7 +157,20 @@ def _saveable(t: torch.Tensor) -> torch.Tensor:
         return t.clone()
 
 
+SEVERAL_INPUTS = ('a pair ((x1, x2), y) holds several model inputs: a model with several '
+                  'inputs takes dict batches with inputs=, e.g. {"a": x1, "b": x2, "labels": y} '
+                  'with inputs=lambda batch: (batch["a"], batch["b"])')
+
+
+def _several_inputs(batch: Any) -> bool:
+    """Whether `batch` is ((x1, x2, ...), y): a list of batches never has a tensor second."""
+    return (isinstance(batch, (tuple, list)) and len(batch) >= 2
+            and isinstance(batch[0], (tuple, list)) and isinstance(batch[1], torch.Tensor))
+
+
 def _pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if _several_inputs(batch):
+        raise BadInput(SEVERAL_INPUTS)
     if isinstance(batch, Mapping):
         batch = (batch.get("x", batch.get("input")), batch.get("y", batch.get("label")))
     if not isinstance(batch, (tuple, list)) or len(batch) < 2 or not all(
@@ -183,6 +196,8 @@ def as_source(data: Any, *, device: torch.device, dtype: torch.dtype | None
         return data
     if isinstance(data, Split):
         return TensorSource(None, data.y, split=data)
+    if _several_inputs(data):  # else taken for a list of batches, x2 for one of them
+        raise BadInput(SEVERAL_INPUTS)
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(
             isinstance(t, torch.Tensor) for t in data):
         x, y = data

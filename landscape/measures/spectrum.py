@@ -201,7 +201,8 @@ def eigenpairs(operator: Operator, *, k: int, which: Literal["largest", "smalles
     {name: tensor} if asked; products used) by Lanczos from a seeded Gaussian start, at most
     max(`iterations`, k) products. Near-zero eigenvalues converge slowly under the relative
     `tolerance` (a Hessian's bottom end is often a cluster around 0). `start` replaces the
-    Gaussian (`_start`)."""
+    Gaussian (`_start`). Fewer than k values come back when the Krylov space is exhausted (k
+    beyond the distinct eigenvalues): a repeated eigenvalue is counted once."""
     if which not in ("largest", "smallest"):
         raise BadInput(f"which must be largest or smallest, got {which!r}")
     state, k = _converged_run(operator, k, (which,), iterations, tolerance, seed, start)

@@ -208,7 +208,16 @@ def _factors(made: Objective, batch: Batch) -> Callable[[torch.Tensor],
                                                         tuple[torch.Tensor, torch.Tensor]]:
     """output -> (eigenvalues [m, d], eigenvectors [m, d, d]) of each sample's loss Hessian by
     its output: H_i = sum_c l_ic u_ic u_ic'."""
-    return lambda output: torch.linalg.eigh(_loss_hessians(made, output, batch))
+    return lambda output: _eigh(_loss_hessians(made, output, batch))
+
+
+def _eigh(hessians: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh of [m, d, d], in its dtype: a half or bfloat16 model's in float32 and
+    cast back, as eigh has no half kernels (the d x d matrices are small)."""
+    if hessians.dtype not in (torch.float16, torch.bfloat16):
+        return torch.linalg.eigh(hessians)
+    values, vectors = torch.linalg.eigh(hessians.float())
+    return values.to(hessians.dtype), vectors.to(hessians.dtype)
 
 
 def _loss_hessians(made: Objective, output: torch.Tensor, batch: Batch) -> torch.Tensor:
