@@ -223,6 +223,16 @@ def test_products_replayed_as_cuda_graphs_equal_the_dense_matrix(case):
             V = torch.randn(width, A.shape[0], dtype=torch.float64, device="cuda")
             torch.testing.assert_close(operator.matmat(V), V @ A, rtol=1e-9, atol=1e-11)
         assert sorted(operator._replay.graphs) == [1, 3] and not operator._replay.broken
+        # weights changed in place: new kept graphs, and no replay over the freed old ones
+        model = operator.objective.template
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.5)
+        fresh = KINDS[kind](model, (x.cuda(), y.cuda()))
+        for width in (1, 1, 1):
+            V = torch.randn(width, A.shape[0], dtype=torch.float64, device="cuda")
+            torch.testing.assert_close(operator.matmat(V), fresh.matmat(V), rtol=1e-9,
+                                       atol=1e-11)
 
 
 def test_hvp_function_of_earlier_releases_is_the_hessians_product(case):

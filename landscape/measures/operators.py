@@ -242,7 +242,8 @@ class ModelOperator(Operator):
             rows = -(-total // -(-total // rows))
         kept, held, n, complete = [], 0, 0, True
         self._held = self._kept_rows = 0  # what the kept chunks hold and cover
-        self._kept = None  # a rebuild's old graphs freed before the new ones are made
+        self._kept = None  # a rebuild's old graphs freed before the new ones are made,
+        self._replay = Replay(self.device)  # and the CUDA graphs captured over their memory
         for batch in self.objective.batches(rows):
             n += rows_in(batch)
             held += per_chunk + rows_in(batch) * per_row
