@@ -22,6 +22,7 @@ from landscape.analysis.loading import dataset_for, model_for
 from landscape.figures.vtk import write_vtp
 from landscape.measures.filternorm import normalize_direction, parameters_of
 from landscape.measures.options import Normalization
+from landscape.measures.spectrum import draws
 from landscape.results import read_result
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +65,7 @@ def test_density_integrates_to_one_and_its_moments_are_the_start_vectors(exact):
     assert math.isclose(np.trapezoid(curve, grid), 1.0, rel_tol=1e-6)
     assert math.isclose(one.weights.sum(), 1.0, rel_tol=1e-12)
     # the quadrature's moments are q'H^p q for its (normalized Rademacher) start vector q
-    generator = torch.Generator().manual_seed(5)
+    generator = draws(5)
     q = torch.cat([torch.randint(0, 2, (p.numel(),), generator=generator) * 2.0 - 1
                    for p in net.parameters()]).double() / math.sqrt(n)
     assert math.isclose(one.moment(1), float(q @ H @ q), rel_tol=1e-8)

@@ -24,7 +24,7 @@ import torch
 
 from landscape.errors import BadInput
 from landscape.measures.model import Tensors
-from landscape.measures.spectrum import unflatten
+from landscape.measures.spectrum import draws, unflatten
 
 if TYPE_CHECKING:
     from landscape.measures.operators import Operator
@@ -62,7 +62,7 @@ def hutchinson_trace(operator: Operator, *, probes: int = 100, seed: int = 0,
         raise BadInput(f"probes must be at least 1, got {probes}")
     if stderr is not None and not stderr >= 0:
         raise BadInput(f"stderr must be a number >= 0, got {stderr}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = draws(seed)
     values = []
     for start in range(0, probes, PROBE_BATCH):
         z = rademacher(operator, min(PROBE_BATCH, probes - start), generator)   # [count, N]
@@ -79,7 +79,7 @@ def hutchpp_trace(operator: Operator, *, products: int = 99, seed: int = 0) -> E
     third = products // 3
     if third < 1:
         raise BadInput(f"Hutch++ needs at least 3 products, got {products}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = draws(seed)
     sketch = rademacher(operator, third, generator)                               # S': [m/3, N]
     probes = rademacher(operator, third, generator)                               # G': [m/3, N]
     q = torch.linalg.qr(_blocks(operator, sketch).T).Q.T                          # Q': [m/3, N]
@@ -105,7 +105,7 @@ def diagonal(operator: Operator, *, probes: int | None = None, seed: int = 0) ->
                         unflatten(torch.zeros_like(out), operator.params))
     if probes < 1:
         raise BadInput(f"probes must be at least 1, got {probes}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = draws(seed)
     z = rademacher(operator, probes, generator)
     samples = z * _blocks(operator, z)                                            # [probes, N]
     stderr = samples.std(0) / math.sqrt(probes) if probes > 1 else torch.full_like(
