@@ -210,6 +210,14 @@ def test_the_cli_on_a_users_model_weights_and_data(user_project):
     again = landscape_cli("gradnorm", *user, "--weights", "ckpt/*.ckpt", "--out", "res", "-q",
                           "--skip-epochs", 2, "--normalization", "layer")
     assert again.returncode == 2 and "--overwrite" in again.stderr  # another result: refused
+    some = landscape_cli("gradnorm", *user, "--weights", "ckpt/*.ckpt", "--epochs", "3,10",
+                         "--out", "res_some", "-q", "--skip-epochs", 0)
+    assert some.returncode == 0, some.stderr
+    assert read_result(folder / "res_some" / "gradnorm.h5", "gradnorm")[1]["epoch"].tolist() \
+        == [3, 10]
+    absent = landscape_cli("gradnorm", *user, "--weights", "ckpt/*.ckpt", "--epochs", "99",
+                           "--out", "res_absent", "-q")
+    assert absent.returncode == 2 and "no checkpoint of epoch 99" in absent.stderr
 
     line = landscape_cli("flatness", *user, "--weights", "ckpt/epoch_12.ckpt", "--points", 3,
                          "--out", "res", "-q")
@@ -217,6 +225,10 @@ def test_the_cli_on_a_users_model_weights_and_data(user_project):
     _, s = read_result(folder / "res" / "epoch_12.slice.h5", "slice")
     api = landscape.loss_slice(net, data, params=state_of(folder, 12), points=3)
     np.testing.assert_allclose(s["test_loss"], api["test_loss"], rtol=1e-6)
+    # the same weights under another loss (or model, or data): refused, not resumed
+    other = landscape_cli("flatness", *user, "--weights", "ckpt/epoch_12.ckpt", "--points", 3,
+                          "--loss", "usernet:squared", "--out", "res", "-q")
+    assert other.returncode == 2 and "loss" in other.stderr and "--overwrite" in other.stderr
 
     sharp = landscape_cli("sharpness", *user, "ckpt/epoch_11.ckpt", "--weights",
                           "ckpt/epoch_12.ckpt", "--probes", 2, "--draws", 2, "--iterations", 20,

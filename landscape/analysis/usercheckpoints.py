@@ -139,7 +139,8 @@ def checkpoint_flatness(ck: UserCheckpoints, options: SliceOptions, out: str | P
         f, name = ck.files[i], names[i]
         attrs = {"run": str(f.resolve()), "label": f.name, "weights_digest": digest(f),
                  "which": "last", "role": "model", "epoch": ck.epochs[i], "step": -1,
-                 "model_mode": "eval"}
+                 "model_mode": "eval", **ck.specs}  # a file of another model, data or loss
+                                                     # is refused, not resumed
         state = {k: v.to(device) for k, v in ck.state(i).items()}
         models.append(SlicedModel(name, attrs, model, state, sources, ck.loss,
                             trajectory=trajectory[:i + 1], trajectory_epochs=ck.epochs[:i + 1]))

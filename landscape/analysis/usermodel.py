@@ -15,7 +15,7 @@ import importlib
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -211,6 +211,19 @@ class UserCheckpoints:
 
     def state(self, index: int) -> dict[str, torch.Tensor]:
         return load_state(self.files[index], self.model)
+
+    def at(self, epochs: Sequence[int] | None) -> UserCheckpoints:
+        """These checkpoints at `epochs` (--epochs; all for None); an epoch without one is bad
+        input."""
+        if epochs is None:
+            return self
+        missing = [e for e in epochs if e not in self.epochs]
+        if missing:
+            raise BadInput(f"--epochs: no checkpoint of epoch {missing[0]} among --weights "
+                           f"(epochs {', '.join(map(str, self.epochs))})")
+        keep = [i for i, e in enumerate(self.epochs) if e in set(epochs)]
+        return replace(self, files=[self.files[i] for i in keep],
+                       epochs=[self.epochs[i] for i in keep])
 
 
 def open_checkpoints(model: str, weights: Sequence[str], data: str, loss: str

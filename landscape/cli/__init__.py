@@ -196,7 +196,8 @@ def per_epoch_options(name: str):
         command = result_options(name)(skip_epochs_option()(command))
         return click.option("--epochs", default=None, metavar="E,E",
                             help="Only these saved epochs (and each run's early-stopping epoch, "
-                            "where saved). Default: every saved epoch.")(command)
+                            "where saved), or the --weights files of these epochs. Default: "
+                            "every saved epoch.")(command)
 
     return decorate
 

@@ -59,7 +59,7 @@ def gradnorm(paths, checkpoints, splits, epochs, normalization, out, name, skip_
     from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
-        checkpoints = checkpoints()
+        checkpoints = checkpoints().at(chosen)
         from landscape.analysis.usercheckpoints import checkpoint_gradnorm
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs, checkpoints=True)

@@ -93,7 +93,7 @@ def sharpness(paths, checkpoints, epochs, split, iterations, probes, trace_metho
     from landscape.runs.folders import open_runs
 
     if checkpoints is not None:
-        checkpoints = checkpoints()
+        checkpoints = checkpoints().at(chosen)
         from landscape.analysis.usercheckpoints import checkpoint_sharpness
 
         refuse_empty_figure(checkpoints.epochs, skip_epochs, checkpoints=True)
