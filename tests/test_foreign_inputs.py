@@ -280,3 +280,21 @@ def test_eigenpairs_past_the_distinct_eigenvalues_give_each_once():
     largest, smallest, _ = landscape.spectrum_ends(diagonal, k=5)
     np.testing.assert_allclose(largest, distinct)
     np.testing.assert_allclose(smallest, distinct[::-1])
+
+
+def test_weights_of_another_dtype_take_the_models_as_load_state_dict_does():
+    """A float64 (or float16) checkpoint of a float32 model: its weights in float32, as
+    load_state_dict would load them (was torch's "mat1 and mat2 must have the same dtype")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    v = torch.randn(sum(p.numel() for p in model.parameters()))
+    plain = landscape.HessianOperator(model, (x, y)).matvec(v)
+    for other in (state, {k: t.half() for k, t in state.items()}):
+        operator = landscape.HessianOperator(model, (x, y), params=other)
+        assert operator.dtype == torch.float32
+        exact = other is state
+        torch.testing.assert_close(operator.matvec(v), plain, rtol=1e-6 if exact else 5e-2,
+                                   atol=1e-6 if exact else 5e-2 * float(plain.abs().max()))
+    assert landscape.loss_slice(model, (x, y), params=state, points=3)["train_loss"].shape == (3,)

@@ -189,7 +189,10 @@ def fit_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Te
         if tuple(state[key].shape) != tuple(value.shape):
             raise BadInput(f"{what} do not fit the model: {key!r} has shape "
                            f"{list(state[key].shape)} there, {list(value.shape)} in the model")
-    return {k: state[k] for k in expected}
+    # as load_state_dict: floating weights take the model's dtype (a float64 checkpoint of a
+    # float32 model was met at the first product with float32 data: "mat1 and mat2 ...")
+    return {k: state[k].to(expected[k].dtype) if state[k].is_floating_point()
+            and expected[k].is_floating_point() else state[k] for k in expected}
 
 
 def _check_tensors(state: Mapping[str, Any], what: str) -> None:
