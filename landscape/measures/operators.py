@@ -185,9 +185,9 @@ class ModelOperator(Operator):
                 *(t for t in data if t is not None)])
         except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on batch statistics
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise BadInput(f"the operators need a model that runs on one row (their memory "
-                           f"rule measures a row's graph, and a model coupling a batch's rows "
-                           f"would have a Hessian that depends on the chunks): {first}") from None
+            raise BadInput(f"the model failed on one row, which the operators' memory rule "
+                           f"measures ({first}): a model coupling a batch's rows (BatchNorm on "
+                           "batch statistics) has no Hessian independent of the chunks") from None
 
     def _counted(self, batch: Batch) -> tuple[Any, int]:
         """(_build(batch), the numbers it keeps)."""
