@@ -132,3 +132,26 @@ def test_log_axes_label_every_decade_and_runs_are_named_by_b():
     assert run_labels(np.array([0.0, 0.2, 0.0]), np.array([False, True, True]),
                       ["flood0", "flood0.2", "flood0-adaptive"]) == ["b = 0", "b = 0.2",
                                                                       "flood0-adaptive"]
+
+
+def test_a_figure_killed_while_drawn_leaves_no_file(tmp_path):
+    """Each figure file (and its CSV) appears whole or not at all: a drawing that fails midway
+    leaves neither a stub under its name nor its temporary file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from landscape.figures.style import save_figure
+
+    fig = plt.figure()
+
+    def half_written(f, **kwargs):
+        f.write(b"%PDF-1.4 half")
+        raise KeyboardInterrupt
+
+    fig.savefig = half_written
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, tmp_path / "curve", {"x": [1, 2]}, formats=["pdf"])
+    assert list(tmp_path.iterdir()) == []
+    plt.close(fig)
