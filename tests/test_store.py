@@ -136,6 +136,8 @@ def test_find_runs_in_folders_and_sweeps(tmp_path, real_run):
     (tmp_path / "deep" / "er").mkdir(parents=True)
     shutil.copy(real_run, tmp_path / "deep" / "er" / "x.h5")
     assert find_runs([tmp_path / "deep"]) == [tmp_path / "deep" / "er" / "x.h5"]
+    for one in (tmp_path / "deep", str(tmp_path / "deep")):  # one path, not its characters
+        assert find_runs(one) == [tmp_path / "deep" / "er" / "x.h5"]
     write_sweep_index(tmp_path / "deep", [tmp_path / "deep" / "er" / "x.h5"], grid={})
     assert find_runs([tmp_path / "deep"]) == [tmp_path / "deep" / "er" / "x.h5"]
     (tmp_path / "empty").mkdir()

@@ -17,10 +17,12 @@ from landscape.runs.store import FORMAT, FORMAT_VERSION, Run
 SWEEP_INDEX = "sweep.json"
 
 
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+def find_runs(paths: Iterable[str | Path] | str | Path) -> list[Path]:
     """Run files named by paths: files as given; a sweep folder's runs in index order; any other
     folder's *.h5 files, recursively and sorted, leaving out the analyses' result files."""
     found: list[Path] = []
+    if isinstance(paths, (str, Path)):  # one path, not its characters
+        paths = [paths]
     for p in map(Path, paths):
         if p.is_dir():
             index = p / SWEEP_INDEX
@@ -54,7 +56,8 @@ def _analysis_result(path: Path) -> bool:
     return isinstance(fmt, str) and fmt.startswith("landscape-") and fmt != FORMAT
 
 
-def open_runs(paths: Iterable[str | Path], *, data_dir: str | Path | None = None) -> list[Run]:
+def open_runs(paths: Iterable[str | Path] | str | Path, *,
+              data_dir: str | Path | None = None) -> list[Run]:
     """The runs an analysis measures. A diverged run is bad input, named with the epoch it
     diverged in: its last epochs hold NaN/inf, and its curves would end in nothing."""
     runs = [Run(p, data_dir=data_dir) for p in find_runs(paths)]
