@@ -556,6 +556,22 @@ def test_batch_statistics_are_one_line_and_bfloat16_exports_to_scipy_as_float32(
                                rtol=0.05, atol=0.02 * float(exact.abs().max()))
 
 
+def test_weights_that_are_not_finite_give_nan_not_an_error():
+    """A diverged checkpoint among many: its spectrum is NaN (one product), where LAPACK's and
+    scipy's errors ended the whole measurement."""
+    torch.manual_seed(7)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    with torch.no_grad():
+        net[0].weight[0, 0] = math.nan
+    H = landscape.HessianOperator(net, (torch.randn(10, 4), torch.randint(0, 3, (10,))))
+    for method in ("lanczos", "power"):
+        value, products = top_eigenvalue(H, method=method)
+        assert math.isnan(value) and products == 1
+    assert np.isnan(eigenpairs(H, k=2)[0]).all() and np.isnan(spectrum_ends(H)[0]).all()
+    density = spectral_density(H, iterations=10)
+    assert np.isnan(density.nodes).all() and math.isnan(hutchinson_trace(H, probes=4).value)
+
+
 def test_the_fisher_of_a_model_vmap_cannot_run_is_one_line():
     class Recurrent(nn.Module):
         def __init__(self):

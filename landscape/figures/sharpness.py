@@ -105,6 +105,10 @@ def plot_spectrum(attrs: dict, a: dict[str, np.ndarray], out_stem: str | Path,
             ax = axes[0, column]
             last = np.flatnonzero(a["run"] == r)[-1]
             keep = np.isfinite(a["density/nodes"][last])
+            if not keep.any():  # NaN/inf weights at that checkpoint (diverged): an empty panel
+                ax.set_title(f"{labels[r]}, epoch {a['epoch'][last]}: not finite")
+                column += 1
+                continue
             grid, curve = Density(a["density/nodes"][last][keep],
                                   a["density/weights"][last][keep]).curve()
             ax.semilogy(grid, np.maximum(curve, 1e-12), color=COLOURS[flooding_of(a)[r]],

@@ -107,6 +107,8 @@ class Lanczos:
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvalues (ascending) and eigenvectors (columns) of T."""
         m = len(self.alpha)
+        if not np.all(np.isfinite(self.alpha + self.beta[:m - 1])):  # NaN/inf weights or data
+            return np.full(m, np.nan), np.full((m, m), np.nan)
         t = np.diag(np.asarray(self.alpha, dtype=np.float64))
         off = np.asarray(self.beta[:m - 1], dtype=np.float64)
         t += np.diag(off, 1) + np.diag(off, -1)
@@ -146,6 +148,9 @@ def _lanczos_estimates(operator: Operator, q: torch.Tensor) -> Iterator[float]:
         # transients, as power iteration's v and A v
         w = operator.matvec(q, add_to=previous.mul_(-beta[-1] if beta else 0.0))
         alpha.append(float(w @ q))
+        if not math.isfinite(alpha[-1]):  # NaN/inf weights or data (a diverged checkpoint)
+            yield math.nan
+            return
         w.sub_(q, alpha=alpha[-1])
         values = eigh_tridiagonal(np.asarray(alpha), np.asarray(beta), eigvals_only=True)
         yield float(values[-1] if abs(values[-1]) >= abs(values[0]) else values[0])
@@ -163,7 +168,7 @@ def _power_estimates(operator: Operator, v: torch.Tensor) -> Iterator[float]:
         av = operator.matvec(v)
         yield float(v @ av)
         norm = float(av.norm())
-        if norm == 0:
+        if norm == 0 or not math.isfinite(norm):
             return
         v = av / norm
 
@@ -198,7 +203,8 @@ def lanczos(operator: Operator, start: torch.Tensor, *, steps: int,
         beta = norm
         state = Lanczos(state.alpha + [alpha], state.beta + [beta], state.blocks)
         scale = max(abs(a) for a in state.alpha) or 1.0
-        if j + 1 == steps or beta <= 1e-10 * scale or (stop is not None and stop(state)):
+        if (j + 1 == steps or not beta > 1e-10 * scale  # exhausted, or NaN: nothing further
+                or (stop is not None and stop(state))):
             return state
         previous, q = q, w.div_(beta)
     return state
