@@ -254,6 +254,7 @@ def state_of(folder, epoch):
     (["--model", "usernet:wrong"], "returned a int, not a torch.nn.Module"),
     (["--data", "usernet:make"], "returned a Sequential"),
     (["--weights", "ckpt/none-*.pt"], "matches no file"),
+    (["--weights", "ckpt"], "ckpt is a folder: give its files, e.g. 'ckpt/*.pt'"),
     (["--weights", "bad.pt"], "the model's '0.weight' is not in them"),
     (["--weights", "shape.pt"], "'0.weight' has shape [8, 5] there, [8, 4] in the model"),
     (["--weights", "code.pt"], ("it holds an object of class test_any_model.ConvNet, which "

@@ -99,6 +99,9 @@ def checkpoint_files(patterns: Sequence[str]) -> list[Path]:
         if not matches:
             raise BadInput(f"--weights: {pattern!r} matches no file")
         for match in matches:
+            if os.path.isdir(match):
+                raise BadInput(f"--weights: {match} is a folder: give its files, e.g. "
+                               f"'{os.path.join(match, '*.pt')}'")
             if not os.path.isfile(match):
                 raise BadInput(f"--weights: {match}: no such file")
             found.append(match)
