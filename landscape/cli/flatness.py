@@ -42,7 +42,9 @@ DEFAULT = SliceOptions()
               "products.")
 @click.option("--eigen-iterations", type=int, default=DEFAULT.eigen_iterations,
               show_default=True,
-              help="With --eigen: Lanczos products at most (one run for both ends).")
+              help="With --eigen: Lanczos products at most (one run for both ends). A run "
+              "cut short gives Ritz values inside the spectrum: a minimum above the true one "
+              "can show a point as convex.")
 @click.option("--eigen-tolerance", type=float, default=DEFAULT.eigen_tolerance,
               show_default=True, help="With --eigen: stop at this relative residual.")
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True,
