@@ -251,6 +251,7 @@ def state_of(folder, epoch):
     (["--model", "nosuchmodule:make"], "no module named 'nosuchmodule'"),
     (["--model", "usernet:absent"], "has no attribute 'absent'"),
     (["--model", "usernet"], "must be MODULE:NAME"),
+    (["--loss", "mse"], "--loss must be cross_entropy, logistic or MODULE:NAME"),
     (["--model", "usernet:wrong"], "returned a int, not a torch.nn.Module"),
     (["--data", "usernet:make"], "returned a Sequential"),
     (["--weights", "ckpt/none-*.pt"], "matches no file"),

@@ -236,6 +236,9 @@ def open_checkpoints(model: str, weights: Sequence[str], data: str, loss: str
     files = checkpoint_files(weights)
     for f in files:
         load_state(f, module)
+    if loss not in ("cross_entropy", "logistic") and ":" not in loss:
+        raise BadInput(f"--loss must be cross_entropy, logistic or MODULE:NAME (a function "
+                       f"(logits, y) -> per-sample losses), got {loss!r}")
     chosen: Any = loss if loss in ("cross_entropy", "logistic") else import_object(loss, "--loss")
     if not isinstance(chosen, str) and not callable(chosen):
         raise BadInput(f"--loss: {loss} is not callable")
