@@ -46,7 +46,7 @@ def os_error(err: OSError, path: Path | str) -> LandscapeError:
     (exit 2), a full disk or another fault a failure of the work (exit 1)."""
     code = err.errno
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):  # the place asked for
         return BadInput(f"cannot write {path}: {os.strerror(code)}")
     if code in (errno.ENOSPC, errno.EDQUOT):
         return WorkFailed(f"cannot write {path}: no space left on the device ({os.strerror(code)})")

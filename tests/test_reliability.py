@@ -257,6 +257,12 @@ def test_a_read_only_out_is_one_line(tmp_path, monkeypatch):
                                  tmp_path / "ro")):
         one_line_error(result, code=2)
         assert "Read-only file system" in result.stderr and "ro" in result.stderr
+    monkeypatch.undo()
+    (tmp_path / "afile").write_text("")  # an --out below a file: the place asked for, exit 2
+    result = landscape_cli("gradnorm", tmp_path / "r.h5", "--skip-epochs", "0", "--out",
+                           tmp_path / "afile" / "below")
+    one_line_error(result, code=2)
+    assert "Not a directory" in result.stderr
 
 
 @pytest.mark.parametrize("extra", [
