@@ -364,3 +364,23 @@ def test_a_loader_first_read_in_an_evaluation_is_differentiated_later():
         net, DataLoader(TensorDataset(x, y), batch_size=16), names=names, options=options)
     assert got == pytest.approx(landscape.generalization_measures(net, (x, y), names=names,
                                                                   options=options), rel=1e-9)
+
+
+def test_a_measure_that_cannot_take_the_model_or_data_is_named():
+    """All the measures at once: the one that refuses says who it is and how to set it or
+    leave it out (the caller never passed gradient_noise's batch_size), and the path norm on a
+    model of token ids is a line, not the embedding's error."""
+    torch.manual_seed(0)
+    tokens = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(20, 3))
+    ids, y = torch.randint(0, 10, (40, 5)), torch.randint(0, 3, (40,))
+    with pytest.raises(BadInput, match=r"^path_norm: the path norm runs the model on an "
+                       r"all-ones float input of shape \[5\], which it cannot take"):
+        landscape.generalization_measures(tokens, (ids, y), names=["path_norm"])
+    few = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    with pytest.raises(BadInput, match=r"^gradient_noise: batch_size must be between 1 and the "
+                       r"data's 20 rows, got 32 \(options=\{'gradient_noise': \{\.\.\.\}\} sets"):
+        landscape.generalization_measures(few, (x, y), names=["output_margin", "gradient_noise"])
+    found = landscape.generalization_measures(few, (x, y), names=["gradient_noise"],
+                                              options={"gradient_noise": {"batch_size": 5}})
+    assert math.isfinite(found["gradient_noise"])

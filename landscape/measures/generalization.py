@@ -164,5 +164,11 @@ def generalization_measures(model: nn.Module, data: Any, *,
         first = next(iter(state.values()))
         source = as_source(data, device=first.device, dtype=_dtype(state))
     given = dict(zip(COMMON, (loss, params, seed, device)))
-    return {name: MEASURES[name](model, source, init, given, options.get(name, {}))
-            for name in names}
+    found = {}
+    for name in names:
+        try:
+            found[name] = MEASURES[name](model, source, init, given, options.get(name, {}))
+        except BadInput as err:  # which measure, and how to set it or leave it out
+            raise BadInput(f"{name}: {err} (options={{{name!r}: {{...}}}} sets its arguments; "
+                           f"names= without it leaves it out)") from None
+    return found

@@ -22,7 +22,7 @@ from torch.func import functional_call
 
 from landscape.errors import BadInput
 from landscape.measures.filternorm import parameters_of
-from landscape.measures.model import Tensors, _prepared, fit_state
+from landscape.measures.model import Tensors, _first_line, _prepared, fit_state
 
 
 def weight_matrices(theta: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -118,7 +118,12 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], *,
         ones = torch.ones((1, *input_shape), dtype=first.dtype, device=first.device)
         template.eval()
         with torch.no_grad():
-            out = functional_call(template, (squared, buffers), (ones,))
+            try:
+                out = functional_call(template, (squared, buffers), (ones,))
+            except Exception as err:  # noqa: BLE001 - the user's forward, in one line
+                raise BadInput(f"the path norm runs the model on an all-ones float input of "
+                               f"shape {list(input_shape)}, which it cannot take (token ids?): "
+                               f"{_first_line(err)}") from None
     total = float(out.double().sum())
     if total < 0:
         raise BadInput("the network with squared weights gives a negative output sum (its "
