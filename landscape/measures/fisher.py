@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
 from landscape.measures.graphs import add_gradients
-from landscape.measures.model import Tensors
+from landscape.measures.model import Tensors, _first_line
 from landscape.measures.objective import Batch, Objective
 from landscape.measures.operators import ModelOperator
 from landscape.memory import GRAPH_NUMBERS
@@ -95,5 +95,5 @@ def per_sample_gradients(made: Objective, batch: Batch) -> Tensors:
             {k: p.detach() for k, p in made.params.items()}, batch)
     except Exception as err:  # noqa: BLE001 - whatever torch.func refuses (nn.GRU, nn.LSTM)
         raise BadInput(f"the empirical Fisher needs per-sample gradients by torch.func.vmap, "
-                       f"which this model does not run under ({str(err).splitlines()[0]}); "
+                       f"which this model does not run under ({_first_line(err)}); "
                        "wrt= the parameters of the layers it can run, or the GGN") from None

@@ -29,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.errors import BadInput
 from landscape.measures.graphs import add_gradients, graph_numbers, saved_numbers
-from landscape.measures.model import Tensors
+from landscape.measures.model import Tensors, _first_line
 from landscape.measures.objective import (
     Batch,
     Inputs,
@@ -184,9 +184,8 @@ class ModelOperator(Operator):
                 *made.theta.values(), *made.buffers.values(),
                 *(t for t in data if t is not None)])
         except (RuntimeError, ValueError) as err:  # e.g. BatchNorm on batch statistics
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise BadInput(f"the model failed on one row, which the operators' memory rule "
-                           f"measures ({first}): a model coupling a batch's rows (BatchNorm on "
+                           f"measures ({_first_line(err)}): a model coupling a batch's rows (BatchNorm on "
                            "batch statistics) has no Hessian independent of the chunks") from None
 
     def _counted(self, batch: Batch) -> tuple[Any, int]:

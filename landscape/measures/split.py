@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_map
 
 from landscape.errors import BadInput
 from landscape.measures import layerrules
-from landscape.measures.model import Tensors
+from landscape.measures.model import Tensors, _first_line
 from landscape.measures.objective import Batch, Objective, evaluating, rows_in, rows_of
 from landscape.measures.operators import HessianOperator, ModelOperator
 from landscape.measures.trace import Diagonal, Estimate, diagonal, hutchinson_trace
@@ -176,7 +176,7 @@ def _of_model(operator: ModelOperator) -> tuple[Objective, int]:
             output = made.output(made.params, rows_of(next(iter(made.batches(1))), slice(1)))
         except Exception as err:  # noqa: BLE001 - e.g. BatchNorm on batch statistics
             raise BadInput(f"the GGN's per-sample terms need a model that runs on one sample: "
-                           f"{str(err).splitlines()[0]}") from None
+                           f"{_first_line(err)}") from None
     if not isinstance(output, torch.Tensor):
         raise BadInput(f"the GGN (exact in the split trace and diagonal) needs a model that "
                        f"returns a tensor, not a {type(output).__name__}: hutchinson_trace and "
@@ -260,7 +260,7 @@ def _chunk(made: Objective, params: Tensors, batch: Batch) -> tuple[torch.Tensor
             params, batch)                                                  # {name: [m, d, ...]}
     except Exception as err:  # noqa: BLE001 - whatever torch.func refuses, said in one line
         raise BadInput(f"per-sample Jacobians need a model that runs on one sample under "
-                       f"torch.func.vmap: {str(err).splitlines()[0]}") from None
+                       f"torch.func.vmap: {_first_line(err)}") from None
     return hessians, jacobian
 
 
