@@ -20,7 +20,7 @@ import secrets
 import shutil
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from landscape.errors import BadInput, LandscapeError, WorkFailed
 
@@ -136,13 +136,20 @@ def publish(tmp: Path, path: Path, *, replace: bool) -> None:
         tmp.unlink()
 
 
+@contextlib.contextmanager
+def replaced(path: Path, mode: str = "w", **options) -> Iterator[IO]:
+    """The open file (`mode`, open()'s `options`) that replaces `path` atomically when the block
+    ends: written under a temporary name beside it, never half under its own."""
+    with temporary(path) as tmp:
+        with os.fdopen(create_exclusive(tmp), mode, **options) as f:
+            yield f
+        publish(tmp, path, replace=True)
+
+
 def write_text(path: Path, text: str) -> None:
     """A small text file replaced atomically (the sweep index)."""
-    with temporary(path) as tmp:
-        fd = create_exclusive(tmp)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        publish(tmp, path, replace=True)
+    with replaced(path) as f:
+        f.write(text)
 
 
 # struct flock on 64-bit Linux: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int).

@@ -8,7 +8,6 @@ are built with matplotlib's object API (no pyplot state), so library code never 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from landscape.errors import BadInput
 from landscape.figures.epochs import of_checkpoints
-from landscape.files import create_exclusive, publish, temporary
+from landscape.files import replaced
 
 if TYPE_CHECKING:  # matplotlib takes a second to import: commands check --format before it
     from matplotlib.figure import Figure
@@ -148,11 +147,8 @@ def save_figure(fig: Figure, stem: str | Path, data: Mapping[str, Sequence] | No
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:  # each file whole or not at all: a killed drawing leaves no stub
-        with temporary(with_extension(stem, fmt)) as tmp:
-            fd = create_exclusive(tmp)
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt)
-            publish(tmp, with_extension(stem, fmt), replace=True)
+        with replaced(with_extension(stem, fmt), "wb") as f:
+            fig.savefig(f, format=fmt)
         written.append(with_extension(stem, fmt))
     if data is not None:
         written.append(write_csv(with_extension(stem, "csv"), data))
@@ -172,10 +168,8 @@ def write_csv(path: Path, columns: Mapping[str, Sequence]) -> Path:
     if len(lengths) > 1:
         raise ValueError(f"figure data columns differ in length: "
                          f"{ {k: len(v) for k, v in arrays.items()} }")
-    with temporary(path) as tmp:
-        with os.fdopen(create_exclusive(tmp), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(arrays)
-            writer.writerows(zip(*(v.tolist() for v in arrays.values())))
-        publish(tmp, path, replace=True)
+    with replaced(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(arrays)
+        writer.writerows(zip(*(v.tolist() for v in arrays.values())))
     return path
